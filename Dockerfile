@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# Container image for vram-exporter: the exporter plus nvml-sim and its scenarios, so that
+# `docker run IMAGE --simulate demo` works on a machine without a GPU (see docs/deploy.md).
+
+# ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set.
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+COPY . .
+# The registry and git caches survive between builds; target/ stays in this (discarded) stage so the
+# artefacts can be copied out below.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    cargo build --release --locked -p vram-exporter -p nvml-sim
+
+# ---- runtime
+# debian:bookworm-slim rather than distroless/cc: the exporter has no health subcommand, and the slim
+# image's bash can probe /-/healthy through /dev/tcp without adding curl; it also matches the builder's
+# glibc, and a shell helps when debugging NVML library injection by the NVIDIA container toolkit.
+FROM debian:bookworm-slim
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="vram-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for NVIDIA GPU memory with soft/hard limits, leak drift and OOM-prevention actions" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+
+# A fixed numeric UID/GID so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+RUN groupadd --system --gid 65532 vram-exporter \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin vram-exporter
+
+COPY --from=builder /src/target/release/vram-exporter /usr/local/bin/vram-exporter
+# nvml-sim carries the SONAME libnvidia-ml.so.1, so it lives in a private directory that the dynamic
+# linker never searches (ldconfig does not descend into /usr/local/lib/*/); the exporter finds it there
+# only for --simulate, and the real library injected by the NVIDIA container toolkit wins otherwise.
+COPY --from=builder /src/target/release/libnvml_sim.so /usr/local/lib/vram-exporter/libnvml_sim.so
+COPY nvml-sim/scenarios/ /usr/share/vram-exporter/scenarios/
+
+# Read by the NVIDIA container toolkit: expose every GPU, and only the driver parts NVML needs.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=utility
+
+USER 65532:65532
+EXPOSE 9862
+
+# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --listen moves the port.
+# It cannot speak TLS: with a --web.config.file that enables TLS, override or disable this check.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-9862} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
+
+ENTRYPOINT ["/usr/local/bin/vram-exporter"]

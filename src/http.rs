@@ -1,0 +1,137 @@
+//! HTTP: the axum router — `/metrics`, the status page, health, readiness and the JSON API.
+//!
+//! Handlers only read the newest published [`Snapshot`]; none of them calls NVML, so a hung driver
+//! never slows a scrape. Load is bounded: past `max_concurrent_requests` a request is answered 503
+//! at once (never queued), and a request that outlives `request_timeout` gets 408. Nothing here can
+//! trigger a cleanup action.
+
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Json, Router};
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+
+use crate::metrics::{Telemetry, CONTENT_TYPE};
+use crate::state::SharedSnapshot;
+
+/// What every handler can read.
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshot: watch::Receiver<SharedSnapshot>,
+    pub telemetry: Telemetry,
+}
+
+impl AppState {
+    fn latest(&self) -> SharedSnapshot {
+        self.snapshot.borrow().clone()
+    }
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+}
+
+/// The router, without a socket, so tests can drive it with `oneshot`.
+pub fn app(state: AppState, limits: Limits) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/api/v1/gpus", get(gpus))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overload_response))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        )
+}
+
+async fn overload_response(err: BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent requests\n",
+        )
+            .into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response()
+    } else {
+        tracing::error!(error = %err, "request failed");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = state.latest();
+    let mut body = Vec::with_capacity(snapshot.exposition.len() + 4096);
+    body.extend_from_slice(&snapshot.exposition);
+    state.telemetry.encode_into(&mut body);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+async fn healthy() -> &'static str {
+    "OK\n"
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.latest().ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no successful NVML poll yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn gpus(State(state): State<AppState>) -> Response {
+    Json(state.latest()).into_response()
+}
+
+async fn status_page(State(state): State<AppState>) -> Html<String> {
+    Html(crate::status_page::render(&state.latest()))
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; see / for the endpoints\n",
+    )
+        .into_response()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,82 @@
+//! vram-exporter: watches GPU memory through NVML, applies a soft/hard limit policy and leak-drift
+//! tracking, and serves Prometheus metrics, a JSON API and a status page.
+//!
+//! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `state`) → `Snapshot` →
+//! (`metrics`, `http`, `cleanup`). See ARCHITECTURE.md for the code map and invariants.
+
+pub mod cleanup;
+pub mod cli;
+pub mod config;
+pub mod drift;
+pub mod http;
+pub mod metrics;
+pub mod nvml;
+pub mod policy;
+pub mod poller;
+pub mod sample;
+pub mod simulate;
+pub mod state;
+pub mod status_page;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Telemetry;
+use crate::state::{Engine, Snapshot};
+
+/// An error that stops the server after the configuration was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the poller thread: {0}")]
+    Poller(std::io::Error),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Starts polling and serves HTTP until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(config.web.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.web.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(RunError::Serve)?;
+
+    let telemetry = Telemetry::new();
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::initial(config.max_processes_per_gpu)));
+    let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
+    let engine = Engine::new(
+        config.limits.clone(),
+        config.leak,
+        config.max_processes_per_gpu,
+    );
+    let poller = poller::Poller::spawn(source, engine, config.poll_interval, telemetry.clone(), tx)
+        .map_err(RunError::Poller)?;
+
+    let state = http::AppState {
+        snapshot: rx,
+        telemetry,
+    };
+    let app = http::app(
+        state,
+        http::Limits {
+            max_concurrent_requests: config.web.max_concurrent_requests,
+            request_timeout: config.web.request_timeout,
+        },
+    );
+    tracing::info!(address = %local, poll_interval = ?config.poll_interval, "listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(http::shutdown_signal())
+        .await;
+    poller.shutdown(Duration::from_secs(2));
+    served.map_err(RunError::Serve)
+}

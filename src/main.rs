@@ -1,0 +1,73 @@
+//! The `vram-exporter` binary: flags → configuration → logging → server. Errors end here.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use vram_exporter::cli::{Cli, LogFormat};
+use vram_exporter::config::{self, ConfigError, FlagOverrides};
+
+/// Exit status for invalid input (configuration, flags), as promised in the README.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut message = format!("error: {err}");
+            for cause in err.chain().skip(1) {
+                message.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{message}");
+            if err.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut flags = FlagOverrides {
+        listen: cli.listen.clone(),
+        nvml_library: cli.nvml_library.clone(),
+        web_config_file: cli.web_config_file.clone(),
+    };
+    if let Some(scenario) = &cli.simulate {
+        let exe = std::env::current_exe().context("cannot find the executable's path")?;
+        let sim = vram_exporter::simulate::locate(scenario, &exe).map_err(ConfigError::Load)?;
+        // Set before any thread exists: nvml-sim reads it when NVML is initialised.
+        std::env::set_var(vram_exporter::simulate::SCENARIO_ENV, &sim.scenario);
+        flags.nvml_library = Some(sim.library);
+    }
+    let raw = config::load(cli.config.as_deref(), None, &flags)?;
+    let config = raw.validate()?;
+    if cli.check_config {
+        print!("{}", raw.to_toml());
+        eprintln!("configuration OK");
+        return Ok(());
+    }
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("vram-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(vram_exporter::run(config))?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,354 @@
+//! Metrics: the public metric contract, rendered from a snapshot, plus the exporter's self-metrics.
+//!
+//! Domain families (`vram_*`) are written straight from a [`Snapshot`] once per poll into one
+//! buffer: a scrape then copies bytes, never walks state, and series of vanished processes and
+//! devices disappear by construction. The exporter's own metrics (poll duration histogram, poll
+//! errors, cleanup counters, `process_*`) live in a `prometheus` crate registry encoded at scrape.
+
+use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::state::Snapshot;
+
+/// The exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exporter's self-metrics registry.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub registry: Registry,
+    pub poll_duration: Histogram,
+    pub poll_errors: IntCounterVec,
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let poll_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "vram_exporter_poll_duration_seconds",
+                "Time one poll of every GPU took, NVML calls included.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )
+        .expect("valid histogram");
+        let poll_errors = IntCounterVec::new(
+            Opts::new(
+                "vram_exporter_poll_errors_total",
+                "NVML calls that failed during polls, by GPU index (empty for system calls) and operation.",
+            ),
+            &["gpu", "operation"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(poll_duration.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(poll_errors.clone()))
+            .expect("unique");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique");
+        Telemetry {
+            registry,
+            poll_duration,
+            poll_errors,
+        }
+    }
+
+    /// Appends the self-metrics in the text format.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, out) {
+            tracing::error!(error = %e, "self-metrics could not be encoded");
+        }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The domain families of one snapshot in the text exposition format.
+pub fn render(s: &Snapshot) -> Bytes {
+    let mut out =
+        String::with_capacity(4096 + s.gpus.len() * (2048 + s.max_processes_per_gpu * 400));
+    // `write!` into a String cannot fail.
+    let w = &mut out;
+
+    family(
+        w,
+        "vram_exporter_build_info",
+        "gauge",
+        "Build of the exporter and the NVIDIA driver it talks to (value 1).",
+    );
+    let _ = writeln!(
+        w,
+        "vram_exporter_build_info{{version=\"{}\",driver_version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        Escaped(&s.driver_version)
+    );
+    family(
+        w,
+        "vram_nvml_up",
+        "gauge",
+        "Whether NVML is initialised (1) or could not be (0).",
+    );
+    let _ = writeln!(w, "vram_nvml_up {}", u8::from(s.nvml_up));
+    family(
+        w,
+        "vram_exporter_last_poll_timestamp_seconds",
+        "gauge",
+        "Unix time of the last completed poll; a stale value means NVML calls are hanging.",
+    );
+    let ts = s
+        .taken_at
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let _ = writeln!(w, "vram_exporter_last_poll_timestamp_seconds {ts:.3}");
+
+    if !s.gpus.is_empty() {
+        family(
+            w,
+            "vram_gpu_info",
+            "gauge",
+            "GPU identity (value 1): NVML index, UUID, model name and PCI bus id.",
+        );
+        for g in &s.gpus {
+            let _ = writeln!(
+                w,
+                "vram_gpu_info{{gpu=\"{}\",uuid=\"{}\",model=\"{}\",pci_bus_id=\"{}\"}} 1",
+                g.identity.index,
+                Escaped(&g.identity.uuid),
+                Escaped(&g.identity.model),
+                Escaped(&g.identity.pci_bus_id)
+            );
+        }
+        per_gpu(
+            w,
+            s,
+            "vram_device_up",
+            "gauge",
+            "Whether the GPU answers NVML (0 when lost).",
+            |g| Some(u64::from(g.up)),
+        );
+    }
+    let mem = |f: fn(&crate::sample::Memory) -> u64| {
+        move |g: &crate::state::GpuView| g.memory.filter(|_| g.up).map(|m| f(&m))
+    };
+    per_gpu(
+        w,
+        s,
+        "vram_total_bytes",
+        "gauge",
+        "Total memory of the GPU.",
+        mem(|m| m.total),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_allocated_bytes",
+        "gauge",
+        "Memory allocated on the GPU (NVML \"used\", excluding reserved).",
+        mem(|m| m.allocated),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_reserved_bytes",
+        "gauge",
+        "Memory reserved by the driver and firmware, unavailable to processes.",
+        mem(|m| m.reserved),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_free_bytes",
+        "gauge",
+        "Memory free on the GPU.",
+        mem(|m| m.free),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_soft_limit_bytes",
+        "gauge",
+        "Effective soft limit (warning) of the GPU.",
+        |g| g.limits.map(|l| l.soft),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_hard_limit_bytes",
+        "gauge",
+        "Effective hard limit (page, cleanup) of the GPU.",
+        |g| g.limits.map(|l| l.hard),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_pressure_level",
+        "gauge",
+        "Memory pressure: 0 ok, 1 above the soft limit, 2 above the hard limit (held until usage falls below limit minus hysteresis).",
+        |g| g.memory.filter(|_| g.up).map(|_| u64::from(g.level.as_u8())),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_soft_limit_violations_total",
+        "counter",
+        "Episodes of allocation reaching the soft limit (rising edges, with hysteresis).",
+        |g| Some(g.soft_violations),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_hard_limit_violations_total",
+        "counter",
+        "Episodes of allocation reaching the hard limit (rising edges, with hysteresis).",
+        |g| Some(g.hard_violations),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_leak_drift_bytes",
+        "gauge",
+        "How much the GPU's allocation floor (rolling minimum) rose over the leak window.",
+        |g| g.memory.filter(|_| g.up).map(|_| g.leak_drift_bytes),
+    );
+
+    let n = s.max_processes_per_gpu;
+    if n > 0 && s.gpus.iter().any(|g| g.up && !g.processes.is_empty()) {
+        family(
+            w,
+            "vram_process_allocated_bytes",
+            "gauge",
+            "Memory allocated by a process on the GPU (the largest processes.max_per_gpu per GPU).",
+        );
+        per_process(w, s, "vram_process_allocated_bytes", |p| p.allocated);
+        family(
+            w,
+            "vram_process_leak_drift_bytes",
+            "gauge",
+            "How much a process's allocation floor rose over the leak window (same processes as vram_process_allocated_bytes).",
+        );
+        per_process(w, s, "vram_process_leak_drift_bytes", |p| {
+            p.leak_drift_bytes
+        });
+    }
+    Bytes::from(out)
+}
+
+fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn per_gpu(
+    w: &mut String,
+    s: &Snapshot,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&crate::state::GpuView) -> Option<u64>,
+) {
+    let mut wrote_header = false;
+    for g in &s.gpus {
+        if let Some(v) = value(g) {
+            if !wrote_header {
+                family(w, name, kind, help);
+                wrote_header = true;
+            }
+            let _ = writeln!(
+                w,
+                "{name}{{gpu=\"{}\",uuid=\"{}\"}} {v}",
+                g.identity.index,
+                Escaped(&g.identity.uuid)
+            );
+        }
+    }
+}
+
+fn per_process(
+    w: &mut String,
+    s: &Snapshot,
+    name: &str,
+    value: impl Fn(&crate::state::ProcessView) -> u64,
+) {
+    for g in s.gpus.iter().filter(|g| g.up) {
+        for p in g.processes.iter().take(s.max_processes_per_gpu) {
+            let _ = writeln!(
+                w,
+                "{name}{{gpu=\"{}\",uuid=\"{}\",pid=\"{}\",process=\"{}\"}} {}",
+                g.identity.index,
+                Escaped(&g.identity.uuid),
+                p.pid,
+                Escaped(&p.name),
+                value(p)
+            );
+        }
+    }
+}
+
+/// A label value escaped for the text format: backslash, double quote and newline.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        if !s.contains(['\\', '"', '\n']) {
+            return f.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => std::fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(Escaped("a\"b\\c\nd").to_string(), "a\\\"b\\\\c\\nd");
+        assert_eq!(Escaped("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn initial_snapshot_reports_nvml_down() {
+        let s = Snapshot::initial(16);
+        let text = std::str::from_utf8(&s.exposition).unwrap().to_string();
+        assert!(text.contains("vram_nvml_up 0\n"));
+        assert!(!text.contains("vram_gpu_info"));
+    }
+
+    #[test]
+    fn self_metrics_encode() {
+        let t = Telemetry::new();
+        t.poll_errors.with_label_values(&["0", "memory"]).inc();
+        let mut out = Vec::new();
+        t.encode_into(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("vram_exporter_poll_errors_total{gpu=\"0\",operation=\"memory\"} 1"));
+        assert!(text.contains("# HELP vram_exporter_poll_duration_seconds"));
+    }
+}

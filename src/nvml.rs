@@ -1,0 +1,365 @@
+//! The only module that talks to NVML: initialisation with backoff, and one poll → [`PollSample`].
+//!
+//! It runs on the poller's own thread (NVML calls block, sometimes for seconds). One device's error
+//! never stops the others; a lost GPU keeps the identity it had at the last good poll; a library
+//! that cannot be loaded or initialised is retried with exponential backoff and its reason logged
+//! once per change.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use nvml_wrapper::enums::device::UsedGpuMemory;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
+
+use crate::sample::{
+    DeviceIdentity, DeviceSample, Memory, Operation, PollError, PollSample, ProcessSample,
+};
+
+/// The longest wait between two attempts to initialise NVML.
+pub const MAX_INIT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Reads NVML. Holds the library handle, the known device identities and a small process-name cache.
+pub struct NvmlSource {
+    library: Option<PathBuf>,
+    nvml: Option<Nvml>,
+    driver_version: String,
+    next_attempt: Instant,
+    backoff: Duration,
+    initial_backoff: Duration,
+    last_init_error: Option<String>,
+    /// Identity of each index seen so far, reused while a device is lost.
+    known: HashMap<u32, DeviceIdentity>,
+    /// pid → (start time, name) for processes /proc can see, so `comm` is read once per process.
+    names: HashMap<u32, (u64, String)>,
+    started: Instant,
+}
+
+impl NvmlSource {
+    /// `library`: the path of libnvidia-ml.so.1, or None for the loader's search path.
+    /// `initial_backoff`: the first retry delay after a failed init (the poll interval).
+    pub fn new(library: Option<PathBuf>, initial_backoff: Duration) -> Self {
+        NvmlSource {
+            library,
+            nvml: None,
+            driver_version: String::new(),
+            next_attempt: Instant::now(),
+            backoff: initial_backoff,
+            initial_backoff,
+            last_init_error: None,
+            known: HashMap::new(),
+            names: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Polls every device once. Never panics on NVML errors.
+    pub fn poll(&mut self) -> PollSample {
+        let mut errors = Vec::new();
+        self.ensure_initialised(&mut errors);
+        let taken_at = SystemTime::now();
+        let monotonic_ms = self.started.elapsed().as_millis() as u64;
+        let devices = match &self.nvml {
+            Some(nvml) => poll_devices(nvml, &mut self.known, &mut self.names, &mut errors),
+            None => Vec::new(),
+        };
+        PollSample {
+            taken_at,
+            monotonic_ms,
+            nvml_up: self.nvml.is_some(),
+            driver_version: self.driver_version.clone(),
+            devices,
+            errors,
+        }
+    }
+
+    fn ensure_initialised(&mut self, errors: &mut Vec<PollError>) {
+        if self.nvml.is_some() || Instant::now() < self.next_attempt {
+            return;
+        }
+        let mut builder = Nvml::builder();
+        if let Some(path) = &self.library {
+            builder.lib_path(OsStr::new(path.as_os_str()));
+        }
+        match builder.init() {
+            Ok(nvml) => {
+                self.driver_version = nvml.sys_driver_version().unwrap_or_default();
+                tracing::info!(driver_version = %self.driver_version, "NVML initialised");
+                self.nvml = Some(nvml);
+                self.backoff = self.initial_backoff;
+                self.last_init_error = None;
+            }
+            Err(e) => {
+                let reason = describe(&e);
+                if self.last_init_error.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(
+                        reason = %reason,
+                        library = %self.library.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "libnvidia-ml.so.1".into()),
+                        "NVML cannot be initialised; serving vram_nvml_up 0 and retrying with backoff"
+                    );
+                    self.last_init_error = Some(reason);
+                }
+                errors.push(PollError {
+                    gpu: None,
+                    operation: Operation::Init,
+                });
+                self.next_attempt = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_INIT_BACKOFF);
+            }
+        }
+    }
+}
+
+fn describe(e: &NvmlError) -> String {
+    match e {
+        NvmlError::LibloadingError(inner) => {
+            format!("the NVML library could not be loaded: {inner}")
+        }
+        NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".to_string(),
+        NvmlError::NoPermission => "no permission to talk to the NVIDIA driver".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn poll_devices(
+    nvml: &Nvml,
+    known: &mut HashMap<u32, DeviceIdentity>,
+    names: &mut HashMap<u32, (u64, String)>,
+    errors: &mut Vec<PollError>,
+) -> Vec<DeviceSample> {
+    let count = match nvml.device_count() {
+        Ok(c) => c,
+        Err(_) => {
+            errors.push(PollError {
+                gpu: None,
+                operation: Operation::DeviceCount,
+            });
+            // Report what we knew, down, rather than nothing.
+            let mut lost: Vec<DeviceSample> = known.values().cloned().map(down).collect();
+            lost.sort_by_key(|d| d.identity.index);
+            return lost;
+        }
+    };
+    known.retain(|index, _| *index < count);
+    let mut seen_pids = Vec::new();
+    let mut devices = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let fail = |errors: &mut Vec<PollError>, operation| {
+            errors.push(PollError {
+                gpu: Some(index),
+                operation,
+            })
+        };
+        let device = match nvml.device_by_index(index) {
+            Ok(d) => d,
+            Err(_) => {
+                fail(errors, Operation::Handle);
+                devices.push(down(identity_or_placeholder(known, index)));
+                continue;
+            }
+        };
+        let identity = match read_identity(&device, index, known.get(&index)) {
+            Ok(id) => {
+                known.insert(index, id.clone());
+                id
+            }
+            Err(_) => {
+                fail(errors, Operation::Identity);
+                devices.push(down(identity_or_placeholder(known, index)));
+                continue;
+            }
+        };
+        let memory = match device.memory_info() {
+            Ok(m) => Some(Memory {
+                total: m.total,
+                reserved: m.reserved,
+                free: m.free,
+                allocated: m.used,
+            }),
+            Err(NvmlError::GpuLost) => {
+                fail(errors, Operation::Memory);
+                devices.push(down(identity));
+                continue;
+            }
+            Err(_) => {
+                fail(errors, Operation::Memory);
+                None
+            }
+        };
+        let processes = match read_processes(nvml, &device, names) {
+            Ok(p) => p,
+            Err(NvmlError::NotSupported) => Vec::new(),
+            Err(NvmlError::GpuLost) => {
+                fail(errors, Operation::Processes);
+                devices.push(down(identity));
+                continue;
+            }
+            Err(_) => {
+                fail(errors, Operation::Processes);
+                Vec::new()
+            }
+        };
+        seen_pids.extend(processes.iter().map(|p| p.pid));
+        devices.push(DeviceSample {
+            identity,
+            up: true,
+            memory,
+            processes,
+        });
+    }
+    names.retain(|pid, _| seen_pids.contains(pid));
+    devices
+}
+
+fn down(identity: DeviceIdentity) -> DeviceSample {
+    DeviceSample {
+        identity,
+        up: false,
+        memory: None,
+        processes: Vec::new(),
+    }
+}
+
+fn identity_or_placeholder(known: &HashMap<u32, DeviceIdentity>, index: u32) -> DeviceIdentity {
+    known.get(&index).cloned().unwrap_or(DeviceIdentity {
+        index,
+        uuid: String::new(),
+        model: String::new(),
+        pci_bus_id: String::new(),
+    })
+}
+
+/// Reads the UUID every poll (a replaced device must not inherit another's identity); the name and
+/// PCI address only when the UUID changed.
+fn read_identity(
+    device: &Device<'_>,
+    index: u32,
+    cached: Option<&DeviceIdentity>,
+) -> Result<DeviceIdentity, NvmlError> {
+    let uuid = device.uuid()?;
+    if let Some(c) = cached {
+        if c.uuid == uuid {
+            return Ok(c.clone());
+        }
+    }
+    let model = device.name().unwrap_or_default();
+    let pci_bus_id = device.pci_info().map(|p| p.bus_id).unwrap_or_default();
+    Ok(DeviceIdentity {
+        index,
+        uuid,
+        model,
+        pci_bus_id,
+    })
+}
+
+/// Compute and graphics processes merged by pid (a process in both lists is counted once, with the
+/// larger figure), sorted by allocation, largest first.
+fn read_processes(
+    nvml: &Nvml,
+    device: &Device<'_>,
+    names: &mut HashMap<u32, (u64, String)>,
+) -> Result<Vec<ProcessSample>, NvmlError> {
+    let compute = device.running_compute_processes()?;
+    let graphics = match device.running_graphics_processes() {
+        Ok(g) => g,
+        Err(NvmlError::NotSupported) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut merged: Vec<ProcessSample> = Vec::with_capacity(compute.len() + graphics.len());
+    for info in compute.into_iter().chain(graphics) {
+        let bytes = match info.used_gpu_memory {
+            UsedGpuMemory::Used(b) => b,
+            UsedGpuMemory::Unavailable => 0,
+        };
+        if let Some(existing) = merged.iter_mut().find(|p| p.pid == info.pid) {
+            existing.allocated = existing.allocated.max(bytes);
+            continue;
+        }
+        let (start_time, name) = process_identity(nvml, info.pid, names);
+        merged.push(ProcessSample {
+            pid: info.pid,
+            name,
+            start_time,
+            allocated: bytes,
+        });
+    }
+    merged.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+    Ok(merged)
+}
+
+/// The process's start time and name: from /proc when it can see the process, else from NVML.
+fn process_identity(
+    nvml: &Nvml,
+    pid: u32,
+    names: &mut HashMap<u32, (u64, String)>,
+) -> (u64, String) {
+    if let Some(start) = proc_start_time(pid) {
+        if let Some((cached_start, name)) = names.get(&pid) {
+            if *cached_start == start {
+                return (start, name.clone());
+            }
+        }
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            let name = sanitize_name(comm.trim_end());
+            names.insert(pid, (start, name.clone()));
+            return (start, name);
+        }
+    }
+    // Not visible in our /proc (another PID namespace, or a simulated process): ask NVML.
+    let name = nvml
+        .sys_process_name(pid, 256)
+        .ok()
+        .map(|path| sanitize_name(path.rsplit('/').next().unwrap_or(&path)))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    (0, name)
+}
+
+/// Field 22 of /proc/<pid>/stat, parsed after the last ')' since the name may contain anything.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Process names become label values: keep them printable and short.
+fn sanitize_name(name: &str) -> String {
+    let cleaned: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    if cleaned.is_empty() {
+        "unknown".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable() {
+        assert!(proc_start_time(std::process::id()).is_some());
+        assert!(proc_start_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize_name("py\nthon"), "python");
+        assert_eq!(sanitize_name(""), "unknown");
+        assert_eq!(sanitize_name(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn missing_library_is_reported_not_panicked() {
+        let mut source = NvmlSource::new(
+            Some("/nonexistent/libnvidia-ml.so.1".into()),
+            Duration::from_millis(10),
+        );
+        let sample = source.poll();
+        assert!(!sample.nvml_up);
+        assert!(sample.devices.is_empty());
+        assert_eq!(sample.errors[0].operation, Operation::Init);
+    }
+}

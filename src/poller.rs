@@ -1,0 +1,85 @@
+//! The poller: a dedicated OS thread that reads NVML on a fixed interval and publishes snapshots.
+//!
+//! NVML calls block (a hung driver can block for seconds), so they never run on the async runtime.
+//! The thread is the single writer of [`Engine`] state; readers get the newest [`Snapshot`] from a
+//! `watch` channel and so never wait for NVML.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::metrics::Telemetry;
+use crate::nvml::NvmlSource;
+use crate::state::{Engine, SharedSnapshot};
+
+/// A running poller; dropping the handle's `stop` sender ends the thread at its next tick.
+pub struct Poller {
+    stop: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Poller {
+    /// Starts polling at once and then every `interval`, publishing into `publish`.
+    pub fn spawn(
+        mut source: NvmlSource,
+        mut engine: Engine,
+        interval: Duration,
+        telemetry: Telemetry,
+        publish: watch::Sender<SharedSnapshot>,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("nvml-poller".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                loop {
+                    let started = Instant::now();
+                    let sample = source.poll();
+                    for e in &sample.errors {
+                        let gpu = e.gpu.map(|g| g.to_string()).unwrap_or_default();
+                        telemetry
+                            .poll_errors
+                            .with_label_values(&[gpu.as_str(), e.operation.metric_label()])
+                            .inc();
+                    }
+                    let snapshot = engine.apply(&sample);
+                    telemetry
+                        .poll_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    publish.send_replace(Arc::new(snapshot));
+
+                    // Fixed-rate ticks; after an overrun (a slow driver) start again from now.
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now;
+                    }
+                    match stopped.recv_timeout(next - now) {
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })?;
+        Ok(Poller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop and waits for it unless it is stuck in an NVML call.
+    pub fn shutdown(mut self, wait: Duration) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + wait;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}

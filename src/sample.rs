@@ -1,0 +1,94 @@
+//! Samples: what one poll of NVML saw, as plain data, before any policy is applied.
+//!
+//! These types are the boundary between `nvml.rs` (the only module that talks to NVML) and the rest
+//! of the exporter, so tests and benchmarks can build them by hand.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// The identity of a GPU; kept from the last good poll when the device is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceIdentity {
+    pub index: u32,
+    pub uuid: String,
+    pub model: String,
+    pub pci_bus_id: String,
+}
+
+/// Memory as NVML's `nvmlMemory_v2_t` reports it; `used` excludes `reserved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub total: u64,
+    pub reserved: u64,
+    pub free: u64,
+    /// NVML's "used": what processes and contexts have allocated.
+    pub allocated: u64,
+}
+
+/// One process on one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessSample {
+    pub pid: u32,
+    pub name: String,
+    /// Start time from /proc (clock ticks since boot), 0 when /proc cannot see the process. With
+    /// the name it tells a reused pid from the process that had it before.
+    #[serde(skip)]
+    pub start_time: u64,
+    pub allocated: u64,
+}
+
+/// One GPU in one poll.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceSample {
+    pub identity: DeviceIdentity,
+    /// False when NVML reports the GPU lost (or its handle cannot be had).
+    pub up: bool,
+    /// None when the device is down or its memory query failed.
+    pub memory: Option<Memory>,
+    /// Compute and graphics processes merged by pid; empty when not supported.
+    pub processes: Vec<ProcessSample>,
+}
+
+/// The bounded set of NVML operations named in `vram_exporter_poll_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    Init,
+    DeviceCount,
+    Handle,
+    Identity,
+    Memory,
+    Processes,
+}
+
+impl Operation {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Operation::Init => "init",
+            Operation::DeviceCount => "device_count",
+            Operation::Handle => "handle",
+            Operation::Identity => "identity",
+            Operation::Memory => "memory",
+            Operation::Processes => "processes",
+        }
+    }
+}
+
+/// A failed NVML call in one poll; `gpu` is None for calls that are not about one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollError {
+    pub gpu: Option<u32>,
+    pub operation: Operation,
+}
+
+/// Everything one poll saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSample {
+    pub taken_at: SystemTime,
+    /// Milliseconds on the exporter's monotonic clock, for drift buckets.
+    pub monotonic_ms: u64,
+    pub nvml_up: bool,
+    pub driver_version: String,
+    pub devices: Vec<DeviceSample>,
+    pub errors: Vec<PollError>,
+}

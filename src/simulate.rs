@@ -1,0 +1,75 @@
+//! `--simulate`: run the real code path on nvml-sim, the simulated NVML library, from one flag.
+//!
+//! Finds `libnvml_sim.so` and the scenario file, so that `vram-exporter --simulate demo` works from
+//! a cargo build tree, an installed layout or the container image without setting variables.
+
+use std::path::{Path, PathBuf};
+
+/// Where the simulated library and a scenario were found.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    pub library: PathBuf,
+    pub scenario: PathBuf,
+}
+
+/// The environment variable nvml-sim reads its scenario path from.
+pub const SCENARIO_ENV: &str = "NVML_SIM_SCENARIO";
+/// Overrides where `--simulate` looks for `libnvml_sim.so`.
+pub const LIBRARY_ENV: &str = "VRAM_EXPORTER_SIM_LIBRARY";
+/// Overrides where `--simulate` looks for named scenarios.
+pub const SCENARIO_DIR_ENV: &str = "VRAM_EXPORTER_SCENARIO_DIR";
+
+const LIBRARY_FILE: &str = "libnvml_sim.so";
+
+/// Resolves `scenario` (a shipped name or a path) and the library next to `exe`.
+pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
+    let exe_dir = exe.parent().unwrap_or(Path::new("."));
+    let library = match std::env::var_os(LIBRARY_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let candidates = [
+                exe_dir.join(LIBRARY_FILE),
+                exe_dir.join("../lib/vram-exporter").join(LIBRARY_FILE),
+                PathBuf::from("/usr/local/lib/vram-exporter").join(LIBRARY_FILE),
+            ];
+            candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+                format!(
+                    "--simulate: {LIBRARY_FILE} was not found next to the executable nor in ../lib/vram-exporter; \
+                     build it with `cargo build --release -p nvml-sim` or set {LIBRARY_ENV}"
+                )
+            })?
+        }
+    };
+    if !library.is_file() {
+        return Err(format!("--simulate: {} is not a file", library.display()));
+    }
+
+    let as_path = Path::new(scenario);
+    let scenario_path = if as_path.is_file() {
+        as_path.to_path_buf()
+    } else {
+        let file = format!("{scenario}.toml");
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = std::env::var_os(SCENARIO_DIR_ENV) {
+            dirs.push(PathBuf::from(d));
+        }
+        // A cargo build tree (target/<profile>/), an installed layout, the container image.
+        dirs.push(exe_dir.join("../../nvml-sim/scenarios"));
+        dirs.push(exe_dir.join("../share/vram-exporter/scenarios"));
+        dirs.push(PathBuf::from("/usr/share/vram-exporter/scenarios"));
+        dirs.push(PathBuf::from("nvml-sim/scenarios"));
+        dirs.iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "--simulate: invalid value {scenario:?}: neither a scenario file nor a shipped scenario name \
+                     (looked for {file} in nvml-sim/scenarios and the installed scenario directories; set {SCENARIO_DIR_ENV} to add one)"
+                )
+            })?
+    };
+    Ok(Simulation {
+        library,
+        scenario: scenario_path,
+    })
+}

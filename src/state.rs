@@ -1,0 +1,345 @@
+//! State: folds each poll's samples through the policy and drift trackers into a [`Snapshot`].
+//!
+//! The [`Engine`] is owned by the poller thread and is the only writer of policy and drift state.
+//! Each poll produces a new immutable [`Snapshot`] (with its `/metrics` text rendered once), which
+//! is published to readers — HTTP handlers and cleanup — who never see a half-updated state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::{LeakConfig, LimitsConfig};
+use crate::drift::{DriftGeometry, FloorTracker};
+use crate::policy::{self, Level, Limits, PolicyState};
+use crate::sample::{DeviceIdentity, Memory, PollSample};
+
+/// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// When the poll ran; None before the first poll.
+    #[serde(with = "unix_seconds")]
+    pub taken_at: Option<SystemTime>,
+    pub nvml_up: bool,
+    /// True once a poll with NVML up has completed; it stays true afterwards, so a later NVML
+    /// failure is reported by `vram_nvml_up 0` rather than by vanishing from service discovery.
+    pub ready: bool,
+    pub driver_version: String,
+    pub gpus: Vec<GpuView>,
+    /// Top-N processes per GPU published as series.
+    #[serde(skip)]
+    pub max_processes_per_gpu: usize,
+    /// The domain part of `/metrics`, rendered once per poll.
+    #[serde(skip)]
+    pub exposition: Bytes,
+}
+
+impl Snapshot {
+    /// The state before the first poll: not ready, NVML not (yet) up.
+    pub fn initial(max_processes_per_gpu: usize) -> Self {
+        let mut s = Snapshot {
+            taken_at: None,
+            nvml_up: false,
+            ready: false,
+            driver_version: String::new(),
+            gpus: Vec::new(),
+            max_processes_per_gpu,
+            exposition: Bytes::new(),
+        };
+        s.exposition = crate::metrics::render(&s);
+        s
+    }
+}
+
+/// One GPU as published.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuView {
+    #[serde(flatten)]
+    pub identity: DeviceIdentity,
+    pub up: bool,
+    pub memory: Option<Memory>,
+    pub limits: Option<Limits>,
+    pub level: Level,
+    pub soft_violations: u64,
+    pub hard_violations: u64,
+    pub leak_drift_bytes: u64,
+    /// Every process on the GPU, largest first.
+    pub processes: Vec<ProcessView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub name: String,
+    pub allocated: u64,
+    pub leak_drift_bytes: u64,
+}
+
+/// Identity of a process for drift: a reused pid with another start time or name starts fresh.
+type ProcessKey = (u32, u64, String);
+
+struct DeviceState {
+    policy: PolicyState,
+    /// (total the limits were resolved for, the limits).
+    limits: Option<(u64, Limits)>,
+    drift: FloorTracker,
+    processes: HashMap<ProcessKey, FloorTracker>,
+}
+
+/// Folds polls into snapshots. Owned by one thread.
+pub struct Engine {
+    limits: LimitsConfig,
+    geometry: DriftGeometry,
+    max_processes_per_gpu: usize,
+    devices: HashMap<(u32, String), DeviceState>,
+    ready: bool,
+}
+
+impl Engine {
+    pub fn new(limits: LimitsConfig, leak: LeakConfig, max_processes_per_gpu: usize) -> Self {
+        Engine {
+            limits,
+            geometry: DriftGeometry::new(leak.window, leak.floor_window),
+            max_processes_per_gpu,
+            devices: HashMap::new(),
+            ready: false,
+        }
+    }
+
+    /// Applies one poll and returns the snapshot to publish.
+    pub fn apply(&mut self, sample: &PollSample) -> Snapshot {
+        self.ready |= sample.nvml_up;
+        let mut gpus = Vec::with_capacity(sample.devices.len());
+        for dev in &sample.devices {
+            let key = (dev.identity.index, dev.identity.uuid.clone());
+            let state = self.devices.entry(key).or_insert_with(|| DeviceState {
+                policy: PolicyState::default(),
+                limits: None,
+                drift: FloorTracker::new(&self.geometry),
+                processes: HashMap::new(),
+            });
+            let mut view = GpuView {
+                identity: dev.identity.clone(),
+                up: dev.up,
+                memory: dev.memory,
+                limits: state.limits.map(|(_, l)| l),
+                level: Level::Ok,
+                soft_violations: state.policy.soft_violations,
+                hard_violations: state.policy.hard_violations,
+                leak_drift_bytes: 0,
+                processes: Vec::new(),
+            };
+            if let (true, Some(mem)) = (dev.up, dev.memory) {
+                let limits = match state.limits {
+                    Some((total, l)) if total == mem.total => l,
+                    _ => {
+                        let l = resolve_for(&self.limits, &dev.identity, mem.total);
+                        state.limits = Some((mem.total, l));
+                        l
+                    }
+                };
+                let verdict = policy::evaluate(mem.allocated, &state.policy, &limits);
+                state.policy = verdict.state;
+                state
+                    .drift
+                    .observe(&self.geometry, sample.monotonic_ms, mem.allocated);
+                view.limits = Some(limits);
+                view.level = verdict.level;
+                view.soft_violations = verdict.state.soft_violations;
+                view.hard_violations = verdict.state.hard_violations;
+                view.leak_drift_bytes = state.drift.drift(&self.geometry);
+            }
+            if dev.up {
+                let mut live: HashMap<ProcessKey, FloorTracker> =
+                    HashMap::with_capacity(dev.processes.len());
+                view.processes.reserve(dev.processes.len());
+                for p in &dev.processes {
+                    let key = (p.pid, p.start_time, p.name.clone());
+                    let mut tracker = state
+                        .processes
+                        .remove(&key)
+                        .unwrap_or_else(|| FloorTracker::new(&self.geometry));
+                    tracker.observe(&self.geometry, sample.monotonic_ms, p.allocated);
+                    view.processes.push(ProcessView {
+                        pid: p.pid,
+                        name: p.name.clone(),
+                        allocated: p.allocated,
+                        leak_drift_bytes: tracker.drift(&self.geometry),
+                    });
+                    live.insert(key, tracker);
+                }
+                // Trackers of processes that vanished are dropped here.
+                state.processes = live;
+            }
+            gpus.push(view);
+        }
+        // Devices that no longer enumerate are forgotten; lost ones stay (they are in the sample).
+        self.devices.retain(|(index, uuid), _| {
+            sample
+                .devices
+                .iter()
+                .any(|d| d.identity.index == *index && &d.identity.uuid == uuid)
+        });
+
+        let mut snapshot = Snapshot {
+            taken_at: Some(sample.taken_at),
+            nvml_up: sample.nvml_up,
+            ready: self.ready,
+            driver_version: sample.driver_version.clone(),
+            gpus,
+            max_processes_per_gpu: self.max_processes_per_gpu,
+            exposition: Bytes::new(),
+        };
+        snapshot.exposition = crate::metrics::render(&snapshot);
+        snapshot
+    }
+}
+
+fn resolve_for(config: &LimitsConfig, identity: &DeviceIdentity, total: u64) -> Limits {
+    let set = config.for_device(identity.index, &identity.uuid, &identity.model);
+    let (limits, adjustments) = policy::resolve_limits(set.soft, set.hard, set.hysteresis, total);
+    if adjustments.any() {
+        tracing::warn!(
+            gpu = identity.index,
+            uuid = %identity.uuid,
+            total,
+            soft = limits.soft,
+            hard = limits.hard,
+            soft_clamped = adjustments.soft_clamped,
+            hard_clamped = adjustments.hard_clamped,
+            soft_lowered = adjustments.soft_lowered,
+            "limits adjusted to fit the device: a limit above total is clamped to total, soft is kept below hard"
+        );
+    }
+    limits
+}
+
+/// A shared handle to the newest snapshot, for readers.
+pub type SharedSnapshot = Arc<Snapshot>;
+
+mod unix_seconds {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LimitSet;
+    use crate::policy::LimitSpec;
+    use crate::sample::{DeviceSample, ProcessSample};
+    use std::time::Duration;
+
+    const GIB: u64 = 1 << 30;
+
+    fn engine() -> Engine {
+        Engine::new(
+            LimitsConfig {
+                default: LimitSet {
+                    soft: LimitSpec::Percent(85.0),
+                    hard: LimitSpec::Percent(95.0),
+                    hysteresis: LimitSpec::Percent(2.0),
+                },
+                overrides: vec![],
+            },
+            LeakConfig {
+                window: Duration::from_secs(60),
+                floor_window: Duration::from_secs(4),
+            },
+            2,
+        )
+    }
+
+    fn sample(ms: u64, allocated: u64, procs: &[(u32, &str, u64)]) -> PollSample {
+        PollSample {
+            taken_at: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+            monotonic_ms: ms,
+            nvml_up: true,
+            driver_version: "550.0".into(),
+            devices: vec![DeviceSample {
+                identity: DeviceIdentity {
+                    index: 0,
+                    uuid: "GPU-a".into(),
+                    model: "Sim".into(),
+                    pci_bus_id: "00000000:01:00.0".into(),
+                },
+                up: true,
+                memory: Some(Memory {
+                    total: 80 * GIB,
+                    reserved: GIB / 2,
+                    free: 80 * GIB - GIB / 2 - allocated,
+                    allocated,
+                }),
+                processes: procs
+                    .iter()
+                    .map(|&(pid, name, allocated)| ProcessSample {
+                        pid,
+                        name: name.into(),
+                        start_time: 0,
+                        allocated,
+                    })
+                    .collect(),
+            }],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn episodes_and_level_flow_into_the_snapshot() {
+        let mut e = engine();
+        e.apply(&sample(0, 10 * GIB, &[]));
+        let s = e.apply(&sample(1000, 77 * GIB, &[]));
+        assert_eq!(s.gpus[0].level, Level::Hard);
+        assert_eq!(s.gpus[0].hard_violations, 1);
+        assert!(s.ready);
+        let s = e.apply(&sample(2000, 10 * GIB, &[]));
+        assert_eq!(s.gpus[0].level, Level::Ok);
+        assert_eq!(s.gpus[0].hard_violations, 1);
+    }
+
+    #[test]
+    fn reused_pid_starts_fresh_drift() {
+        let mut e = engine();
+        for s in 0..=60u64 {
+            e.apply(&sample(
+                s * 1000,
+                10 * GIB,
+                &[(7, "trainer", GIB + s * (1 << 24))],
+            ));
+        }
+        let s = e.apply(&sample(
+            61_000,
+            10 * GIB,
+            &[(7, "trainer", GIB + 61 * (1 << 24))],
+        ));
+        assert!(s.gpus[0].processes[0].leak_drift_bytes > 0);
+        let s = e.apply(&sample(62_000, 10 * GIB, &[(7, "other", 2 * GIB)]));
+        assert_eq!(s.gpus[0].processes[0].leak_drift_bytes, 0);
+    }
+
+    #[test]
+    fn lost_device_keeps_counters() {
+        let mut e = engine();
+        e.apply(&sample(0, 77 * GIB, &[]));
+        let mut lost = sample(1000, 0, &[]);
+        lost.devices[0].up = false;
+        lost.devices[0].memory = None;
+        let s = e.apply(&lost);
+        assert!(!s.gpus[0].up);
+        assert_eq!(s.gpus[0].hard_violations, 1);
+        let s = e.apply(&sample(2000, 77 * GIB, &[]));
+        assert_eq!(
+            s.gpus[0].hard_violations, 1,
+            "still one episode: the state survived the loss"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The status page at `/`: every GPU at a glance, readable by a person without Grafana.
+//!
+//! Rendered from the newest snapshot on each request; self-contained (inline CSS, no scripts or
+//! external assets) and refreshing itself every few seconds.
+
+use std::fmt::Write as _;
+
+use crate::policy::Level;
+use crate::state::{GpuView, Snapshot};
+
+/// How many processes each GPU card lists.
+const TOP_PROCESSES: usize = 5;
+
+pub fn render(s: &Snapshot) -> String {
+    let mut h = String::with_capacity(4096 + s.gpus.len() * 2048);
+    h.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"refresh\" content=\"5\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<title>vram-exporter</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#f6f7f9}",
+        "h1{font-size:1.4rem;margin:0 0 .3rem}.meta{color:#5b6472;margin-bottom:1rem}",
+        ".gpus{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:1rem}",
+        ".gpu{background:#fff;border:1px solid #d8dce3;border-radius:8px;padding:1rem}",
+        ".gpu h2{font-size:1.05rem;margin:0 0 .5rem}.bar{position:relative;height:1.4rem;background:#e8ebf0;border-radius:4px;overflow:hidden}",
+        ".fill{height:100%;background:#3b82f6}.lvl-1 .fill{background:#f59e0b}.lvl-2 .fill{background:#dc2626}",
+        ".mark{position:absolute;top:0;bottom:0;width:2px}.mark.soft{background:#b45309}.mark.hard{background:#7f1d1d}",
+        ".badge{display:inline-block;padding:0 .5rem;border-radius:1rem;font-size:.8rem;color:#fff}",
+        ".b0{background:#16a34a}.b1{background:#d97706}.b2{background:#dc2626}.bdown{background:#6b7280}",
+        "table{width:100%;border-collapse:collapse;font-size:.85rem;margin-top:.5rem}td,th{text-align:left;padding:.15rem .3rem}",
+        "td.n,th.n{text-align:right}.down{color:#6b7280}.legend{font-size:.8rem;color:#5b6472;margin:.3rem 0}",
+        "nav a{margin-right:1rem}</style></head><body>\n",
+        "<h1>vram-exporter</h1>\n"
+    ));
+    let nvml = if s.nvml_up { "NVML up" } else { "NVML down" };
+    let driver = if s.driver_version.is_empty() {
+        "unknown"
+    } else {
+        s.driver_version.as_str()
+    };
+    let _ = writeln!(
+        h,
+        "<div class=\"meta\" id=\"summary\">{} GPU(s) · {} · driver {} · <nav style=\"display:inline\"><a href=\"/metrics\">/metrics</a><a href=\"/api/v1/gpus\">/api/v1/gpus</a><a href=\"/-/healthy\">/-/healthy</a><a href=\"/-/ready\">/-/ready</a></nav></div>",
+        s.gpus.len(),
+        nvml,
+        Html(driver)
+    );
+    if s.gpus.is_empty() {
+        h.push_str("<p id=\"empty\">No GPU seen yet.</p>\n");
+    }
+    h.push_str("<div class=\"gpus\">\n");
+    for g in &s.gpus {
+        gpu_card(&mut h, g);
+    }
+    h.push_str("</div>\n</body></html>\n");
+    h
+}
+
+fn gpu_card(h: &mut String, g: &GpuView) {
+    let id = &g.identity;
+    let level = g.level.as_u8();
+    let _ = writeln!(
+        h,
+        "<section class=\"gpu lvl-{level}\" data-gpu=\"{}\" data-level=\"{level}\"><h2>GPU {} · {}</h2><div class=\"legend\">{} · {}</div>",
+        id.index,
+        id.index,
+        Html(&id.model),
+        Html(&id.uuid),
+        Html(&id.pci_bus_id)
+    );
+    let (Some(mem), true) = (g.memory, g.up) else {
+        h.push_str("<p class=\"down\"><span class=\"badge bdown\">lost</span> the GPU does not answer NVML</p></section>\n");
+        return;
+    };
+    let total = mem.total.max(1) as f64;
+    let pct = |b: u64| (b as f64 / total * 100.0).min(100.0);
+    let (badge, word) = match g.level {
+        Level::Ok => ("b0", "ok"),
+        Level::Soft => ("b1", "soft"),
+        Level::Hard => ("b2", "hard"),
+    };
+    let _ = write!(
+        h,
+        "<div class=\"bar\" title=\"allocated {} of {}\"><div class=\"fill\" style=\"width:{:.1}%\"></div>",
+        gib(mem.allocated),
+        gib(mem.total),
+        pct(mem.allocated)
+    );
+    if let Some(l) = g.limits {
+        let _ = write!(
+            h,
+            "<div class=\"mark soft\" style=\"left:{:.1}%\" title=\"soft {}\"></div><div class=\"mark hard\" style=\"left:{:.1}%\" title=\"hard {}\"></div>",
+            pct(l.soft),
+            gib(l.soft),
+            pct(l.hard),
+            gib(l.hard)
+        );
+    }
+    h.push_str("</div>\n");
+    let _ = writeln!(
+        h,
+        "<p><span class=\"badge {badge}\">{word}</span> <span class=\"alloc\">{}</span> of {} allocated ({:.1}%)",
+        gib(mem.allocated),
+        gib(mem.total),
+        pct(mem.allocated)
+    );
+    if let Some(l) = g.limits {
+        let _ = write!(h, " · soft {} · hard {}", gib(l.soft), gib(l.hard));
+    }
+    let _ = writeln!(
+        h,
+        "<br>drift <span class=\"drift\">{}</span> · violations soft {} / hard {}</p>",
+        gib(g.leak_drift_bytes),
+        g.soft_violations,
+        g.hard_violations
+    );
+    if !g.processes.is_empty() {
+        h.push_str("<table><tr><th>pid</th><th>process</th><th class=\"n\">allocated</th><th class=\"n\">drift</th></tr>\n");
+        for p in g.processes.iter().take(TOP_PROCESSES) {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                p.pid,
+                Html(&p.name),
+                gib(p.allocated),
+                gib(p.leak_drift_bytes)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</section>\n");
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Text escaped for HTML element content and attribute values.
+struct Html<'a>(&'a str);
+
+impl std::fmt::Display for Html<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '&' => f.write_str("&amp;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#39;")?,
+                c => std::fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_process_names() {
+        assert_eq!(Html("<script>&\"").to_string(), "&lt;script&gt;&amp;&quot;");
+    }
+
+    #[test]
+    fn empty_snapshot_renders() {
+        let page = render(&Snapshot::initial(16));
+        assert!(page.contains("No GPU seen yet"));
+        assert!(page.contains("NVML down"));
+    }
+}

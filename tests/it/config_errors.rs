@@ -1,0 +1,232 @@
+//! Invalid configurations: each one exits 2 with a message naming the key and the value.
+
+use std::process::Command;
+
+/// (what, config file, extra env, extra args, words the message must contain)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
+const CASES: &[Case] = &[
+    (
+        "bad size",
+        "[limits]\nhard = \"70 GiBB\"\n",
+        &[],
+        &[],
+        &["limits.hard", "70 GiBB"],
+    ),
+    (
+        "soft >= hard",
+        "[limits]\nsoft = \"95%\"\nhard = \"90%\"\n",
+        &[],
+        &[],
+        &["limits.soft", "95%", "lower than"],
+    ),
+    (
+        "soft >= hard bytes",
+        "[limits]\nsoft = \"70GiB\"\nhard = \"60GiB\"\n",
+        &[],
+        &[],
+        &["limits.soft", "70GiB"],
+    ),
+    (
+        "percent over 100",
+        "[limits]\nhard = \"120%\"\n",
+        &[],
+        &[],
+        &["limits.hard", "120%"],
+    ),
+    (
+        "unknown key",
+        "[poll]\nintervall = \"1s\"\n",
+        &[],
+        &[],
+        &["intervall", "poll"],
+    ),
+    (
+        "unknown section",
+        "[polling]\ninterval = \"1s\"\n",
+        &[],
+        &[],
+        &["polling"],
+    ),
+    (
+        "bad duration",
+        "[poll]\ninterval = \"fast\"\n",
+        &[],
+        &[],
+        &["poll.interval", "fast"],
+    ),
+    (
+        "interval too short",
+        "[poll]\ninterval = \"10ms\"\n",
+        &[],
+        &[],
+        &["poll.interval", "10ms", "100ms"],
+    ),
+    (
+        "bad listen address",
+        "[web]\nlisten = \"localhost\"\n",
+        &[],
+        &[],
+        &["web.listen", "localhost"],
+    ),
+    (
+        "bad listen flag",
+        "",
+        &[],
+        &["--listen", "999.1.1.1:80"],
+        &["web.listen", "999.1.1.1:80"],
+    ),
+    (
+        "bad env override",
+        "",
+        &[("VRAM_EXPORTER__LIMITS__SOFT", "lots")],
+        &[],
+        &["limits.soft", "lots"],
+    ),
+    (
+        "unknown env key",
+        "",
+        &[("VRAM_EXPORTER__POLL__SPEED", "2")],
+        &[],
+        &["speed"],
+    ),
+    (
+        "bad env number",
+        "",
+        &[("VRAM_EXPORTER__PROCESSES__MAX_PER_GPU", "many")],
+        &[],
+        &["max_per_gpu", "many"],
+    ),
+    (
+        "too many processes",
+        "[processes]\nmax_per_gpu = 100000\n",
+        &[],
+        &[],
+        &["processes.max_per_gpu", "100000"],
+    ),
+    (
+        "override without matcher",
+        "[[limits.overrides]]\nsoft = \"50%\"\n",
+        &[],
+        &[],
+        &["limits.overrides[0]"],
+    ),
+    (
+        "override two matchers",
+        "[[limits.overrides]]\nindex = 1\nmodel = \"X\"\n",
+        &[],
+        &[],
+        &["limits.overrides[0]", "exactly one"],
+    ),
+    (
+        "floor window too long",
+        "[leak]\nwindow = \"1m\"\nfloor_window = \"2m\"\n",
+        &[],
+        &[],
+        &["leak.floor_window", "2m"],
+    ),
+    (
+        "wrong type",
+        "[poll]\ninterval = [1]\n",
+        &[],
+        &[],
+        &["poll.interval"],
+    ),
+    (
+        "hysteresis too large",
+        "[limits]\nhysteresis = \"60%\"\n",
+        &[],
+        &[],
+        &["limits.hysteresis", "60%"],
+    ),
+    (
+        "zero concurrency",
+        "[web]\nmax_concurrent_requests = 0\n",
+        &[],
+        &[],
+        &["web.max_concurrent_requests", "0"],
+    ),
+];
+
+#[test]
+fn invalid_configurations_exit_2_naming_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, (what, file, env, args, words)) in CASES.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        std::fs::write(&path, file).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .args(*args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) {
+            failures.push(format!(
+                "{what}: exit {:?}, stderr: {stderr}",
+                out.status.code()
+            ));
+            continue;
+        }
+        for w in *words {
+            if !stderr.contains(w) {
+                failures.push(format!("{what}: message lacks {w:?}: {stderr}"));
+            }
+        }
+        if stderr.lines().count() != 1 {
+            failures.push(format!("{what}: expected one line, got: {stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "poll:\n  interval: 500ms\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .env("VRAM_EXPORTER__LIMITS__HARD", "97%")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("interval = \"500ms\""), "{stdout}");
+    assert!(stdout.contains("hard = \"97%\""), "{stdout}");
+    assert!(stdout.contains("max_per_gpu = 16"), "{stdout}");
+}
+
+#[test]
+fn the_annotated_example_is_valid() {
+    for example in ["examples/vram-exporter.toml", "examples/vram-exporter.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+            .arg("--config")
+            .arg(crate::harness::repo().join(example))
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The test harness: builds nvml-sim if needed, starts the real exporter binary on a scenario, and
+//! reads its endpoints over real HTTP.
+//!
+//! Each exporter runs in its own process with its own scenario, time file and port, so parallel
+//! tests never share NVML state.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The directory cargo builds into for this profile (target/debug).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .to_path_buf()
+}
+
+/// The simulated NVML library, built once per test run if it is missing.
+pub fn sim_library() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let lib = profile_dir().join("libnvml_sim.so");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "nvml-sim", "--lib"]);
+        if profile_dir().file_name().and_then(|n| n.to_str()) == Some("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build -p nvml-sim");
+        assert!(status.success(), "cargo build -p nvml-sim failed");
+        assert!(lib.is_file(), "{} missing after build", lib.display());
+        lib
+    })
+    .clone()
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running exporter on a scenario.
+pub struct Exporter {
+    child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub time_file: PathBuf,
+    stderr_lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+pub struct Options<'a> {
+    pub scenario: &'a str,
+    pub config: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Start with NVML_SIM_TIME_FILE at this scenario time; None lets scenario time run.
+    pub time: Option<f64>,
+    /// Replace the NVML library path (e.g. a missing one).
+    pub library: Option<PathBuf>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            scenario: "",
+            config: "",
+            args: Vec::new(),
+            env: Vec::new(),
+            time: Some(0.0),
+            library: None,
+        }
+    }
+}
+
+impl Exporter {
+    pub fn start(opts: Options<'_>) -> Exporter {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scenario = dir.path().join("scenario.toml");
+        std::fs::write(&scenario, opts.scenario).unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, opts.config).unwrap();
+        let time_file = dir.path().join("time");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-exporter"));
+        if let Some(t) = opts.time {
+            std::fs::write(&time_file, format!("{t}")).unwrap();
+            cmd.env("NVML_SIM_TIME_FILE", &time_file);
+        }
+        let library = opts.library.unwrap_or_else(sim_library);
+        cmd.env("NVML_SIM_SCENARIO", &scenario)
+            .env("RUST_LOG", "info")
+            .arg("--config")
+            .arg(&config)
+            .arg("--nvml-library")
+            .arg(&library)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(&opts.args)
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn vram-exporter");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut exporter = Exporter {
+            child,
+            addr: String::new(),
+            dir,
+            time_file,
+            stderr_lines: rx,
+            log: Vec::new(),
+        };
+        let line = exporter
+            .wait_log(|l| l.contains("\"listening\""), Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("exporter did not start; log:\n{}", exporter.log.join("\n")));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        exporter.addr = v["fields"]["address"]
+            .as_str()
+            .expect("address field")
+            .to_string();
+        exporter
+    }
+
+    /// Waits for a stderr line matching `pred`, keeping every line read in `log`.
+    pub fn wait_log(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self.log.iter().find(|l| pred(l)) {
+            return Some(l.clone());
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET a path: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(&self.url(path))
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Sets scenario time (seconds) through the time file.
+    pub fn set_time(&self, seconds: f64) {
+        let tmp = self.dir.path().join("time.tmp");
+        std::fs::write(&tmp, format!("{seconds}")).unwrap();
+        std::fs::rename(&tmp, &self.time_file).unwrap();
+    }
+
+    /// Polls /metrics until `pred` holds, returning the metrics that satisfied it.
+    pub fn wait_metrics(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if pred(&m) {
+                return m;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last /metrics:\n{}", m.text);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a poll that started after now has been published.
+    pub fn next_poll(&self) -> Metrics {
+        let before = self
+            .metrics()
+            .value("vram_exporter_last_poll_timestamp_seconds", &[])
+            .unwrap_or(0.0);
+        // Two newer polls: the first may have begun before the caller's change.
+        let first = self.wait_metrics("a new poll", Duration::from_secs(10), |m| {
+            m.value("vram_exporter_last_poll_timestamp_seconds", &[])
+                .unwrap_or(0.0)
+                > before
+        });
+        let t1 = first
+            .value("vram_exporter_last_poll_timestamp_seconds", &[])
+            .unwrap();
+        self.wait_metrics("a second new poll", Duration::from_secs(10), |m| {
+            m.value("vram_exporter_last_poll_timestamp_seconds", &[])
+                .unwrap_or(0.0)
+                > t1
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "exporter did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a URL: (status, body); non-2xx statuses are returned, not errors.
+pub fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
+/// One sample line: (metric name, labels, value).
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// A parsed exposition: enough of the text format for assertions.
+pub struct Metrics {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+                None => (series.to_string(), Vec::new()),
+            };
+            samples.push((name, labels, value));
+        }
+        Metrics {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of the first sample of `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, ls, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.samples.iter().filter(|(n, _, _)| n == name).count()
+    }
+
+    pub fn gpu(&self, name: &str, gpu: &str) -> Option<f64> {
+        self.value(name, &[("gpu", gpu)])
+    }
+}
+
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(match n {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((key.trim_start_matches(',').to_string(), value));
+        rest = &after[end..];
+    }
+    out
+}
+
+pub const GIB: f64 = (1u64 << 30) as f64;
+pub const MIB: f64 = (1u64 << 20) as f64;

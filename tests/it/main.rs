@@ -1,0 +1,6 @@
+//! Integration tests: the real exporter binary on nvml-sim, through the real nvml-wrapper path.
+
+mod config_errors;
+mod exporter;
+mod golden;
+mod harness;
