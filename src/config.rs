@@ -323,6 +323,8 @@ pub struct WebConfig {
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// The loaded and checked `config_file`: TLS, basic auth, headers (see `web/`).
+    pub security: Option<crate::web::WebSettings>,
 }
 
 /// The shortest poll interval accepted.
@@ -439,6 +441,7 @@ impl RawConfig {
             ));
         }
         let cleanup = self.cleanup.validate()?;
+        let security = crate::web::WebSettings::load_optional(self.web.config_file.as_deref())?;
 
         Ok(Config {
             poll_interval,
@@ -453,6 +456,7 @@ impl RawConfig {
                 max_concurrent_requests: self.web.max_concurrent_requests,
                 request_timeout,
                 config_file: self.web.config_file.clone(),
+                security,
             },
             nvml_library: self.nvml.library.clone(),
             cleanup,

@@ -3,13 +3,16 @@
 //! Handlers only read the newest published [`Snapshot`]; none of them calls NVML, so a hung driver
 //! never slows a scrape. Load is bounded: past `max_concurrent_requests` a request is answered 503
 //! at once (never queued), and a request that outlives `request_timeout` gets 408. Nothing here can
-//! trigger a cleanup action.
+//! trigger a cleanup action. With `--web.config.file`, basic auth, configured headers and the rate
+//! limit wrap every route (see `web/`), health endpoints included unless the file opens them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
@@ -18,6 +21,7 @@ use tower::ServiceBuilder;
 
 use crate::metrics::{Telemetry, CONTENT_TYPE};
 use crate::state::SharedSnapshot;
+use crate::web::{self, auth::Live};
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -40,22 +44,39 @@ pub struct Limits {
 }
 
 /// The router, without a socket, so tests can drive it with `oneshot`.
-pub fn app(state: AppState, limits: Limits) -> Router {
-    Router::new()
+///
+/// With a web configuration (`access`), layers from the outside in: rate limit and configured
+/// headers (so even a 503 carries them), the load limits, then basic auth (so a flood of
+/// password checks is shed like any other load), then the routes.
+pub fn app(state: AppState, limits: Limits, access: Option<Arc<Live>>) -> Router {
+    let mut router = Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/gpus", get(gpus))
         .fallback(not_found)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overload_response))
-                .load_shed()
-                .concurrency_limit(limits.max_concurrent_requests)
-                .timeout(limits.request_timeout),
-        )
+        .with_state(state);
+    if let Some(live) = &access {
+        router = router.layer(middleware::from_fn_with_state(
+            live.clone(),
+            web::auth::basic_auth,
+        ));
+    }
+    router = router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overload_response))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent_requests)
+            .timeout(limits.request_timeout),
+    );
+    if let Some(live) = access {
+        router = router.layer(middleware::from_fn_with_state(
+            live,
+            web::auth::headers_and_rate_limit,
+        ));
+    }
+    router
 }
 
 async fn overload_response(err: BoxError) -> Response {

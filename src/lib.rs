@@ -17,6 +17,7 @@ pub mod sample;
 pub mod simulate;
 pub mod state;
 pub mod status_page;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,17 +67,47 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         snapshot: rx,
         telemetry,
     };
+    // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
+    // the configuration; from here on it is live and re-read when its files change.
+    let web = config.web.security.clone();
+    let live = web
+        .as_ref()
+        .map(|w| Arc::new(web::auth::Live::new(w.access.clone(), w.tls.clone())));
+    let watcher = web
+        .as_ref()
+        .zip(live.clone())
+        .map(|(w, l)| web::reload::spawn(w, l));
     let app = http::app(
         state,
         http::Limits {
             max_concurrent_requests: config.web.max_concurrent_requests,
             request_timeout: config.web.request_timeout,
         },
+        live.clone(),
     );
-    tracing::info!(address = %local, poll_interval = ?config.poll_interval, "listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(http::shutdown_signal())
-        .await;
+    let served = match (&web, live) {
+        (Some(w), Some(live)) if w.tls.is_some() => {
+            if w.http2 {
+                tracing::info!("HTTP/2 is not offered; TLS clients are served HTTP/1.1");
+            }
+            tracing::info!(address = %local, http2 = false, "TLS is enabled");
+            let listener = web::tls::TlsListener::new(listener, live).map_err(RunError::Serve)?;
+            tracing::info!(address = %local, tls = true, poll_interval = ?config.poll_interval, "listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http::shutdown_signal())
+                .await
+        }
+        _ => {
+            tracing::info!(address = %local, http2 = false, "TLS is disabled");
+            tracing::info!(address = %local, tls = false, poll_interval = ?config.poll_interval, "listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http::shutdown_signal())
+                .await
+        }
+    };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     poller.shutdown(Duration::from_secs(2));
     served.map_err(RunError::Serve)
 }

@@ -174,7 +174,9 @@ pub fn error_string(code: nvmlReturn_t) -> &'static std::ffi::CStr {
         19 => c"In use by another client",
         20 => c"Insufficient Memory",
         21 => c"No data",
-        22 => c"The requested vgpu operation is not available on target device because ECC is enabled",
+        22 => {
+            c"The requested vgpu operation is not available on target device because ECC is enabled"
+        }
         23 => c"Insufficient resources for request",
         24 => c"Frequency not supported",
         25 => c"Argument version mismatch",

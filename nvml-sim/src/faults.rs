@@ -181,8 +181,7 @@ mod tests {
 
     fn scenario(faults: &str) -> Scenario {
         let text = format!("[[device]]\ntotal = 100\n[[device]]\ntotal = 100\n{faults}");
-        crate::scenario::load_str(&text, Path::new("t.toml"), &|_| None, &mut Vec::new())
-            .unwrap()
+        crate::scenario::load_str(&text, Path::new("t.toml"), &|_| None, &mut Vec::new()).unwrap()
     }
 
     #[test]
@@ -197,10 +196,22 @@ mod tests {
         assert!(s.device_lost(1, 10.0));
         assert!(!s.device_lost(1, 20.0));
         assert!(!s.device_lost(0, 15.0));
-        assert_eq!(s.latency(CallClass::Memory, Some(1), 0.0), Duration::from_millis(250));
-        assert_eq!(s.latency(CallClass::Memory, Some(0), 0.0), Duration::from_millis(1250));
-        assert_eq!(s.latency(CallClass::Info, Some(0), 0.0), Duration::from_secs(1));
-        assert_eq!(s.latency(CallClass::Memory, None, 0.0), Duration::from_millis(250));
+        assert_eq!(
+            s.latency(CallClass::Memory, Some(1), 0.0),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            s.latency(CallClass::Memory, Some(0), 0.0),
+            Duration::from_millis(1250)
+        );
+        assert_eq!(
+            s.latency(CallClass::Info, Some(0), 0.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            s.latency(CallClass::Memory, None, 0.0),
+            Duration::from_millis(250)
+        );
         assert_eq!(s.latency(CallClass::System, None, 0.0), Duration::ZERO);
         assert_eq!(s.churn(0, 0.0), 6);
         assert_eq!(s.churn(1, 0.0), 0);

@@ -532,7 +532,10 @@ mod tests {
         let s = pool.sample(15.0);
         assert_eq!(s.memory.used, 900);
         assert_eq!(s.memory.free, 0);
-        assert_eq!(s.memory.used + s.memory.reserved + s.memory.free, s.memory.total);
+        assert_eq!(
+            s.memory.used + s.memory.reserved + s.memory.free,
+            s.memory.total
+        );
         assert_eq!(pool.sample(20.0).processes.len(), 1);
     }
 

@@ -217,7 +217,8 @@ impl<'de> Deserialize<'de> for RawMemory {
                 Ok(RawMemory::Constant(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawMemory, E> {
-                Size::deserialize(de::value::I64Deserializer::new(v)).map(|s| RawMemory::Constant(s.0))
+                Size::deserialize(de::value::I64Deserializer::new(v))
+                    .map(|s| RawMemory::Constant(s.0))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMemory, E> {
                 parse_size(v).map(RawMemory::Constant).map_err(E::custom)
@@ -297,43 +298,40 @@ struct RawProcess {
     stop: Option<Secs>,
 }
 
+/// A fault as written: one flat table, checked per `kind` in [`build_fault`] so errors can name
+/// the exact key.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawFault {
-    DeviceLost {
-        device: usize,
-        from: Option<Secs>,
-        until: Option<Secs>,
-    },
-    ProcessesNotSupported {
-        device: Option<usize>,
-        from: Option<Secs>,
-        until: Option<Secs>,
-    },
-    InitFailure {
-        attempts: Option<u32>,
-        #[serde(rename = "for")]
-        for_secs: Option<Secs>,
-    },
-    Latency {
-        device: Option<usize>,
-        calls: Option<Vec<String>>,
-        delay: Secs,
-        from: Option<Secs>,
-        until: Option<Secs>,
-    },
-    ProcessChurn {
-        device: Option<usize>,
-        extra: u32,
-        from: Option<Secs>,
-        until: Option<Secs>,
-    },
-    InternalError {
-        device: Option<usize>,
-        calls: Option<Vec<String>>,
-        from: Option<Secs>,
-        until: Option<Secs>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: String,
+    device: Option<usize>,
+    from: Option<Secs>,
+    until: Option<Secs>,
+    attempts: Option<u32>,
+    #[serde(rename = "for")]
+    for_secs: Option<Secs>,
+    calls: Option<Vec<String>>,
+    delay: Option<Secs>,
+    extra: Option<u32>,
+}
+
+impl RawFault {
+    /// Names of the optional keys that are set.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("device", self.device.is_some()),
+            ("from", self.from.is_some()),
+            ("until", self.until.is_some()),
+            ("attempts", self.attempts.is_some()),
+            ("for", self.for_secs.is_some()),
+            ("calls", self.calls.is_some()),
+            ("delay", self.delay.is_some()),
+            ("extra", self.extra.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
 }
 
 /// Reads and validates a scenario file. `env` looks up environment variables (`pid_env`,
@@ -381,7 +379,9 @@ pub fn load_str(
             format!("at most {MAX_DEVICES} devices are supported"),
         ));
     }
-    let driver_version = raw.driver_version.unwrap_or_else(|| "550.54.15".to_string());
+    let driver_version = raw
+        .driver_version
+        .unwrap_or_else(|| "550.54.15".to_string());
     check_c_string("driver_version", &driver_version, 80).map_err(|p| err("driver_version", p))?;
     let nvml_version = raw
         .nvml_version
@@ -446,8 +446,12 @@ fn parse_raw(text: &str) -> Result<RawScenario, (String, String)> {
         })
         .unwrap_or_default()
     };
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| (String::new(), format!("{}{}", e.message(), line_of(e.span()))))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        (
+            String::new(),
+            format!("{}{}", e.message(), line_of(e.span())),
+        )
+    })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -639,7 +643,10 @@ fn build_process(
     check_c_string("name", &p.name, 1024).map_err(|e| (key("name"), e))?;
     let pid = match (p.pid, &p.pid_env) {
         (Some(_), Some(_)) => {
-            return Err((key("pid_env"), "give either pid or pid_env, not both".into()))
+            return Err((
+                key("pid_env"),
+                "give either pid or pid_env, not both".into(),
+            ))
         }
         (None, None) => return Err((key("pid"), "missing: give pid or pid_env".into())),
         (Some(pid), None) => {
@@ -665,12 +672,7 @@ fn build_process(
                 }
                 Some(v) => match v.trim().parse::<u32>() {
                     Ok(pid) if pid > 0 => PidSource::live(pid),
-                    _ => {
-                        return Err((
-                            key("pid_env"),
-                            format!("{var}={v:?} is not a process id"),
-                        ))
-                    }
+                    _ => return Err((key("pid_env"), format!("{var}={v:?} is not a process id"))),
                 },
             }
         }
@@ -832,78 +834,84 @@ fn calls(list: Option<Vec<String>>) -> Result<Vec<CallClass>, KeyErr> {
 }
 
 fn build_fault(f: RawFault, device_count: usize) -> Result<Built, KeyErr> {
-    let fault = |device, kind, window| {
+    const WINDOW: [&str; 3] = ["device", "from", "until"];
+    let allowed: &[&str] = match f.kind.as_str() {
+        "device_lost" | "processes_not_supported" => &WINDOW,
+        "init_failure" => &["attempts", "for"],
+        "latency" => &["device", "from", "until", "calls", "delay"],
+        "process_churn" => &["device", "from", "until", "extra"],
+        "internal_error" => &["device", "from", "until", "calls"],
+        other => {
+            return Err((
+                ".kind".into(),
+                format!(
+                    "unknown fault kind {other:?}; expected device_lost, processes_not_supported, \
+                     init_failure, latency, process_churn or internal_error"
+                ),
+            ))
+        }
+    };
+    if let Some(k) = f.given().into_iter().find(|k| !allowed.contains(k)) {
+        return Err((
+            format!(".{k}"),
+            format!("not used by faults of kind {}", f.kind),
+        ));
+    }
+    check_device(f.device, device_count)?;
+    let fault = |kind| {
         Ok(Built::Fault(Fault {
-            device,
+            device: f.device,
             kind,
-            window,
+            window: window(f.from, f.until)?,
         }))
     };
-    match f {
-        RawFault::DeviceLost {
-            device,
-            from,
-            until,
-        } => {
-            check_device(Some(device), device_count)?;
-            fault(Some(device), FaultKind::DeviceLost, window(from, until)?)
+    match f.kind.as_str() {
+        "device_lost" => {
+            if f.device.is_none() {
+                return Err((".device".into(), "missing: which device is lost".into()));
+            }
+            fault(FaultKind::DeviceLost)
         }
-        RawFault::ProcessesNotSupported {
-            device,
-            from,
-            until,
-        } => {
-            check_device(device, device_count)?;
-            fault(device, FaultKind::ProcessesNotSupported, window(from, until)?)
-        }
-        RawFault::InitFailure { attempts, for_secs } => {
-            if attempts.is_none() && for_secs.is_none() {
+        "processes_not_supported" => fault(FaultKind::ProcessesNotSupported),
+        "init_failure" => {
+            if f.attempts.is_none() && f.for_secs.is_none() {
                 return Err((
                     String::new(),
                     "init_failure needs attempts and/or for".into(),
                 ));
             }
             Ok(Built::Init(InitFailure {
-                attempts,
-                for_secs: for_secs.map(|s| s.0),
+                attempts: f.attempts,
+                for_secs: f.for_secs.map(|s| s.0),
             }))
         }
-        RawFault::Latency {
-            device,
-            calls: c,
-            delay,
-            from,
-            until,
-        } => {
-            check_device(device, device_count)?;
-            let kind = FaultKind::Latency {
+        "latency" => {
+            let delay = f.delay.ok_or_else(|| {
+                (
+                    ".delay".to_string(),
+                    "missing: how long to delay".to_string(),
+                )
+            })?;
+            fault(FaultKind::Latency {
                 delay: Duration::from_secs_f64(delay.0),
-                calls: calls(c)?,
-            };
-            fault(device, kind, window(from, until)?)
+                calls: calls(f.calls.clone())?,
+            })
         }
-        RawFault::ProcessChurn {
-            device,
-            extra,
-            from,
-            until,
-        } => {
-            check_device(device, device_count)?;
+        "process_churn" => {
+            let extra = f.extra.ok_or_else(|| {
+                (
+                    ".extra".to_string(),
+                    "missing: how many processes appear".to_string(),
+                )
+            })?;
             if extra == 0 || extra > 1024 {
                 return Err((".extra".into(), "must be between 1 and 1024".into()));
             }
-            fault(device, FaultKind::ProcessChurn { extra }, window(from, until)?)
+            fault(FaultKind::ProcessChurn { extra })
         }
-        RawFault::InternalError {
-            device,
-            calls: c,
-            from,
-            until,
-        } => {
-            check_device(device, device_count)?;
-            let kind = FaultKind::InternalError { calls: calls(c)? };
-            fault(device, kind, window(from, until)?)
-        }
+        _ => fault(FaultKind::InternalError {
+            calls: calls(f.calls.clone())?,
+        }),
     }
 }
 
@@ -928,8 +936,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_its_path() {
-        let e = load("[[device]]\ntotal = 10\n[[device.process]]\npid = 5\nname = \"a\"\nmemroy = 1\n")
-            .unwrap_err();
+        let e =
+            load("[[device]]\ntotal = 10\n[[device.process]]\npid = 5\nname = \"a\"\nmemroy = 1\n")
+                .unwrap_err();
         assert_eq!(e.key, "device[0].process[0].memroy");
         assert!(e.problem.contains("memroy"), "{e}");
         assert!(e.problem.contains("line 6"), "{e}");
@@ -976,6 +985,26 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("### A complete example")
+            .nth(1)
+            .expect("README has the example section");
+        let body = section
+            .split("```toml")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("example is a toml block");
+        let env = |k: &str| (k == "MY_JOB_PID").then(|| std::process::id().to_string());
+        let s = load_str(body, Path::new("example.toml"), &env, &mut Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.devices.len(), 2);
+        assert_eq!(s.faults.len(), 2);
+        assert!(s.init_failure.is_some());
+    }
+
+    #[test]
     fn shipped_scenarios_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let mut seen = 0;
@@ -985,13 +1014,26 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            assert!(text.starts_with('#'), "{} must open with a comment", path.display());
-            let s = load_file(&path, &|_| None, &mut Vec::new())
-                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                text.starts_with('#'),
+                "{} must open with a comment",
+                path.display()
+            );
+            let s = load_file(&path, &|_| None, &mut Vec::new()).unwrap_or_else(|e| panic!("{e}"));
             assert!(!s.devices.is_empty(), "{}", path.display());
             for d in &s.devices {
-                for p in d.pool.processes.iter().chain(d.migs.iter().flat_map(|m| m.pool.processes.iter())) {
-                    assert!(p.pid.pid() > 4_194_304, "{}: pid {} may be real", path.display(), p.pid.pid());
+                for p in d
+                    .pool
+                    .processes
+                    .iter()
+                    .chain(d.migs.iter().flat_map(|m| m.pool.processes.iter()))
+                {
+                    assert!(
+                        p.pid.pid() > 4_194_304,
+                        "{}: pid {} may be real",
+                        path.display(),
+                        p.pid.pid()
+                    );
                 }
             }
             seen += 1;

@@ -68,8 +68,30 @@ pub enum InitError {
     BadScenario,
 }
 
+/// Makes panics inside the library print one line instead of a backtrace. The hook belongs to
+/// this library's own copy of std, so the host program's panic handling is untouched.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("panic");
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!("nvml-sim: internal error{at}: {msg}; the call returns NVML_ERROR_UNKNOWN");
+        }));
+    });
+}
+
 /// `nvmlInit*`: loads the scenario on the first reference.
 pub fn init() -> Result<(), InitError> {
+    quiet_panics();
     let mut g = lock();
     if g.refcount > 0 {
         g.refcount = g.refcount.saturating_add(1);
@@ -109,9 +131,7 @@ pub fn init() -> Result<(), InitError> {
         .map(PathBuf::from);
     let clock = Clock::new(scenario.speed, scenario.loop_period, time_file);
     let sim = Sim { scenario, clock };
-    let delay = sim
-        .scenario
-        .latency(CallClass::Init, None, sim.clock.now());
+    let delay = sim.scenario.latency(CallClass::Init, None, sim.clock.now());
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }

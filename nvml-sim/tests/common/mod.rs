@@ -28,7 +28,8 @@ pub const MIB: u64 = 1 << 20;
 /// The cdylib cargo built for this test run: `<target dir>/<profile>/libnvml_sim.so`.
 pub fn built_library() -> PathBuf {
     const NAME: &str = "libnvml_sim.so";
-    // Test executables live in `<target dir>/<profile>/deps/`; walk up from there.
+    // Test executables live in `<target dir>/<profile>/deps/`, next to the cdylib cargo built for
+    // this run (`cargo build` also copies it one level up); walk up from there.
     if let Ok(exe) = std::env::current_exe() {
         for dir in exe.ancestors().skip(1) {
             let candidate = dir.join(NAME);
@@ -85,21 +86,34 @@ impl Sim {
         std::fs::write(&self.time_file, format!("{seconds}")).expect("write time file");
     }
 
-    /// Initialises nvml-wrapper on this copy with the scenario and time file (plus `extra` env).
-    pub fn init_with_env(&self, extra: &[(&str, &str)]) -> Result<Nvml, NvmlError> {
+    /// Runs `f` (an init) with this test's scenario, time file and `extra` variables in the
+    /// environment, holding [`ENV_LOCK`].
+    pub fn with_env<R>(&self, extra: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
         let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("NVML_SIM_SCENARIO", &self.scenario);
         std::env::set_var("NVML_SIM_TIME_FILE", &self.time_file);
         for (k, v) in extra {
             std::env::set_var(k, v);
         }
-        let result = Nvml::builder().lib_path(self.lib.as_os_str()).init();
+        let result = f();
         std::env::remove_var("NVML_SIM_SCENARIO");
         std::env::remove_var("NVML_SIM_TIME_FILE");
         for (k, _) in extra {
             std::env::remove_var(k);
         }
         result
+    }
+
+    /// Initialises nvml-wrapper on this copy with the scenario and time file (plus `extra` env).
+    pub fn init_with_env(&self, extra: &[(&str, &str)]) -> Result<Nvml, NvmlError> {
+        self.with_env(extra, || {
+            Nvml::builder().lib_path(self.lib.as_os_str()).init()
+        })
+    }
+
+    /// Raw `nvmlInit_v2` on this copy with the test's environment.
+    pub fn raw_init(&self, raw: &Raw) -> nvmlReturn_t {
+        self.with_env(&[], || raw.init())
     }
 
     pub fn init(&self) -> Result<Nvml, NvmlError> {
@@ -119,14 +133,21 @@ pub struct Raw {
     pub lib: libloading::Library,
 }
 
-pub type ProcFnV1 = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut nvmlProcessInfo_v1_t) -> nvmlReturn_t;
-pub type ProcFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut nvmlProcessInfo_t) -> nvmlReturn_t;
+pub type ProcFnV1 =
+    unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut nvmlProcessInfo_v1_t) -> nvmlReturn_t;
+pub type ProcFn =
+    unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut nvmlProcessInfo_t) -> nvmlReturn_t;
 
 impl Raw {
     /// Looks up a symbol of type `T`.
     pub fn sym<T: Copy>(&self, name: &str) -> T {
         // SAFETY: callers name the NVML signature that matches `T`.
-        unsafe { *self.lib.get::<T>(name.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}")) }
+        unsafe {
+            *self
+                .lib
+                .get::<T>(name.as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -155,7 +176,11 @@ impl Raw {
     pub fn memory_v1(&self, h: nvmlDevice_t) -> (nvmlReturn_t, nvmlMemory_t) {
         let f: unsafe extern "C" fn(nvmlDevice_t, *mut nvmlMemory_t) -> nvmlReturn_t =
             self.sym("nvmlDeviceGetMemoryInfo");
-        let mut m = nvmlMemory_t { total: 0, free: 0, used: 0 };
+        let mut m = nvmlMemory_t {
+            total: 0,
+            free: 0,
+            used: 0,
+        };
         let r = unsafe { f(h, &mut m) };
         (r, m)
     }
@@ -163,27 +188,48 @@ impl Raw {
     pub fn memory_v2(&self, h: nvmlDevice_t, version: u32) -> (nvmlReturn_t, nvmlMemory_v2_t) {
         let f: unsafe extern "C" fn(nvmlDevice_t, *mut nvmlMemory_v2_t) -> nvmlReturn_t =
             self.sym("nvmlDeviceGetMemoryInfo_v2");
-        let mut m = nvmlMemory_v2_t { version, total: 0, reserved: 0, free: 0, used: 0 };
+        let mut m = nvmlMemory_v2_t {
+            version,
+            total: 0,
+            reserved: 0,
+            free: 0,
+            used: 0,
+        };
         let r = unsafe { f(h, &mut m) };
         (r, m)
     }
 
     /// Count-then-fill with a v1 (16-byte) entry point; returns (code, entries).
-    pub fn processes_v1(&self, name: &str, h: nvmlDevice_t) -> (nvmlReturn_t, Vec<nvmlProcessInfo_v1_t>) {
+    pub fn processes_v1(
+        &self,
+        name: &str,
+        h: nvmlDevice_t,
+    ) -> (nvmlReturn_t, Vec<nvmlProcessInfo_v1_t>) {
         let f: ProcFnV1 = self.sym(name);
         let mut count: c_uint = 0;
         let r = unsafe { f(h, &mut count, std::ptr::null_mut()) };
         if r != 7 {
             return (r, Vec::new());
         }
-        let mut buf = vec![nvmlProcessInfo_v1_t { pid: 0, usedGpuMemory: 0 }; count as usize];
+        let mut buf = vec![
+            nvmlProcessInfo_v1_t {
+                pid: 0,
+                usedGpuMemory: 0
+            };
+            count as usize
+        ];
         let r = unsafe { f(h, &mut count, buf.as_mut_ptr()) };
         buf.truncate(count as usize);
         (r, buf)
     }
 
     /// Count-then-fill with a 24-byte entry point; `headroom` extra slots on the fill call.
-    pub fn processes(&self, name: &str, h: nvmlDevice_t, headroom: u32) -> (nvmlReturn_t, u32, Vec<nvmlProcessInfo_t>) {
+    pub fn processes(
+        &self,
+        name: &str,
+        h: nvmlDevice_t,
+        headroom: u32,
+    ) -> (nvmlReturn_t, u32, Vec<nvmlProcessInfo_t>) {
         let f: ProcFn = self.sym(name);
         let mut count: c_uint = 0;
         let r = unsafe { f(h, &mut count, std::ptr::null_mut()) };
@@ -191,7 +237,12 @@ impl Raw {
             return (r, count, Vec::new());
         }
         let first = count;
-        let zero = nvmlProcessInfo_t { pid: 0, usedGpuMemory: 0, gpuInstanceId: 0, computeInstanceId: 0 };
+        let zero = nvmlProcessInfo_t {
+            pid: 0,
+            usedGpuMemory: 0,
+            gpuInstanceId: 0,
+            computeInstanceId: 0,
+        };
         count += headroom;
         let mut buf = vec![zero; count as usize];
         let r = unsafe { f(h, &mut count, buf.as_mut_ptr()) };

@@ -1,0 +1,716 @@
+//! The `[cleanup]` configuration: raw as written, then validated once into typed actions.
+//!
+//! Actions are written as a flat table with a `type` key (rather than a serde-tagged enum) so that
+//! every refusal can name the exact key — `cleanup.actions[1].url` — and say why, including keys
+//! that exist but do not belong to that action's type. Unsafe or meaningless settings are refused
+//! here, never discovered during an emergency: a `kill` without `allow_kill`, a signal that cannot
+//! be handled (SIGKILL, SIGSTOP) or that terminates by intent (SIGTERM) without `allow_kill`, an
+//! empty `argv`, a webhook URL that is not http(s), a bad regex, a zero or huge timeout.
+
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_duration, ConfigError};
+
+/// The `cleanup` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCleanup {
+    /// Cleanup is off unless this is true.
+    pub enabled: bool,
+    /// Log and count what would run (`result="dry_run"`), touch nothing.
+    pub dry_run: bool,
+    /// While a GPU stays in hard breach, the actions run again every `cooldown`.
+    pub cooldown: String,
+    /// Must be true for a `kill` action or a terminating signal (SIGTERM, SIGINT, SIGQUIT).
+    pub allow_kill: bool,
+    /// The actions, run in order on each cleanup.
+    pub actions: Vec<RawAction>,
+}
+
+impl Default for RawCleanup {
+    fn default() -> Self {
+        RawCleanup {
+            enabled: false,
+            dry_run: false,
+            cooldown: "30s".into(),
+            allow_kill: false,
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// One `[[cleanup.actions]]` table as written; which keys apply depends on `type`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAction {
+    /// signal | webhook | exec | kill
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avoid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// The validated `cleanup` section.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    pub enabled: bool,
+    pub dry_run: bool,
+    pub cooldown: Duration,
+    pub actions: Vec<Action>,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        CleanupConfig {
+            enabled: false,
+            dry_run: false,
+            cooldown: DEFAULT_COOLDOWN,
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// One validated action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Signal(SignalAction),
+    Webhook(WebhookAction),
+    Exec(ExecAction),
+    Kill(KillAction),
+}
+
+impl Action {
+    /// The `action` label value: the action's type.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Signal(_) => "signal",
+            Action::Webhook(_) => "webhook",
+            Action::Exec(_) => "exec",
+            Action::Kill(_) => "kill",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SignalAction {
+    pub signal: Signal,
+    pub target: Target,
+}
+
+/// Which of a GPU's processes a signal action reaches.
+#[derive(Debug, Clone)]
+pub enum Target {
+    All,
+    /// The N largest by allocation.
+    Top(usize),
+    /// Those whose process name matches.
+    Match(Regex),
+}
+
+/// A signal by number and by the name the user wrote (normalised to `SIGXXX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    pub number: i32,
+    pub name: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookAction {
+    pub url: String,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecAction {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KillAction {
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Processes whose name matches are never killed.
+    pub avoid: Option<Regex>,
+    /// Processes whose name matches are killed first (largest of them).
+    pub prefer: Option<Regex>,
+    /// Kill only once the GPU has been in hard breach this long (lets cheaper actions work first).
+    pub after: Duration,
+}
+
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+const DEFAULT_WEBHOOK_TIMEOUT: &str = "5s";
+const DEFAULT_EXEC_TIMEOUT: &str = "10s";
+const DEFAULT_GRACE: &str = "5s";
+const DEFAULT_RETRIES: u32 = 2;
+const MAX_RETRIES: u32 = 10;
+const MAX_TOP: usize = 1024;
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+const MAX_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Compiled-regex size bound: a name filter never needs more, and a huge one is a mistake.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Signals a `signal` action may send. Terminating ones need `allow_kill`.
+const SIGNALS: &[(&str, i32, bool)] = &[
+    ("SIGUSR1", libc::SIGUSR1, false),
+    ("SIGUSR2", libc::SIGUSR2, false),
+    ("SIGHUP", libc::SIGHUP, false),
+    ("SIGWINCH", libc::SIGWINCH, false),
+    ("SIGCONT", libc::SIGCONT, false),
+    ("SIGALRM", libc::SIGALRM, false),
+    ("SIGINT", libc::SIGINT, true),
+    ("SIGTERM", libc::SIGTERM, true),
+    ("SIGQUIT", libc::SIGQUIT, true),
+];
+
+impl RawCleanup {
+    pub fn validate(&self) -> Result<CleanupConfig, ConfigError> {
+        let cooldown = bounded_duration(
+            "cleanup.cooldown",
+            &self.cooldown,
+            MIN_COOLDOWN,
+            MAX_COOLDOWN,
+        )?;
+        let mut actions = Vec::with_capacity(self.actions.len());
+        for (i, raw) in self.actions.iter().enumerate() {
+            actions.push(raw.validate(&format!("cleanup.actions[{i}]"), self.allow_kill)?);
+        }
+        if actions.iter().filter(|a| matches!(a, Action::Kill(_))).count() > 1 {
+            return Err(ConfigError::invalid(
+                "cleanup.actions",
+                "two kill actions",
+                "give at most one kill action: at most one process per GPU is killed per cooldown",
+            ));
+        }
+        if self.enabled && actions.is_empty() {
+            return Err(ConfigError::invalid(
+                "cleanup.actions",
+                "[]",
+                "cleanup.enabled is true but no action is configured; add [[cleanup.actions]] or set enabled = false",
+            ));
+        }
+        Ok(CleanupConfig {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+            cooldown,
+            actions,
+        })
+    }
+}
+
+impl RawAction {
+    fn validate(&self, prefix: &str, allow_kill: bool) -> Result<Action, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let kind = self.kind.trim();
+        let allowed: &[&str] = match kind {
+            "signal" => &["signal", "target", "top", "name_regex"],
+            "webhook" => &["url", "timeout", "retries"],
+            "exec" => &["argv", "timeout"],
+            "kill" => &["grace", "avoid", "prefer", "after"],
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("type"),
+                    &self.kind,
+                    "expected one of signal, webhook, exec, kill",
+                ))
+            }
+        };
+        for (name, present) in self.present() {
+            if present && !allowed.contains(&name) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    self.describe(name),
+                    format!("is not a key of a {kind} action (its keys: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(match kind {
+            "signal" => Action::Signal(self.signal_action(prefix, allow_kill)?),
+            "webhook" => {
+                let url = self.url.as_deref().unwrap_or_default().trim().to_string();
+                check_url(&key("url"), &url)?;
+                let timeout = bounded_duration(
+                    &key("timeout"),
+                    self.timeout.as_deref().unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
+                    MIN_TIMEOUT,
+                    MAX_TIMEOUT,
+                )?;
+                let retries = self.retries.unwrap_or(DEFAULT_RETRIES);
+                if retries > MAX_RETRIES {
+                    return Err(ConfigError::invalid(
+                        key("retries"),
+                        retries,
+                        format!("must be at most {MAX_RETRIES}"),
+                    ));
+                }
+                Action::Webhook(WebhookAction {
+                    url,
+                    timeout,
+                    retries,
+                })
+            }
+            "exec" => {
+                let argv = self.argv.clone().unwrap_or_default();
+                if argv.first().is_none_or(|a| a.trim().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        key("argv"),
+                        format_args!("{argv:?}"),
+                        "must name a program: argv = [\"/path/to/program\", \"arg\", ...] (it is run directly, never through a shell)",
+                    ));
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return Err(ConfigError::invalid(
+                        key("argv"),
+                        format_args!("{argv:?}"),
+                        "an argument contains a NUL byte",
+                    ));
+                }
+                let timeout = bounded_duration(
+                    &key("timeout"),
+                    self.timeout.as_deref().unwrap_or(DEFAULT_EXEC_TIMEOUT),
+                    MIN_TIMEOUT,
+                    MAX_TIMEOUT,
+                )?;
+                Action::Exec(ExecAction { argv, timeout })
+            }
+            _ => {
+                if !allow_kill {
+                    return Err(ConfigError::invalid(
+                        key("type"),
+                        "kill",
+                        "a kill action needs cleanup.allow_kill = true",
+                    ));
+                }
+                let grace = bounded_duration(
+                    &key("grace"),
+                    self.grace.as_deref().unwrap_or(DEFAULT_GRACE),
+                    MIN_TIMEOUT,
+                    MAX_TIMEOUT,
+                )?;
+                let after = match &self.after {
+                    None => Duration::ZERO,
+                    Some(a) => {
+                        let d = parse_duration(&key("after"), a)?;
+                        if d > MAX_AFTER {
+                            return Err(ConfigError::invalid(
+                                key("after"),
+                                a,
+                                "must be at most 24h",
+                            ));
+                        }
+                        d
+                    }
+                };
+                Action::Kill(KillAction {
+                    grace,
+                    avoid: self
+                        .avoid
+                        .as_deref()
+                        .map(|r| regex(&key("avoid"), r))
+                        .transpose()?,
+                    prefer: self
+                        .prefer
+                        .as_deref()
+                        .map(|r| regex(&key("prefer"), r))
+                        .transpose()?,
+                    after,
+                })
+            }
+        })
+    }
+
+    fn signal_action(&self, prefix: &str, allow_kill: bool) -> Result<SignalAction, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let written = self.signal.as_deref().unwrap_or("SIGUSR1");
+        let signal = parse_signal(&key("signal"), written)?;
+        if SIGNALS
+            .iter()
+            .any(|(n, _, terminating)| *n == signal.name && *terminating)
+            && !allow_kill
+        {
+            return Err(ConfigError::invalid(
+                key("signal"),
+                written,
+                "terminates the process; set cleanup.allow_kill = true to send it (or use a kill action)",
+            ));
+        }
+        let target = match self.target.as_deref().map(str::trim) {
+            Some("all") => Target::All,
+            Some("top") => {
+                let n = self.top.unwrap_or(1);
+                if n == 0 || n > MAX_TOP {
+                    return Err(ConfigError::invalid(
+                        key("top"),
+                        n,
+                        format!("must be between 1 and {MAX_TOP}"),
+                    ));
+                }
+                Target::Top(n)
+            }
+            Some("match") => match &self.name_regex {
+                Some(r) => Target::Match(regex(&key("name_regex"), r)?),
+                None => {
+                    return Err(ConfigError::invalid(
+                        key("name_regex"),
+                        "(missing)",
+                        "target = \"match\" needs name_regex, a regex on the process name",
+                    ))
+                }
+            },
+            other => {
+                return Err(ConfigError::invalid(
+                    key("target"),
+                    other.unwrap_or("(missing)"),
+                    format!(
+                        "expected all, top (with top = N) or match (with name_regex); choose deliberately: \
+                         a process with no handler for {} is terminated by it",
+                        signal.name
+                    ),
+                ))
+            }
+        };
+        if self.top.is_some() && !matches!(target, Target::Top(_)) {
+            return Err(ConfigError::invalid(
+                key("top"),
+                self.top.unwrap_or_default(),
+                "is only used with target = \"top\"",
+            ));
+        }
+        if self.name_regex.is_some() && !matches!(target, Target::Match(_)) {
+            return Err(ConfigError::invalid(
+                key("name_regex"),
+                self.name_regex.as_deref().unwrap_or_default(),
+                "is only used with target = \"match\"",
+            ));
+        }
+        Ok(SignalAction { signal, target })
+    }
+
+    /// Every optional key and whether it was given.
+    fn present(&self) -> [(&'static str, bool); 12] {
+        [
+            ("signal", self.signal.is_some()),
+            ("target", self.target.is_some()),
+            ("top", self.top.is_some()),
+            ("name_regex", self.name_regex.is_some()),
+            ("url", self.url.is_some()),
+            ("retries", self.retries.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("argv", self.argv.is_some()),
+            ("grace", self.grace.is_some()),
+            ("avoid", self.avoid.is_some()),
+            ("prefer", self.prefer.is_some()),
+            ("after", self.after.is_some()),
+        ]
+    }
+
+    fn describe(&self, name: &str) -> String {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        match name {
+            "signal" => s(&self.signal),
+            "target" => s(&self.target),
+            "top" => self.top.map(|t| t.to_string()).unwrap_or_default(),
+            "name_regex" => s(&self.name_regex),
+            "url" => s(&self.url),
+            "retries" => self.retries.map(|t| t.to_string()).unwrap_or_default(),
+            "timeout" => s(&self.timeout),
+            "argv" => format!("{:?}", self.argv.clone().unwrap_or_default()),
+            "grace" => s(&self.grace),
+            "avoid" => s(&self.avoid),
+            "prefer" => s(&self.prefer),
+            "after" => s(&self.after),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Parses "SIGUSR1", "USR1" or "sigusr1"; refuses what a signal action must never send.
+pub fn parse_signal(key: &str, written: &str) -> Result<Signal, ConfigError> {
+    let upper = written.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    match name.as_str() {
+        "SIGKILL" => {
+            return Err(ConfigError::invalid(
+                key,
+                written,
+                "SIGKILL cannot be handled, so it frees nothing gracefully; use a kill action \
+                 (SIGTERM, then SIGKILL after grace; needs cleanup.allow_kill = true)",
+            ))
+        }
+        "SIGSTOP" | "SIGTSTP" => {
+            return Err(ConfigError::invalid(
+                key,
+                written,
+                "stopping a process freezes it with its memory still allocated",
+            ))
+        }
+        _ => {}
+    }
+    SIGNALS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(n, number, _)| Signal {
+            number: *number,
+            name: n,
+        })
+        .ok_or_else(|| {
+            let names: Vec<&str> = SIGNALS.iter().map(|(n, _, _)| *n).collect();
+            ConfigError::invalid(
+                key,
+                written,
+                format!("is not a signal a signal action can send; use one of {}", names.join(", ")),
+            )
+        })
+}
+
+fn bounded_duration(
+    key: &str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d < min || d > max {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn regex(key: &str, pattern: &str) -> Result<Regex, ConfigError> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            let first = e.to_string();
+            let reason = first
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid")
+                .trim()
+                .to_string();
+            ConfigError::invalid(key, pattern, format!("is not a valid regex: {reason}"))
+        })
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        None => Err(ConfigError::invalid(
+            key,
+            if url.is_empty() { "(missing)" } else { url },
+            "must be an http:// or https:// URL",
+        )),
+        Some(h) if h.is_empty() || h.contains(char::is_whitespace) || h.contains('@') => {
+            Err(ConfigError::invalid(
+                key,
+                url,
+                "must name a host (credentials in the URL are not accepted)",
+            ))
+        }
+        Some(_) => match url.parse::<ureq::http::Uri>() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ConfigError::invalid(key, url, format!("is not a valid URL: {e}"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CleanupConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            cleanup: RawCleanup,
+        }
+        let w: Wrap = toml::from_str(text).expect("toml");
+        w.cleanup.validate()
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_off_and_valid() {
+        let c = RawCleanup::default().validate().unwrap();
+        assert!(!c.enabled && !c.dry_run);
+        assert_eq!(c.cooldown, Duration::from_secs(30));
+        assert!(c.actions.is_empty());
+    }
+
+    #[test]
+    fn every_action_type_parses_with_defaults() {
+        let c = parse(
+            r#"[cleanup]
+enabled = true
+allow_kill = true
+[[cleanup.actions]]
+type = "signal"
+target = "top"
+[[cleanup.actions]]
+type = "webhook"
+url = "https://hooks.example/x"
+[[cleanup.actions]]
+type = "exec"
+argv = ["/bin/true"]
+[[cleanup.actions]]
+type = "kill"
+avoid = "^sshd$"
+"#,
+        )
+        .unwrap();
+        let labels: Vec<_> = c.actions.iter().map(Action::label).collect();
+        assert_eq!(labels, ["signal", "webhook", "exec", "kill"]);
+        match &c.actions[0] {
+            Action::Signal(s) => {
+                assert_eq!(s.signal.number, libc::SIGUSR1);
+                assert!(matches!(s.target, Target::Top(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.actions[1] {
+            Action::Webhook(w) => {
+                assert_eq!((w.timeout, w.retries), (Duration::from_secs(5), 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.actions[3] {
+            Action::Kill(k) => {
+                assert_eq!(k.grace, Duration::from_secs(5));
+                assert_eq!(k.after, Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn signal_names_are_normalised() {
+        for w in ["SIGUSR2", "usr2", "SigUsr2"] {
+            assert_eq!(parse_signal("k", w).unwrap().number, libc::SIGUSR2);
+        }
+        assert!(parse_signal("k", "SIGFOO").unwrap_err().to_string().contains("SIGUSR1"));
+        assert!(parse_signal("k", "9").is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let cases = [
+            (
+                "[cleanup]\nenabled = true\n",
+                "cleanup.actions",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"kill\"\n",
+                "cleanup.actions[0].type",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGKILL\"\ntarget = \"all\"\n",
+                "cleanup.actions[0].signal",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\nsignal = \"TERM\"\ntarget = \"all\"\n",
+                "allow_kill",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\n",
+                "cleanup.actions[0].target",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\ntop = 3\n",
+                "cleanup.actions[0].top",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"match\"\n",
+                "cleanup.actions[0].name_regex",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\nurl = \"http://x\"\n",
+                "cleanup.actions[0].url",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://\"\n",
+                "cleanup.actions[0].url",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://h\"\nretries = 50\n",
+                "cleanup.actions[0].retries",
+            ),
+            (
+                "[cleanup]\n[[cleanup.actions]]\ntype = \"exec\"\nargv = [\"\"]\n",
+                "cleanup.actions[0].argv",
+            ),
+            (
+                "[cleanup]\ncooldown = \"0s\"\n",
+                "cleanup.cooldown",
+            ),
+            (
+                "[cleanup]\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\n[[cleanup.actions]]\ntype = \"kill\"\n",
+                "two kill actions",
+            ),
+            (
+                "[cleanup]\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\nafter = \"2d\"\n",
+                "cleanup.actions[0].after",
+            ),
+        ];
+        for (text, word) in cases {
+            let e = err(text);
+            assert!(e.contains(word), "{text}\n→ {e}");
+        }
+    }
+
+    #[test]
+    fn terminating_signals_pass_with_allow_kill() {
+        let c = parse(
+            "[cleanup]\nallow_kill = true\n[[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGTERM\"\ntarget = \"match\"\nname_regex = \"^worker\"\n",
+        )
+        .unwrap();
+        assert!(matches!(&c.actions[0], Action::Signal(s) if s.signal.number == libc::SIGTERM));
+    }
+}

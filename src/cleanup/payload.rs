@@ -1,0 +1,166 @@
+//! What a webhook receives as JSON and an exec'd command as JSON on stdin and environment variables.
+//!
+//! One struct, built from the GPU's view in the newest snapshot, so both actions always describe
+//! the same facts with the same names.
+
+use serde::Serialize;
+
+use crate::state::GpuView;
+
+/// How many of the GPU's largest processes the payload lists.
+pub const TOP_PROCESSES: usize = 16;
+
+/// The facts about one GPU in hard breach.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    pub host: String,
+    pub gpu: u32,
+    pub uuid: String,
+    pub model: String,
+    pub allocated_bytes: u64,
+    pub total_bytes: u64,
+    pub soft_limit_bytes: u64,
+    pub hard_limit_bytes: u64,
+    /// "ok", "soft" or "hard".
+    pub level: &'static str,
+    /// "entered_hard" or "still_hard".
+    pub reason: &'static str,
+    /// The largest processes on the GPU, largest first.
+    pub processes: Vec<PayloadProcess>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PayloadProcess {
+    pub pid: u32,
+    pub name: String,
+    pub bytes: u64,
+}
+
+impl Payload {
+    pub fn new(host: &str, gpu: &GpuView, reason: &'static str) -> Self {
+        let limits = gpu.limits;
+        Payload {
+            host: host.to_string(),
+            gpu: gpu.identity.index,
+            uuid: gpu.identity.uuid.clone(),
+            model: gpu.identity.model.clone(),
+            allocated_bytes: gpu.memory.map_or(0, |m| m.allocated),
+            total_bytes: gpu.memory.map_or(0, |m| m.total),
+            soft_limit_bytes: limits.map_or(0, |l| l.soft),
+            hard_limit_bytes: limits.map_or(0, |l| l.hard),
+            level: match gpu.level {
+                crate::policy::Level::Ok => "ok",
+                crate::policy::Level::Soft => "soft",
+                crate::policy::Level::Hard => "hard",
+            },
+            reason,
+            processes: gpu
+                .processes
+                .iter()
+                .take(TOP_PROCESSES)
+                .map(|p| PayloadProcess {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    bytes: p.allocated,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The environment an exec'd command gets (on top of the exporter's own).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let pids: Vec<String> = self.processes.iter().map(|p| p.pid.to_string()).collect();
+        vec![
+            ("VRAM_HOST", self.host.clone()),
+            ("VRAM_GPU", self.gpu.to_string()),
+            ("VRAM_UUID", self.uuid.clone()),
+            ("VRAM_MODEL", self.model.clone()),
+            ("VRAM_ALLOCATED_BYTES", self.allocated_bytes.to_string()),
+            ("VRAM_TOTAL_BYTES", self.total_bytes.to_string()),
+            ("VRAM_SOFT_LIMIT_BYTES", self.soft_limit_bytes.to_string()),
+            ("VRAM_HARD_LIMIT_BYTES", self.hard_limit_bytes.to_string()),
+            ("VRAM_LEVEL", self.level.to_string()),
+            ("VRAM_REASON", self.reason.to_string()),
+            ("VRAM_TOP_PIDS", pids.join(" ")),
+        ]
+    }
+}
+
+/// This machine's host name, for the payload; empty if it cannot be read.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Level, Limits};
+    use crate::sample::{DeviceIdentity, Memory};
+    use crate::state::ProcessView;
+
+    fn view() -> GpuView {
+        GpuView {
+            identity: DeviceIdentity {
+                index: 2,
+                uuid: "GPU-x".into(),
+                model: "Sim".into(),
+                pci_bus_id: "0".into(),
+            },
+            up: true,
+            memory: Some(Memory {
+                total: 100,
+                reserved: 1,
+                free: 2,
+                allocated: 97,
+            }),
+            limits: Some(Limits {
+                soft: 85,
+                hard: 95,
+                hysteresis: 2,
+            }),
+            level: Level::Hard,
+            soft_violations: 1,
+            hard_violations: 1,
+            leak_drift_bytes: 0,
+            processes: (0..20)
+                .map(|i| ProcessView {
+                    pid: 100 + i,
+                    name: format!("p{i}"),
+                    allocated: 50 - u64::from(i),
+                    leak_drift_bytes: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn json_and_env_carry_the_same_facts() {
+        let p = Payload::new("node-1", &view(), "entered_hard");
+        let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
+        assert_eq!(v["host"], "node-1");
+        assert_eq!(v["gpu"], 2);
+        assert_eq!(v["allocated_bytes"], 97);
+        assert_eq!(v["hard_limit_bytes"], 95);
+        assert_eq!(v["level"], "hard");
+        assert_eq!(v["processes"].as_array().unwrap().len(), TOP_PROCESSES);
+        assert_eq!(v["processes"][0]["pid"], 100);
+        assert_eq!(v["processes"][0]["bytes"], 50);
+        let env = p.env();
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+        assert_eq!(get("VRAM_GPU"), "2");
+        assert_eq!(get("VRAM_ALLOCATED_BYTES"), "97");
+        assert!(get("VRAM_TOP_PIDS").starts_with("100 101 "));
+    }
+}

@@ -1,0 +1,246 @@
+//! Which processes an action may touch, and the checks made right before a signal is sent.
+//!
+//! Selection is pure (a GPU's process list in, pids out) and enforces the safety rules that hold
+//! whatever the configuration says: never PID 1 (or 0), never the exporter itself, only processes
+//! in that GPU's list, and for kills never an `avoid` match. Right before a signal, [`verify`]
+//! checks the host: the pid must be visible in our `/proc` (a pid from another PID namespace
+//! would name a different process here), not a zombie, and started before the poll that listed it
+//! (so a recycled pid is never hit).
+
+use std::time::{Duration, SystemTime};
+
+use crate::cleanup::config::{KillAction, Target};
+use crate::state::ProcessView;
+
+/// A pid the safety rules never allow, whatever the configuration.
+pub fn forbidden(pid: u32, own_pid: u32) -> bool {
+    pid <= 1 || pid == own_pid
+}
+
+/// The processes a signal action reaches, largest first.
+pub fn signal_targets<'a>(
+    procs: &'a [ProcessView],
+    target: &Target,
+    own_pid: u32,
+) -> Vec<&'a ProcessView> {
+    let mut eligible: Vec<&ProcessView> = procs
+        .iter()
+        .filter(|p| !forbidden(p.pid, own_pid))
+        .collect();
+    eligible.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+    match target {
+        Target::All => eligible,
+        Target::Top(n) => {
+            eligible.truncate(*n);
+            eligible
+        }
+        Target::Match(re) => eligible.into_iter().filter(|p| re.is_match(&p.name)).collect(),
+    }
+}
+
+/// The process a kill action terminates: the largest `prefer` match if any, else the largest;
+/// never an `avoid` match, PID 1 or the exporter.
+pub fn kill_victim<'a>(
+    procs: &'a [ProcessView],
+    kill: &KillAction,
+    own_pid: u32,
+) -> Option<&'a ProcessView> {
+    let largest = |it: &mut dyn Iterator<Item = &'a ProcessView>| {
+        it.max_by(|a, b| a.allocated.cmp(&b.allocated).then(b.pid.cmp(&a.pid)))
+    };
+    let candidates = || {
+        procs.iter().filter(move |p| {
+            !forbidden(p.pid, own_pid) && !kill.avoid.as_ref().is_some_and(|r| r.is_match(&p.name))
+        })
+    };
+    if let Some(prefer) = &kill.prefer {
+        if let Some(p) = largest(&mut candidates().filter(|p| prefer.is_match(&p.name))) {
+            return Some(p);
+        }
+    }
+    largest(&mut candidates())
+}
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    /// Field 22: start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// Reads a process's state and start time; None if our `/proc` cannot see it.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) may contain anything; fields after the last ')' are plain.
+    let after = &text[text.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start_ticks = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_ticks })
+}
+
+/// Whether the process `stat` describes is still alive (zombies are dead: they hold no memory).
+pub fn alive(stat: Option<ProcStat>, start_ticks: u64) -> bool {
+    matches!(stat, Some(s) if s.start_ticks == start_ticks && s.state != 'Z' && s.state != 'X')
+}
+
+/// Checks a target right before signalling it; returns its start time, or why it is refused.
+pub fn verify(pid: u32, own_pid: u32, listed_at: Option<SystemTime>) -> Result<u64, &'static str> {
+    if forbidden(pid, own_pid) {
+        return Err("pid 1 and the exporter itself are never signalled");
+    }
+    let stat = proc_stat(pid).ok_or("not visible in this PID namespace")?;
+    if matches!(stat.state, 'Z' | 'X') {
+        return Err("already exited");
+    }
+    if let (Some(listed), Some(started)) = (listed_at, started_at(stat.start_ticks)) {
+        // Tick resolution and clock reads allow a little slack; a recycled pid is far younger.
+        if started > listed + Duration::from_millis(50) {
+            return Err("pid was reused after the poll that listed it");
+        }
+    }
+    Ok(stat.start_ticks)
+}
+
+/// The wall-clock time a process started, from its start ticks and the system uptime.
+fn started_at(start_ticks: u64) -> Option<SystemTime> {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let age = uptime - start_ticks as f64 / hz as f64;
+    SystemTime::now().checked_sub(Duration::from_secs_f64(age.max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+
+    fn p(pid: u32, name: &str, gib: u64) -> ProcessView {
+        ProcessView {
+            pid,
+            name: name.into(),
+            allocated: gib << 30,
+            leak_drift_bytes: 0,
+        }
+    }
+
+    fn procs() -> Vec<ProcessView> {
+        vec![
+            p(1, "init", 50),
+            p(999, "vram-exporter", 40),
+            p(10, "sshd", 30),
+            p(11, "python train.py", 20),
+            p(12, "python eval.py", 10),
+            p(13, "jupyter", 5),
+        ]
+    }
+
+    fn pids(v: &[&ProcessView]) -> Vec<u32> {
+        v.iter().map(|p| p.pid).collect()
+    }
+
+    fn kill(avoid: Option<&str>, prefer: Option<&str>) -> KillAction {
+        KillAction {
+            grace: Duration::from_secs(1),
+            avoid: avoid.map(|r| Regex::new(r).unwrap()),
+            prefer: prefer.map(|r| Regex::new(r).unwrap()),
+            after: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn signal_targets_skip_init_and_self() {
+        let ps = procs();
+        assert_eq!(
+            pids(&signal_targets(&ps, &Target::All, 999)),
+            [10, 11, 12, 13]
+        );
+        assert_eq!(pids(&signal_targets(&ps, &Target::Top(2), 999)), [10, 11]);
+        let re = Regex::new("^python").unwrap();
+        assert_eq!(
+            pids(&signal_targets(&ps, &Target::Match(re), 999)),
+            [11, 12]
+        );
+        assert!(signal_targets(&[], &Target::All, 999).is_empty());
+    }
+
+    #[test]
+    fn victim_is_the_largest_eligible() {
+        let ps = procs();
+        assert_eq!(kill_victim(&ps, &kill(None, None), 999).unwrap().pid, 10);
+        assert_eq!(
+            kill_victim(&ps, &kill(Some("^sshd$"), None), 999)
+                .unwrap()
+                .pid,
+            11
+        );
+    }
+
+    #[test]
+    fn prefer_wins_over_size_and_avoid_wins_over_prefer() {
+        let ps = procs();
+        assert_eq!(
+            kill_victim(&ps, &kill(None, Some("eval|jupyter")), 999)
+                .unwrap()
+                .pid,
+            12
+        );
+        assert_eq!(
+            kill_victim(&ps, &kill(Some("eval"), Some("eval|jupyter")), 999)
+                .unwrap()
+                .pid,
+            13
+        );
+        // Nothing preferred is eligible: fall back to the largest eligible.
+        assert_eq!(
+            kill_victim(&ps, &kill(Some("eval"), Some("eval")), 999)
+                .unwrap()
+                .pid,
+            10
+        );
+    }
+
+    #[test]
+    fn nobody_eligible_means_no_victim() {
+        let ps = vec![p(1, "init", 9), p(999, "me", 9), p(5, "db", 9)];
+        assert!(kill_victim(&ps, &kill(Some("^db$"), None), 999).is_none());
+    }
+
+    #[test]
+    fn verify_refuses_init_self_and_invisible() {
+        let me = std::process::id();
+        assert!(verify(1, me, None).is_err());
+        assert!(verify(me, me, None).is_err());
+        assert!(verify(u32::MAX - 1, me, None).is_err());
+    }
+
+    #[test]
+    fn verify_accepts_a_live_child_and_refuses_one_younger_than_the_poll() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ok = verify(pid, std::process::id(), Some(SystemTime::now()));
+        let old_poll = SystemTime::now() - Duration::from_secs(3600);
+        let recycled = verify(pid, std::process::id(), Some(old_poll));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(
+            recycled,
+            Err("pid was reused after the poll that listed it")
+        );
+        assert!(!alive(proc_stat(pid), ok.unwrap()));
+    }
+}
