@@ -91,7 +91,9 @@ fn benches(c: &mut Criterion) {
     });
 
     let snapshot = e.apply(&samples[0]);
-    c.bench_function("render/8x32", |b| b.iter(|| black_box(vram_exporter::metrics::render(black_box(&snapshot)))));
+    c.bench_function("render/8x32", |b| {
+        b.iter(|| black_box(vram_exporter::metrics::render(black_box(&snapshot))))
+    });
 
     let telemetry = Telemetry::new();
     telemetry.poll_duration.observe(0.001);

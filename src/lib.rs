@@ -62,6 +62,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     let poller = poller::Poller::spawn(source, engine, config.poll_interval, telemetry.clone(), tx)
         .map_err(RunError::Poller)?;
+    // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
+    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone());
 
     let state = http::AppState {
         snapshot: rx,
@@ -107,6 +109,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     if let Some(watcher) = watcher {
         watcher.abort();
+    }
+    if let Some(cleanup) = cleanup {
+        cleanup.abort();
     }
     poller.shutdown(Duration::from_secs(2));
     served.map_err(RunError::Serve)

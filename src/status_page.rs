@@ -59,15 +59,23 @@ pub fn render(s: &Snapshot) -> String {
 fn gpu_card(h: &mut String, g: &GpuView) {
     let id = &g.identity;
     let level = g.level.as_u8();
-    let _ = writeln!(
+    let _ = write!(
         h,
-        "<section class=\"gpu lvl-{level}\" data-gpu=\"{}\" data-level=\"{level}\"><h2>GPU {} · {}</h2><div class=\"legend\">{} · {}</div>",
-        id.index,
-        id.index,
-        Html(&id.model),
-        Html(&id.uuid),
-        Html(&id.pci_bus_id)
+        "<section class=\"gpu lvl-{level}\" data-gpu=\"{}\" data-level=\"{level}\"><h2>GPU {}",
+        id.index, id.index
     );
+    if id.uuid.is_empty() {
+        // Lost before its identity could ever be read.
+        h.push_str("</h2><div class=\"legend\">identity unknown</div>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            " · {}</h2><div class=\"legend\">{} · {}</div>",
+            Html(&id.model),
+            Html(&id.uuid),
+            Html(&id.pci_bus_id)
+        );
+    }
     let (Some(mem), true) = (g.memory, g.up) else {
         h.push_str("<p class=\"down\"><span class=\"badge bdown\">lost</span> the GPU does not answer NVML</p></section>\n");
         return;

@@ -204,7 +204,12 @@ impl RawCleanup {
         for (i, raw) in self.actions.iter().enumerate() {
             actions.push(raw.validate(&format!("cleanup.actions[{i}]"), self.allow_kill)?);
         }
-        if actions.iter().filter(|a| matches!(a, Action::Kill(_))).count() > 1 {
+        if actions
+            .iter()
+            .filter(|a| matches!(a, Action::Kill(_)))
+            .count()
+            > 1
+        {
             return Err(ConfigError::invalid(
                 "cleanup.actions",
                 "two kill actions",
@@ -249,7 +254,10 @@ impl RawAction {
                 return Err(ConfigError::invalid(
                     key(name),
                     self.describe(name),
-                    format!("is not a key of a {kind} action (its keys: {})", allowed.join(", ")),
+                    format!(
+                        "is not a key of a {kind} action (its keys: {})",
+                        allowed.join(", ")
+                    ),
                 ));
             }
         }
@@ -491,7 +499,10 @@ pub fn parse_signal(key: &str, written: &str) -> Result<Signal, ConfigError> {
             ConfigError::invalid(
                 key,
                 written,
-                format!("is not a signal a signal action can send; use one of {}", names.join(", ")),
+                format!(
+                    "is not a signal a signal action can send; use one of {}",
+                    names.join(", ")
+                ),
             )
         })
 }
@@ -555,7 +566,11 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         }
         Some(_) => match url.parse::<ureq::http::Uri>() {
             Ok(_) => Ok(()),
-            Err(e) => Err(ConfigError::invalid(key, url, format!("is not a valid URL: {e}"))),
+            Err(e) => Err(ConfigError::invalid(
+                key,
+                url,
+                format!("is not a valid URL: {e}"),
+            )),
         },
     }
 }
@@ -635,7 +650,10 @@ avoid = "^sshd$"
         for w in ["SIGUSR2", "usr2", "SigUsr2"] {
             assert_eq!(parse_signal("k", w).unwrap().number, libc::SIGUSR2);
         }
-        assert!(parse_signal("k", "SIGFOO").unwrap_err().to_string().contains("SIGUSR1"));
+        assert!(parse_signal("k", "SIGFOO")
+            .unwrap_err()
+            .to_string()
+            .contains("SIGUSR1"));
         assert!(parse_signal("k", "9").is_err());
     }
 

@@ -34,7 +34,10 @@ pub fn signal_targets<'a>(
             eligible.truncate(*n);
             eligible
         }
-        Target::Match(re) => eligible.into_iter().filter(|p| re.is_match(&p.name)).collect(),
+        Target::Match(re) => eligible
+            .into_iter()
+            .filter(|p| re.is_match(&p.name))
+            .collect(),
     }
 }
 

@@ -64,9 +64,7 @@ impl Access {
                     "a user name cannot contain ':' (basic auth splits on it)",
                 ));
             }
-            let prefix_ok = ["$2a$", "$2b$", "$2y$"]
-                .iter()
-                .any(|p| hash.starts_with(p));
+            let prefix_ok = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
             let parts = hash.parse::<bcrypt::HashParts>();
             match parts {
                 Ok(parts) if prefix_ok => max_cost = max_cost.max(parts.get_cost()),
@@ -107,7 +105,8 @@ impl Access {
     }
 
     fn needs_auth(&self, path: &str) -> bool {
-        !self.users.is_empty() && !(self.health_open && HEALTH_PATHS.contains(&path))
+        let open_health = self.health_open && HEALTH_PATHS.contains(&path);
+        !(self.users.is_empty() || open_health)
     }
 }
 
@@ -321,7 +320,11 @@ mod tests {
         assert!(live.check(&a, "alice", "secret").await, "from the cache");
         assert!(!live.check(&a, "alice", "wrong").await);
         assert!(!live.check(&a, "bob", "secret").await);
-        assert_eq!(live.verified.lock().unwrap().len(), 1, "failures are not cached");
+        assert_eq!(
+            live.verified.lock().unwrap().len(),
+            1,
+            "failures are not cached"
+        );
     }
 
     #[test]
@@ -370,8 +373,14 @@ mod tests {
         );
         let v = HeaderValue::from_static("basic YTpi");
         assert_eq!(basic_credentials(&v), Some(("a".into(), "b".into())));
-        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer x")), None);
-        assert_eq!(basic_credentials(&HeaderValue::from_static("Basic !!")), None);
+        assert_eq!(
+            basic_credentials(&HeaderValue::from_static("Bearer x")),
+            None
+        );
+        assert_eq!(
+            basic_credentials(&HeaderValue::from_static("Basic !!")),
+            None
+        );
     }
 
     #[test]
@@ -402,6 +411,9 @@ mod tests {
         let live = Live::new(a, None);
         assert!(live.allow());
         assert!(live.allow());
-        assert!(!live.allow(), "the burst is spent and the next token is an hour away");
+        assert!(
+            !live.allow(),
+            "the burst is spent and the next token is an hour away"
+        );
     }
 }

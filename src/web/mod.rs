@@ -202,22 +202,14 @@ impl WebSettings {
     }
 }
 
-/// Strict YAML parsing; the error names the key path where serde stopped.
+/// Strict YAML parsing; serde_yaml_ng's message names the key path and the line.
 pub fn parse(text: &str) -> Result<RawWebFile, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawWebFile::default());
     }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, Option<RawWebFile>>(de)
+    serde_yaml_ng::from_str::<Option<RawWebFile>>(text)
         .map(Option::unwrap_or_default)
-        .map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { "web.config_file".into() } else { key };
-            ConfigError::Load(format!(
-                "web configuration: {key}: {}",
-                e.into_inner()
-            ))
-        })
+        .map_err(|e| ConfigError::Load(format!("web configuration: {e}")))
 }
 
 fn headers(raw: BTreeMap<String, String>) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
@@ -246,9 +238,8 @@ fn headers(raw: BTreeMap<String, String>) -> Result<Vec<(HeaderName, HeaderValue
                 format!("must be one of: {}", allowed.join(", ")),
             ));
         }
-        let header_value = HeaderValue::from_str(&value).map_err(|_| {
-            ConfigError::invalid(key, &value, "is not a valid HTTP header value")
-        })?;
+        let header_value = HeaderValue::from_str(&value)
+            .map_err(|_| ConfigError::invalid(key, &value, "is not a valid HTTP header value"))?;
         out.push((HeaderName::from_static(static_name(&name)), header_value));
     }
     Ok(out)
@@ -311,7 +302,10 @@ mod tests {
     fn unknown_key_names_its_path() {
         let err = parse("tls_server_config:\n  cert_fil: x\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("tls_server_config") && msg.contains("cert_fil"), "{msg}");
+        assert!(
+            msg.contains("tls_server_config") && msg.contains("cert_fil"),
+            "{msg}"
+        );
         let err = parse("basic_auth:\n  a: b\n").unwrap_err();
         assert!(err.to_string().contains("basic_auth"), "{err}");
     }
@@ -320,7 +314,10 @@ mod tests {
     fn headers_follow_exporter_toolkit() {
         let ok = headers(BTreeMap::from([
             ("X-Frame-Options".to_string(), "deny".to_string()),
-            ("Content-Security-Policy".to_string(), "default-src 'self'".to_string()),
+            (
+                "Content-Security-Policy".to_string(),
+                "default-src 'self'".to_string(),
+            ),
             ("X-XSS-Protection".to_string(), String::new()),
         ]))
         .unwrap();
@@ -334,7 +331,10 @@ mod tests {
             let err = headers(BTreeMap::from([(name.to_string(), value.to_string())]))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains(&format!("http_server_config.headers.{name}")), "{err}");
+            assert!(
+                err.contains(&format!("http_server_config.headers.{name}")),
+                "{err}"
+            );
         }
     }
 
@@ -356,6 +356,9 @@ mod tests {
             interval: Some("1s".into()),
             burst: None,
         };
-        assert!(rate_limit(no_burst).unwrap_err().to_string().contains("rate_limit.burst"));
+        assert!(rate_limit(no_burst)
+            .unwrap_err()
+            .to_string()
+            .contains("rate_limit.burst"));
     }
 }

@@ -58,9 +58,18 @@ const SUITES: &[(&str, SupportedCipherSuite)] = {
     &[
         ("TLS_AES_128_GCM_SHA256", TLS13_AES_128_GCM_SHA256),
         ("TLS_AES_256_GCM_SHA384", TLS13_AES_256_GCM_SHA384),
-        ("TLS_CHACHA20_POLY1305_SHA256", TLS13_CHACHA20_POLY1305_SHA256),
-        ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-        ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
         (
             "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
             TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -69,8 +78,14 @@ const SUITES: &[(&str, SupportedCipherSuite)] = {
             "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
             TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
         ),
-        ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-        ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ),
         (
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
             TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -109,6 +124,11 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
     const K: &str = "tls_server_config";
     let mut files = Vec::new();
 
+    // The keys that need no file first, so their errors are not hidden behind a missing one.
+    let versions = versions(raw)?;
+    let suites = cipher_suites(raw.cipher_suites.as_deref().unwrap_or_default())?;
+    let groups = curves(raw.curve_preferences.as_deref().unwrap_or_default())?;
+
     let cert_pem = material(
         &raw.cert_file,
         &raw.cert,
@@ -124,17 +144,10 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
             "missing: set cert_file or cert",
         )
     })?;
-    let key_pem = material(
-        &raw.key_file,
-        &raw.key,
-        "key_file",
-        "key",
-        base,
-        &mut files,
-    )?
-    .ok_or_else(|| {
-        ConfigError::invalid(format!("{K}.key_file"), "", "missing: set key_file or key")
-    })?;
+    let key_pem = material(&raw.key_file, &raw.key, "key_file", "key", base, &mut files)?
+        .ok_or_else(|| {
+            ConfigError::invalid(format!("{K}.key_file"), "", "missing: set key_file or key")
+        })?;
     let cert_key = cert_pem.key_name(raw.cert_file.is_some(), "cert_file", "cert");
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem.bytes)
         .collect::<Result<_, _>>()
@@ -190,9 +203,6 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
         ));
     }
 
-    let versions = versions(raw)?;
-    let suites = cipher_suites(raw.cipher_suites.as_deref().unwrap_or_default())?;
-    let groups = curves(raw.curve_preferences.as_deref().unwrap_or_default())?;
     let base_provider = rustls::crypto::ring::default_provider();
     let provider = Arc::new(CryptoProvider {
         cipher_suites: suites.unwrap_or(base_provider.cipher_suites.clone()),
@@ -534,8 +544,9 @@ impl ClientCertVerifier for AllowedSans {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let sans = subject_alt_names(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let sans = subject_alt_names(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         if sans.iter().any(|s| self.allowed.contains(s)) {
             Ok(verified)
         } else {
@@ -585,9 +596,8 @@ fn subject_alt_names(der: &[u8]) -> Result<Vec<String>, ()> {
                 let ip = match bytes.len() {
                     4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|_| ())?),
                     16 => {
-                        let v6 = std::net::Ipv6Addr::from(
-                            <[u8; 16]>::try_from(*bytes).map_err(|_| ())?,
-                        );
+                        let v6 =
+                            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).map_err(|_| ())?);
                         // Go prints an IPv4-mapped address in its IPv4 form.
                         v6.to_ipv4_mapped()
                             .map(std::net::IpAddr::from)
@@ -725,7 +735,10 @@ mod tests {
         assert_eq!(versions(&only13).unwrap(), vec![&rustls::version::TLS13]);
         let old = raw(|r| r.min_version = Some("TLS10".into()));
         let msg = versions(&old).unwrap_err().to_string();
-        assert!(msg.contains("tls_server_config.min_version") && msg.contains("TLS 1.0"), "{msg}");
+        assert!(
+            msg.contains("tls_server_config.min_version") && msg.contains("TLS 1.0"),
+            "{msg}"
+        );
         let inverted = raw(|r| {
             r.min_version = Some("TLS13".into());
             r.max_version = Some("TLS12".into());
@@ -755,11 +768,16 @@ mod tests {
 
     #[test]
     fn curves_map_and_p521_is_refused() {
-        let got = curves(&["X25519".into(), "CurveP256".into()]).unwrap().unwrap();
+        let got = curves(&["X25519".into(), "CurveP256".into()])
+            .unwrap()
+            .unwrap();
         assert_eq!(got[0].name(), rustls::NamedGroup::X25519);
         assert_eq!(got[1].name(), rustls::NamedGroup::secp256r1);
         let msg = curves(&["CurveP521".into()]).unwrap_err().to_string();
-        assert!(msg.contains("curve_preferences") && msg.contains("CurveP521"), "{msg}");
+        assert!(
+            msg.contains("curve_preferences") && msg.contains("CurveP521"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -768,9 +786,9 @@ mod tests {
         params.subject_alt_names.push(rcgen::SanType::IpAddress(
             std::net::Ipv4Addr::new(10, 1, 2, 3).into(),
         ));
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::Rfc822Name("ops@example.org".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "ops@example.org".try_into().unwrap(),
+        ));
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let sans = subject_alt_names(cert.der()).unwrap();

@@ -73,21 +73,34 @@ impl Drop for Daemon {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The binary, or None after saying loudly why the test cannot run.
 fn tool(names: &[&str]) -> Option<PathBuf> {
     for n in names {
-        if let Ok(out) = Command::new("sh").args(["-c", &format!("command -v {n}")]).output() {
+        if let Ok(out) = Command::new("sh")
+            .args(["-c", &format!("command -v {n}")])
+            .output()
+        {
             let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if out.status.success() && !p.is_empty() {
                 return Some(PathBuf::from(p));
             }
         }
     }
-    let msg = format!("{} not installed (Debian packages prometheus and prometheus-alertmanager)", names.join(" / "));
-    assert!(std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(), "{msg}; VRAM_REQUIRE_TOOLS is set");
+    let msg = format!(
+        "{} not installed (Debian packages prometheus and prometheus-alertmanager)",
+        names.join(" / ")
+    );
+    assert!(
+        std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(),
+        "{msg}; VRAM_REQUIRE_TOOLS is set"
+    );
     eprintln!("!!! alerting end-to-end test SKIPPED: {msg}");
     None
 }
@@ -102,11 +115,16 @@ fn seconds(text: &str) -> u64 {
 fn compress_time(text: &str) -> String {
     let scale = |d: &str| format!("{}s", (seconds(d) / COMPRESS).max(2));
     let keyed = Regex::new(r"(?m)^(\s*(?:for|group_wait|group_interval|repeat_interval):\s*)(\d+[smhd](?:\d+[smh])*)\s*$").unwrap();
-    let text = keyed.replace_all(text, |c: &regex::Captures| format!("{}{}", &c[1], scale(&c[2])));
+    let text = keyed.replace_all(text, |c: &regex::Captures| {
+        format!("{}{}", &c[1], scale(&c[2]))
+    });
     let range = Regex::new(r"\[(\d+[smhd](?:\d+[smh])*)(:\d+[smh]*)?\]").unwrap();
     range
         .replace_all(&text, |c: &regex::Captures| {
-            let step = c.get(2).map(|s| format!(":{}", scale(&s.as_str()[1..]))).unwrap_or_default();
+            let step = c
+                .get(2)
+                .map(|s| format!(":{}", scale(&s.as_str()[1..])))
+                .unwrap_or_default();
             format!("[{}{}]", scale(&c[1]), step)
         })
         .into_owned()
@@ -155,21 +173,30 @@ fn start_receiver(rt: &tokio::runtime::Runtime) -> (String, Received) {
         .route(
             "/{receiver}",
             axum::routing::post(
-                |State(r): State<Received>, AxPath(receiver): AxPath<String>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                |State(r): State<Received>,
+                 AxPath(receiver): AxPath<String>,
+                 axum::Json(body): axum::Json<serde_json::Value>| async move {
                     r.lock().unwrap().push((receiver, body));
                     "ok"
                 },
             ),
         )
         .with_state(received.clone());
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     rt.spawn(async move { axum::serve(listener, app).await });
     (addr, received)
 }
 
 /// Alerts delivered to `receiver` with this alertname and gpu, with their status.
-fn deliveries(r: &Received, receiver: &str, alertname: &str, gpu: &str) -> Vec<(String, serde_json::Value)> {
+fn deliveries(
+    r: &Received,
+    receiver: &str,
+    alertname: &str,
+    gpu: &str,
+) -> Vec<(String, serde_json::Value)> {
     r.lock()
         .unwrap()
         .iter()
@@ -228,10 +255,22 @@ fn pages_on_hard_breach_inhibits_soft_and_resolves() {
     std::fs::write(work.join("rules.yml"), compress_time(&rules)).unwrap();
     let prom_cfg = std::fs::read_to_string(repo().join("deploy/compose/prometheus.yml")).unwrap();
     let prom_cfg = replace_once(&prom_cfg, "scrape_interval: 15s", "scrape_interval: 1s");
-    let prom_cfg = replace_once(&prom_cfg, "evaluation_interval: 15s", "evaluation_interval: 1s");
-    let prom_cfg = replace_once(&prom_cfg, "../../alerts/vram-exporter.rules.yml", "rules.yml");
+    let prom_cfg = replace_once(
+        &prom_cfg,
+        "evaluation_interval: 15s",
+        "evaluation_interval: 1s",
+    );
+    let prom_cfg = replace_once(
+        &prom_cfg,
+        "../../alerts/vram-exporter.rules.yml",
+        "rules.yml",
+    );
     let prom_cfg = replace_once(&prom_cfg, "exporter:9862", &instance);
-    let prom_cfg = replace_once(&prom_cfg, "alertmanager:9093", &format!("127.0.0.1:{am_port}"));
+    let prom_cfg = replace_once(
+        &prom_cfg,
+        "alertmanager:9093",
+        &format!("127.0.0.1:{am_port}"),
+    );
     std::fs::write(work.join("prometheus.yml"), &prom_cfg).unwrap();
     let _prom = spawn(
         "prometheus",
@@ -250,10 +289,17 @@ fn pages_on_hard_breach_inhibits_soft_and_resolves() {
     wait_ready(&format!("{am}/-/ready"));
 
     // Phase 1: normal. Prometheus scrapes the exporter and the rules load.
-    wait_until("Prometheus to scrape the exporter", Duration::from_secs(60), || {
-        let v = prom_query(&prom, "vram_allocated_bytes{job=\"vram-exporter\",gpu=\"0\"}");
-        (!v["data"]["result"].as_array()?.is_empty()).then_some(())
-    });
+    wait_until(
+        "Prometheus to scrape the exporter",
+        Duration::from_secs(60),
+        || {
+            let v = prom_query(
+                &prom,
+                "vram_allocated_bytes{job=\"vram-exporter\",gpu=\"0\"}",
+            );
+            (!v["data"]["result"].as_array()?.is_empty()).then_some(())
+        },
+    );
 
     // Phase 2: GPU 0 over the hard limit; hold until the page arrives and soft is inhibited.
     exporter.set_time(150.0);
@@ -264,29 +310,61 @@ fn pages_on_hard_breach_inhibits_soft_and_resolves() {
     })
     .1;
     assert_eq!(page["labels"]["severity"], "critical");
-    assert_eq!(page["labels"]["instance"], instance.as_str(), "the page names the host");
-    assert_eq!(page["labels"]["uuid"], "GPU-e2e00000-0000-0000-0000-000000000000");
+    assert_eq!(
+        page["labels"]["instance"],
+        instance.as_str(),
+        "the page names the host"
+    );
+    assert_eq!(
+        page["labels"]["uuid"],
+        "GPU-e2e00000-0000-0000-0000-000000000000"
+    );
     let description = page["annotations"]["description"].as_str().unwrap();
-    assert!(description.contains("GPU 0") && description.contains(&instance), "{description}");
-    assert!(page["annotations"]["runbook_url"].as_str().unwrap().contains("runbook.md#vramhardlimitbreached"));
-    assert!(deliveries(&received, "pager", "VramHardLimitBreached", "1").is_empty(), "GPU 1 is fine");
+    assert!(
+        description.contains("GPU 0") && description.contains(&instance),
+        "{description}"
+    );
+    assert!(page["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap()
+        .contains("runbook.md#vramhardlimitbreached"));
+    assert!(
+        deliveries(&received, "pager", "VramHardLimitBreached", "1").is_empty(),
+        "GPU 1 is fine"
+    );
 
     // The soft alert fires in Prometheus for GPU 0 but Alertmanager inhibits it.
-    wait_until("the soft alert to fire in Prometheus", Duration::from_secs(60), || {
-        let v = prom_query(&prom, "ALERTS{alertname=\"VramSoftLimitExceeded\",alertstate=\"firing\",gpu=\"0\"}");
-        (!v["data"]["result"].as_array()?.is_empty()).then_some(())
-    });
-    wait_until("Alertmanager to mark the soft alert suppressed", Duration::from_secs(30), || {
-        let (status, body) = get(&format!("{am}/api/v2/alerts?filter=alertname%3D%22VramSoftLimitExceeded%22"));
-        assert_eq!(status, 200, "{body}");
-        let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
-        alerts.as_array()?.iter().find(|a| {
-            a["labels"]["gpu"] == "0"
-                && a["status"]["state"] == "suppressed"
-                && !a["status"]["inhibitedBy"].as_array().map(|v| v.is_empty()).unwrap_or(true)
-        })?;
-        Some(())
-    });
+    wait_until(
+        "the soft alert to fire in Prometheus",
+        Duration::from_secs(60),
+        || {
+            let v = prom_query(
+                &prom,
+                "ALERTS{alertname=\"VramSoftLimitExceeded\",alertstate=\"firing\",gpu=\"0\"}",
+            );
+            (!v["data"]["result"].as_array()?.is_empty()).then_some(())
+        },
+    );
+    wait_until(
+        "Alertmanager to mark the soft alert suppressed",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = get(&format!(
+                "{am}/api/v2/alerts?filter=alertname%3D%22VramSoftLimitExceeded%22"
+            ));
+            assert_eq!(status, 200, "{body}");
+            let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+            alerts.as_array()?.iter().find(|a| {
+                a["labels"]["gpu"] == "0"
+                    && a["status"]["state"] == "suppressed"
+                    && !a["status"]["inhibitedBy"]
+                        .as_array()
+                        .map(|v| v.is_empty())
+                        .unwrap_or(true)
+            })?;
+            Some(())
+        },
+    );
     assert!(
         deliveries(&received, "chat", "VramSoftLimitExceeded", "0").is_empty(),
         "the inhibited soft alert must not reach the chat receiver"
@@ -311,7 +389,9 @@ fn wait_ready(url: &str) {
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    wait_until(url, Duration::from_secs(60), || agent.get(url).call().ok().map(|_| ()));
+    wait_until(url, Duration::from_secs(60), || {
+        agent.get(url).call().ok().map(|_| ())
+    });
 }
 
 fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) -> Daemon {
@@ -343,8 +423,10 @@ fn check_dashboards(prom: &str, instance: &str) {
     let mut checked = 0;
     let mut empty = Vec::new();
     for file in ["dashboards/vram-fleet.json", "dashboards/vram-gpu.json"] {
-        let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join(file)).unwrap()).unwrap();
-        let mut panels: Vec<serde_json::Value> = dash["panels"].as_array().cloned().unwrap_or_default();
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join(file)).unwrap()).unwrap();
+        let mut panels: Vec<serde_json::Value> =
+            dash["panels"].as_array().cloned().unwrap_or_default();
         // Panels nested in collapsed rows.
         let nested: Vec<serde_json::Value> = panels
             .iter()
@@ -353,22 +435,37 @@ fn check_dashboards(prom: &str, instance: &str) {
         panels.extend(nested);
         for panel in &panels {
             for target in panel["targets"].as_array().cloned().unwrap_or_default() {
-                let Some(expr) = target["expr"].as_str() else { continue };
+                let Some(expr) = target["expr"].as_str() else {
+                    continue;
+                };
                 let mut e = expr.to_string();
                 // Longest names first, so $__rate_interval is not eaten by a shorter variable.
                 let mut keys: Vec<&&str> = vars.keys().collect();
                 keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
                 for k in keys {
-                    e = e.replace(&format!("${{{}}}", &k[1..]), vars[*k]).replace(*k, vars[*k]);
+                    e = e
+                        .replace(&format!("${{{}}}", &k[1..]), vars[*k])
+                        .replace(*k, vars[*k]);
                 }
                 let v = prom_query(prom, &e);
                 checked += 1;
-                if v["data"]["result"].as_array().map(|r| r.is_empty()).unwrap_or(true) {
-                    empty.push(format!("{file} panel {} ({}): {e}", panel["id"], panel["title"]));
+                if v["data"]["result"]
+                    .as_array()
+                    .map(|r| r.is_empty())
+                    .unwrap_or(true)
+                {
+                    empty.push(format!(
+                        "{file} panel {} ({}): {e}",
+                        panel["id"], panel["title"]
+                    ));
                 }
             }
         }
     }
     assert!(checked >= 20, "only {checked} panel expressions found");
-    assert!(empty.is_empty(), "panel expressions without data:\n{}", empty.join("\n"));
+    assert!(
+        empty.is_empty(),
+        "panel expressions without data:\n{}",
+        empty.join("\n")
+    );
 }

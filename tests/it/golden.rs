@@ -42,8 +42,7 @@ overhead = "0"
 fn deterministic(text: &str) -> String {
     text.lines()
         .filter(|l| {
-            !(l.contains("process_")
-                && !l.contains("vram_process_")
+            !(l.contains("process_") && !l.contains("vram_process_")
                 || l.contains("vram_exporter_last_poll_timestamp_seconds ")
                 || l.starts_with("vram_exporter_poll_duration_seconds"))
         })
@@ -57,13 +56,16 @@ fn golden_exposition() {
         scenario: SCENARIO,
         ..Default::default()
     });
-    let m = e.wait_metrics("first poll", Duration::from_secs(10), |m| m.count("vram_total_bytes") == 2);
+    let m = e.wait_metrics("first poll", Duration::from_secs(10), |m| {
+        m.count("vram_total_bytes") == 2
+    });
     let got = deterministic(&m.text);
     let golden = repo().join("tests/golden/exposition.txt");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &got).unwrap();
     }
-    let want = std::fs::read_to_string(&golden).expect("golden file; regenerate with UPDATE_GOLDEN=1");
+    let want =
+        std::fs::read_to_string(&golden).expect("golden file; regenerate with UPDATE_GOLDEN=1");
     assert_eq!(got, want, "exposition differs from {}", golden.display());
     promtool_check(&m.text);
 }
@@ -87,8 +89,20 @@ pub fn promtool_check(text: &str) {
             return;
         }
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }

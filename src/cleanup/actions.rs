@@ -1,0 +1,370 @@
+//! Running one action: signal, webhook, exec or kill, each bounded in time, each ending in an
+//! [`Outcome`] that becomes a counter increment and one audit log line.
+//!
+//! Every action runs on a tokio task of its own, off the polling thread; blocking HTTP runs on the
+//! blocking pool. Each has a hard bound: a webhook its timeout per attempt and a bounded number of
+//! retries, a command its timeout (then its whole process group is killed and reaped), a kill its
+//! grace plus a short wait after SIGKILL.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction};
+use crate::cleanup::payload::Payload;
+use crate::cleanup::targets::{self, alive, proc_stat};
+use crate::policy::Level;
+use crate::state::GpuView;
+
+/// The `result` label of `vram_cleanups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Failed,
+    Skipped,
+    DryRun,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Ok,
+        Verdict::Failed,
+        Verdict::Skipped,
+        Verdict::DryRun,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Failed => "failed",
+            Verdict::Skipped => "skipped",
+            Verdict::DryRun => "dry_run",
+        }
+    }
+}
+
+/// What one action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The processes it touched (or would have, in a dry run); for exec, the command's pid.
+    pub pids: Vec<u32>,
+    /// A sentence for the audit log.
+    pub detail: String,
+}
+
+impl Outcome {
+    pub fn new(verdict: Verdict, pids: Vec<u32>, detail: impl Into<String>) -> Self {
+        Outcome {
+            verdict,
+            pids,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Sends the signal to the GPU's target processes.
+pub fn signal(
+    a: &SignalAction,
+    gpu: &GpuView,
+    listed_at: Option<SystemTime>,
+    own_pid: u32,
+    dry_run: bool,
+) -> Outcome {
+    let chosen = targets::signal_targets(&gpu.processes, &a.target, own_pid);
+    let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
+    if pids.is_empty() {
+        return Outcome::new(
+            Verdict::Skipped,
+            pids,
+            "no process on the GPU matches the target",
+        );
+    }
+    if dry_run {
+        return Outcome::new(
+            Verdict::DryRun,
+            pids,
+            format!("would send {}", a.signal.name),
+        );
+    }
+    let (mut sent, mut failed, mut refused) = (Vec::new(), Vec::<(u32, String)>::new(), Vec::new());
+    for pid in pids {
+        match targets::verify(pid, own_pid, listed_at) {
+            Err(why) => refused.push(format!("{pid}: {why}")),
+            Ok(_) => {
+                // SAFETY: kill(2) with a verified pid > 1 and an allowed signal.
+                if unsafe { libc::kill(pid as i32, a.signal.number) } == 0 {
+                    sent.push(pid);
+                } else {
+                    failed.push((pid, std::io::Error::last_os_error().to_string()));
+                }
+            }
+        }
+    }
+    let mut detail = format!("sent {} to {} process(es)", a.signal.name, sent.len());
+    if !failed.is_empty() {
+        let f: Vec<String> = failed.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+        detail.push_str(&format!("; failed: {}", f.join(", ")));
+    }
+    if !refused.is_empty() {
+        detail.push_str(&format!("; not signalled: {}", refused.join(", ")));
+    }
+    let verdict = if !failed.is_empty() {
+        Verdict::Failed
+    } else if sent.is_empty() {
+        Verdict::Skipped
+    } else {
+        Verdict::Ok
+    };
+    sent.extend(failed.iter().map(|(p, _)| *p));
+    Outcome::new(verdict, sent, detail)
+}
+
+/// Terminates the GPU's largest eligible process: SIGTERM, then SIGKILL after `grace` if the
+/// same process is still there.
+pub async fn kill(
+    a: &KillAction,
+    gpu: &GpuView,
+    listed_at: Option<SystemTime>,
+    own_pid: u32,
+    dry_run: bool,
+) -> Outcome {
+    if gpu.level != Level::Hard {
+        return Outcome::new(
+            Verdict::Skipped,
+            vec![],
+            "the GPU is no longer above its hard limit",
+        );
+    }
+    let Some(victim) = targets::kill_victim(&gpu.processes, a, own_pid) else {
+        return Outcome::new(
+            Verdict::Skipped,
+            vec![],
+            "no eligible process (avoid, PID 1 and the exporter are never killed)",
+        );
+    };
+    let (pid, what) = (
+        victim.pid,
+        format!(
+            "{} ({}, {} bytes)",
+            victim.pid, victim.name, victim.allocated
+        ),
+    );
+    if dry_run {
+        return Outcome::new(
+            Verdict::DryRun,
+            vec![pid],
+            format!(
+                "would send SIGTERM to {what}, then SIGKILL after {}",
+                humantime::format_duration(a.grace)
+            ),
+        );
+    }
+    let start = match targets::verify(pid, own_pid, listed_at) {
+        Ok(s) => s,
+        Err(why) => return Outcome::new(Verdict::Skipped, vec![pid], format!("{what}: {why}")),
+    };
+    // SAFETY: kill(2) on a verified pid > 1 that is not the exporter.
+    if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Outcome::new(
+            Verdict::Failed,
+            vec![pid],
+            format!("SIGTERM to {what}: {e}"),
+        );
+    }
+    if wait_gone(pid, start, a.grace).await {
+        return Outcome::new(
+            Verdict::Ok,
+            vec![pid],
+            format!("{what} exited after SIGTERM"),
+        );
+    }
+    // Still the same process (start time unchanged, not a zombie): escalate.
+    if alive(proc_stat(pid), start) {
+        // SAFETY: as above; the start time check makes sure the pid was not reused.
+        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Outcome::new(
+                Verdict::Failed,
+                vec![pid],
+                format!("SIGKILL to {what}: {e}"),
+            );
+        }
+    }
+    if wait_gone(pid, start, Duration::from_secs(5)).await {
+        Outcome::new(
+            Verdict::Ok,
+            vec![pid],
+            format!(
+                "{what} ignored SIGTERM for {}; killed with SIGKILL",
+                humantime::format_duration(a.grace)
+            ),
+        )
+    } else {
+        Outcome::new(
+            Verdict::Failed,
+            vec![pid],
+            format!("{what} still running 5s after SIGKILL"),
+        )
+    }
+}
+
+/// Waits until the process with this start time is gone (or a zombie); false on timeout.
+async fn wait_gone(pid: u32, start: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if !alive(proc_stat(pid), start) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A webhook's HTTP client: per-attempt timeout, statuses returned rather than raised.
+pub fn webhook_agent(a: &WebhookAction) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(a.timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("vram-exporter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// POSTs the payload, retrying transport errors, 429 and 5xx up to `retries` times.
+pub async fn webhook(
+    a: &WebhookAction,
+    agent: ureq::Agent,
+    body: Vec<u8>,
+    dry_run: bool,
+) -> Outcome {
+    if dry_run {
+        return Outcome::new(Verdict::DryRun, vec![], format!("would POST to {}", a.url));
+    }
+    let (url, retries) = (a.url.clone(), a.retries);
+    let attempts = retries + 1;
+    let task = tokio::task::spawn_blocking(move || {
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt));
+            }
+            let sent = agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(&body[..]);
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if (200..300).contains(&status) {
+                        return (
+                            true,
+                            format!("POST {url}: {status} (attempt {})", attempt + 1),
+                        );
+                    }
+                    last = format!("POST {url}: HTTP {status}");
+                    if status != 429 && status < 500 {
+                        break;
+                    }
+                }
+                Err(e) => last = format!("POST {url}: {e}"),
+            }
+        }
+        (false, format!("{last} (after {attempts} attempt(s))"))
+    });
+    // The blocking task is bounded by the agent's timeout; this outer bound only guards a bug.
+    let bound = (a.timeout + Duration::from_secs(3)) * attempts;
+    match tokio::time::timeout(bound, task).await {
+        Ok(Ok((true, detail))) => Outcome::new(Verdict::Ok, vec![], detail),
+        Ok(Ok((false, detail))) => Outcome::new(Verdict::Failed, vec![], detail),
+        Ok(Err(e)) => Outcome::new(Verdict::Failed, vec![], format!("webhook task: {e}")),
+        Err(_) => Outcome::new(
+            Verdict::Failed,
+            vec![],
+            format!("POST {}: no answer within {bound:?}", a.url),
+        ),
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64 << attempt.min(4)).min(Duration::from_secs(2))
+}
+
+/// Runs the command directly (never through a shell) with the payload as environment variables
+/// and as JSON on stdin; a non-zero exit or the timeout is a failure.
+pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
+    if dry_run {
+        return Outcome::new(Verdict::DryRun, vec![], format!("would run {:?}", a.argv));
+    }
+    let mut cmd = tokio::process::Command::new(&a.argv[0]);
+    cmd.args(&a.argv[1..])
+        .envs(payload.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group, so a timeout kills whatever it started too.
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::new(
+                Verdict::Failed,
+                vec![],
+                format!("cannot start {:?}: {e}", a.argv[0]),
+            )
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    if let Some(mut stdin) = child.stdin.take() {
+        let json = payload.to_json();
+        // A command that ignores stdin closes the pipe early; that is not an error.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&json).await;
+        });
+    }
+    let stderr = child.stderr.take().map(|mut s| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = (&mut s).take(2048).read_to_end(&mut buf).await;
+            String::from_utf8_lossy(&buf).trim().to_string()
+        })
+    });
+    let waited = tokio::time::timeout(a.timeout, child.wait()).await;
+    let (verdict, mut detail) = match waited {
+        Ok(Ok(status)) if status.success() => (Verdict::Ok, format!("{:?} exited 0", a.argv[0])),
+        Ok(Ok(status)) => (Verdict::Failed, format!("{:?} failed: {status}", a.argv[0])),
+        Ok(Err(e)) => (Verdict::Failed, format!("waiting for {:?}: {e}", a.argv[0])),
+        Err(_) => {
+            if pid > 0 {
+                // SAFETY: the group was created for this child (process_group(0) above).
+                unsafe {
+                    libc::killpg(pid as i32, libc::SIGKILL);
+                }
+            }
+            let _ = child.kill().await;
+            (
+                Verdict::Failed,
+                format!(
+                    "{:?} timed out after {}; killed",
+                    a.argv[0],
+                    humantime::format_duration(a.timeout)
+                ),
+            )
+        }
+    };
+    if verdict == Verdict::Failed {
+        if let Some(task) = stderr {
+            if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_millis(200), task).await {
+                if !text.is_empty() {
+                    detail.push_str(&format!("; stderr: {text}"));
+                }
+            }
+        }
+    }
+    Outcome::new(verdict, vec![pid], detail)
+}

@@ -1,0 +1,338 @@
+//! The dispatcher: a tokio task that watches published snapshots and starts cleanup runs.
+//!
+//! It is a reader like the HTTP handlers: it subscribes to the poller's `watch` channel, so the
+//! polling thread never waits for it, and nothing reachable over HTTP can reach it. For each new
+//! snapshot it asks [`decide`] per GPU and, when a run is due, spawns one task that runs the
+//! configured actions in order. At most one run per GPU is in flight; a run that is due while the
+//! previous one is still going is counted as `skipped` and dropped, so hung webhooks or commands
+//! cannot pile up (the "queue" holds at most one run per GPU, and every action is time-bounded).
+//!
+//! Reclaimed memory: at each run the GPU's allocation is remembered; until [`RECLAIM_POLLS`]
+//! snapshots after the run has finished, `vram_cleanup_reclaimed_bytes` shows how far the
+//! allocation fell below that (the lowest value seen).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::cleanup::actions::{self, Outcome, Verdict};
+use crate::cleanup::config::{Action, CleanupConfig};
+use crate::cleanup::decide::{decide, Decision, Inputs, Reason, Track};
+use crate::cleanup::payload::{hostname, Payload};
+use crate::cleanup::telemetry::CleanupMetrics;
+use crate::state::{GpuView, SharedSnapshot, Snapshot};
+
+/// Snapshots after a run has finished over which reclaimed memory is still measured.
+pub const RECLAIM_POLLS: u32 = 5;
+
+/// One action's outcome, as logged and counted; also sent to an observer if one is attached.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub gpu: u32,
+    pub uuid: String,
+    pub action: &'static str,
+    pub reason: &'static str,
+    pub outcome: Outcome,
+}
+
+/// Watches snapshots and runs cleanup actions.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    gpus: HashMap<(u32, String), Slot>,
+    snapshots: watch::Receiver<SharedSnapshot>,
+}
+
+/// What every run needs, shared with the run tasks.
+struct Shared {
+    config: CleanupConfig,
+    metrics: CleanupMetrics,
+    host: String,
+    own_pid: u32,
+    /// One HTTP agent per action index (webhooks only), so connections are reused.
+    agents: Vec<Option<ureq::Agent>>,
+    observer: Option<mpsc::UnboundedSender<Report>>,
+}
+
+struct Slot {
+    track: Track,
+    in_flight: Arc<AtomicBool>,
+    reclaim: Option<Reclaim>,
+    /// The latest reclaimed figure, for the audit lines of a run still going.
+    reclaimed: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reclaim {
+    at_dispatch: u64,
+    lowest: u64,
+    polls_left: u32,
+}
+
+impl Dispatcher {
+    /// A dispatcher reading `snapshots`; `metrics` must already be registered where wanted.
+    pub fn new(
+        config: CleanupConfig,
+        metrics: CleanupMetrics,
+        snapshots: watch::Receiver<SharedSnapshot>,
+    ) -> Self {
+        let agents = config
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Webhook(w) => Some(actions::webhook_agent(w)),
+                _ => None,
+            })
+            .collect();
+        Dispatcher {
+            shared: Arc::new(Shared {
+                config,
+                metrics,
+                host: hostname(),
+                own_pid: std::process::id(),
+                agents,
+                observer: None,
+            }),
+            gpus: HashMap::new(),
+            snapshots,
+        }
+    }
+
+    /// Sends every action's report to `observer` as well (benchmarks and tests).
+    pub fn with_observer(mut self, observer: mpsc::UnboundedSender<Report>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = Some(observer);
+        }
+        self
+    }
+
+    /// Runs until the snapshot channel closes.
+    pub async fn run(mut self) {
+        // The snapshot already there when we start counts too (a GPU may be in breach at start).
+        self.snapshots.mark_changed();
+        while self.snapshots.changed().await.is_ok() {
+            let snapshot = self.snapshots.borrow_and_update().clone();
+            self.on_snapshot(&snapshot, Instant::now());
+        }
+    }
+
+    /// Handles one snapshot: reclaim bookkeeping, then a decision per GPU.
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, now: Instant) {
+        let kill_after = self.shared.config.actions.iter().find_map(|a| match a {
+            Action::Kill(k) => Some(k.after),
+            _ => None,
+        });
+        for gpu in &snapshot.gpus {
+            let key = (gpu.identity.index, gpu.identity.uuid.clone());
+            let slot = self.gpus.entry(key).or_insert_with(|| {
+                self.shared.metrics.init_gpu(gpu, &self.shared.config);
+                Slot {
+                    track: Track::default(),
+                    in_flight: Arc::new(AtomicBool::new(false)),
+                    reclaim: None,
+                    reclaimed: Arc::new(AtomicU64::new(0)),
+                }
+            });
+            measure_reclaim(&self.shared, slot, gpu);
+            let (track, decision) = decide(
+                slot.track,
+                Inputs {
+                    level: gpu.level,
+                    up: gpu.up,
+                    now,
+                    cooldown: self.shared.config.cooldown,
+                    in_flight: slot.in_flight.load(Ordering::Acquire),
+                    kill_after,
+                },
+            );
+            slot.track = track;
+            match decision {
+                Decision::Idle => {}
+                Decision::Skip { reason } => {
+                    for action in &self.shared.config.actions {
+                        let outcome = Outcome::new(
+                            Verdict::Skipped,
+                            vec![],
+                            "the previous cleanup run for this GPU is still in progress",
+                        );
+                        self.shared
+                            .finish(gpu, action, reason, outcome, &slot.reclaimed);
+                    }
+                }
+                Decision::Run { reason, kill } => {
+                    if !self.shared.config.dry_run {
+                        let allocated = gpu.memory.map_or(0, |m| m.allocated);
+                        slot.reclaim = Some(Reclaim {
+                            at_dispatch: allocated,
+                            lowest: allocated,
+                            polls_left: RECLAIM_POLLS,
+                        });
+                        slot.reclaimed.store(0, Ordering::Relaxed);
+                        self.shared.metrics.set_reclaimed(gpu, 0);
+                    }
+                    slot.in_flight.store(true, Ordering::Release);
+                    let run = Run {
+                        shared: self.shared.clone(),
+                        snapshots: self.snapshots.clone(),
+                        gpu: gpu.identity.index,
+                        uuid: gpu.identity.uuid.clone(),
+                        reason,
+                        kill,
+                        in_flight: slot.in_flight.clone(),
+                        reclaimed: slot.reclaimed.clone(),
+                    };
+                    tokio::spawn(run.go());
+                }
+            }
+        }
+    }
+}
+
+fn measure_reclaim(shared: &Shared, slot: &mut Slot, gpu: &GpuView) {
+    let Some(r) = slot.reclaim.as_mut() else {
+        return;
+    };
+    if let Some(mem) = gpu.memory.filter(|_| gpu.up) {
+        r.lowest = r.lowest.min(mem.allocated);
+    }
+    // The window counts from the end of the run: a kill's grace can outlast several polls.
+    if !slot.in_flight.load(Ordering::Acquire) {
+        r.polls_left = r.polls_left.saturating_sub(1);
+    }
+    let reclaimed = r.at_dispatch.saturating_sub(r.lowest);
+    slot.reclaimed.store(reclaimed, Ordering::Relaxed);
+    shared.metrics.set_reclaimed(gpu, reclaimed);
+    if r.polls_left == 0 {
+        tracing::info!(
+            gpu = gpu.identity.index,
+            uuid = %gpu.identity.uuid,
+            allocated_at_cleanup = r.at_dispatch,
+            lowest_after = r.lowest,
+            reclaimed_bytes = reclaimed,
+            polls = RECLAIM_POLLS,
+            "cleanup reclaim measured"
+        );
+        slot.reclaim = None;
+    }
+}
+
+/// One run: the configured actions, in order, for one GPU.
+struct Run {
+    shared: Arc<Shared>,
+    snapshots: watch::Receiver<SharedSnapshot>,
+    gpu: u32,
+    uuid: String,
+    reason: Reason,
+    kill: bool,
+    in_flight: Arc<AtomicBool>,
+    reclaimed: Arc<AtomicU64>,
+}
+
+impl Run {
+    async fn go(self) {
+        let shared = &self.shared;
+        let steps: Vec<(usize, &Action)> = shared
+            .config
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| self.kill || !matches!(a, Action::Kill(_)))
+            .collect();
+        let last = steps.len().saturating_sub(1);
+        for (n, (i, action)) in steps.into_iter().enumerate() {
+            // Each action sees the newest snapshot: targets must be on the GPU *now*.
+            let snapshot = self.snapshots.borrow().clone();
+            let Some(gpu) = snapshot
+                .gpus
+                .iter()
+                .find(|g| g.identity.index == self.gpu && g.identity.uuid == self.uuid)
+            else {
+                break;
+            };
+            let outcome = if !gpu.up {
+                Outcome::new(Verdict::Skipped, vec![], "the GPU is not answering")
+            } else {
+                self.step(i, action, gpu, &snapshot).await
+            };
+            if n == last {
+                self.in_flight.store(false, Ordering::Release);
+            }
+            shared.finish(gpu, action, self.reason, outcome, &self.reclaimed);
+        }
+        self.in_flight.store(false, Ordering::Release);
+    }
+
+    async fn step(&self, i: usize, action: &Action, gpu: &GpuView, snapshot: &Snapshot) -> Outcome {
+        let s = &self.shared;
+        let dry = s.config.dry_run;
+        match action {
+            Action::Signal(a) => actions::signal(a, gpu, snapshot.taken_at, s.own_pid, dry),
+            Action::Kill(a) => actions::kill(a, gpu, snapshot.taken_at, s.own_pid, dry).await,
+            Action::Webhook(a) => {
+                let body = Payload::new(&s.host, gpu, self.reason.as_str()).to_json();
+                let agent = s.agents[i]
+                    .clone()
+                    .unwrap_or_else(|| actions::webhook_agent(a));
+                actions::webhook(a, agent, body, dry).await
+            }
+            Action::Exec(a) => {
+                let payload = Payload::new(&s.host, gpu, self.reason.as_str());
+                actions::exec(a, &payload, dry).await
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Counts, logs (the audit line) and reports one action's outcome.
+    fn finish(
+        &self,
+        gpu: &GpuView,
+        action: &Action,
+        reason: Reason,
+        outcome: Outcome,
+        reclaimed: &AtomicU64,
+    ) {
+        let label = action.label();
+        self.metrics.count(gpu, label, outcome.verdict);
+        let pids = outcome
+            .pids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let reclaimed = reclaimed.load(Ordering::Relaxed);
+        macro_rules! audit {
+            ($level:ident) => {
+                tracing::$level!(
+                    action = label,
+                    gpu = gpu.identity.index,
+                    uuid = %gpu.identity.uuid,
+                    reason = reason.as_str(),
+                    pids = %pids,
+                    result = outcome.verdict.label(),
+                    detail = %outcome.detail,
+                    allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),
+                    reclaimed_bytes = reclaimed,
+                    dry_run = self.config.dry_run,
+                    "cleanup action"
+                )
+            };
+        }
+        match outcome.verdict {
+            Verdict::Failed => audit!(warn),
+            _ => audit!(info),
+        }
+        if let Some(tx) = &self.observer {
+            let _ = tx.send(Report {
+                gpu: gpu.identity.index,
+                uuid: gpu.identity.uuid.clone(),
+                action: label,
+                reason: reason.as_str(),
+                outcome,
+            });
+        }
+    }
+}

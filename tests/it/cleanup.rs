@@ -1,0 +1,617 @@
+//! OOM prevention end to end: real child processes placed on simulated GPUs, real signals, a real
+//! HTTP server for webhooks and real commands, against the real exporter binary.
+//!
+//! Children are `sh` scripts (present everywhere) whose pids reach nvml-sim through `pid_env` and
+//! whose GPU memory is a file they rewrite (`memory_file_env`). A child renames itself
+//! (`/proc/self/comm`) and signals readiness before the exporter starts, so the exporter sees its
+//! final name. Every child is killed and reaped by a Drop guard, also when a test fails.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Exporter, Metrics, Options, GIB};
+
+const GIB_U: u64 = 1 << 30;
+const UUID0: &str = "GPU-c1ea0000-0000-4000-8000-000000000000";
+const UUID1: &str = "GPU-c1ea0000-0000-4000-8000-000000000001";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process standing in for a GPU application.
+struct Kid {
+    child: std::process::Child,
+    name: String,
+    dir: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+struct KidSpec<'a> {
+    name: &'a str,
+    bytes: u64,
+    /// On SIGUSR1, rewrite the memory file to this many bytes (None: only record the signal).
+    release_to: Option<u64>,
+    /// Ignore SIGTERM (so only SIGKILL ends it).
+    ignore_term: bool,
+}
+
+impl Kid {
+    fn spawn(root: &Path, spec: KidSpec<'_>) -> Kid {
+        let dir = root.join(spec.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let release = spec
+            .release_to
+            .map(|b| format!("echo {b} > \"$D/mem\"; "))
+            .unwrap_or_default();
+        let term = if spec.ignore_term { "trap '' TERM\n" } else { "" };
+        // Each received SIGUSR1 appends the uptime, so tests can see when signals arrived.
+        let script = format!(
+            "printf %s \"$N\" > /proc/self/comm\n\
+             echo {bytes} > \"$D/mem\"\n\
+             trap '{release}read up _ < /proc/uptime; echo $up >> \"$D/signals\"' USR1\n\
+             {term}\
+             touch \"$D/ready\"\n\
+             while :; do sleep 0.05; done\n",
+            bytes = spec.bytes,
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("D", &dir)
+            .env("N", spec.name)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let kid = Kid {
+            child,
+            name: spec.name.to_string(),
+            dir,
+            status: None,
+        };
+        let deadline = Instant::now() + WAIT;
+        while !kid.dir.join("ready").exists() {
+            assert!(Instant::now() < deadline, "{} never became ready", kid.name);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kid
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn env(&self, var: &str) -> Vec<(String, String)> {
+        vec![
+            (var.to_string(), self.pid().to_string()),
+            (format!("{var}_MEM"), self.dir.join("mem").display().to_string()),
+        ]
+    }
+
+    /// Uptimes (seconds) at which SIGUSR1 arrived.
+    fn signals(&self) -> Vec<f64> {
+        std::fs::read_to_string(self.dir.join("signals"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn alive(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status.is_none()
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        while self.alive() {
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {within:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.status.unwrap()
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scenario entry for a live child: its pid and memory come from the environment.
+fn live(var: &str) -> String {
+    format!(
+        "[[device.process]]\npid_env = \"{var}\"\nname = \"{var}\"\nmemory_file_env = \"{var}_MEM\"\n"
+    )
+}
+
+fn device(uuid: &str) -> String {
+    format!("[[device]]\nname = \"Sim GPU 10G\"\nuuid = \"{uuid}\"\ntotal = \"10GiB\"\nreserved = \"0\"\noverhead = \"256MiB\"\n")
+}
+
+/// Starts the exporter, polling every 200ms, with `cleanup` appended to its configuration.
+fn exporter(scenario: &str, cleanup: &str, env: Vec<(String, String)>) -> Exporter {
+    let config = format!("[poll]\ninterval = \"200ms\"\n[leak]\nwindow = \"1m\"\nfloor_window = \"1s\"\n{cleanup}");
+    Exporter::start(Options {
+        scenario,
+        config: &config,
+        env,
+        ..Options::default()
+    })
+}
+
+fn cleanups(m: &Metrics, gpu: &str, action: &str, result: &str) -> f64 {
+    m.value(
+        "vram_cleanups_total",
+        &[("gpu", gpu), ("action", action), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn audit_line(e: &mut Exporter, action: &str, result: &str) -> serde_json::Value {
+    let (a, r) = (
+        format!("\"action\":\"{action}\""),
+        format!("\"result\":\"{result}\""),
+    );
+    let line = e
+        .wait_log(
+            |l| l.contains("cleanup action") && l.contains(&a) && l.contains(&r),
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no {action}/{result} audit line; log:\n{}", e.log.join("\n")));
+    serde_json::from_str(&line).expect("json log line")
+}
+
+#[test]
+fn signal_reaches_the_top_process_which_frees_memory_and_reclaimed_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trainer = Kid::spawn(
+        tmp.path(),
+        KidSpec {
+            name: "trainer",
+            bytes: 7 * GIB_U,
+            release_to: Some(GIB_U),
+            ignore_term: false,
+        },
+    );
+    let helper = Kid::spawn(
+        tmp.path(),
+        KidSpec {
+            name: "helper",
+            bytes: 5 * GIB_U / 2,
+            release_to: Some(0),
+            ignore_term: false,
+        },
+    );
+    // Same name, bigger, but on a GPU that is not in breach: never signalled.
+    let other = Kid::spawn(
+        tmp.path(),
+        KidSpec {
+            name: "trainer2",
+            bytes: 8 * GIB_U,
+            release_to: Some(0),
+            ignore_term: false,
+        },
+    );
+    let scenario = format!(
+        "{}{}{}{}{}",
+        device(UUID0),
+        live("KID_A"),
+        live("KID_B"),
+        device(UUID1),
+        live("KID_C")
+    );
+    let mut env = trainer.env("KID_A");
+    env.extend(helper.env("KID_B"));
+    env.extend(other.env("KID_C"));
+    let mut e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"top\"\ntop = 1\n",
+        env,
+    );
+    let m = e.wait_metrics("GPU 0 back below its limits with memory reclaimed", WAIT, |m| {
+        m.gpu("vram_hard_limit_violations_total", "0") == Some(1.0)
+            && m.gpu("vram_pressure_level", "0") == Some(0.0)
+            && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) > 0.0
+    });
+    assert_eq!(cleanups(&m, "0", "signal", "ok"), 1.0, "{}", m.text);
+    assert_eq!(cleanups(&m, "0", "signal", "failed"), 0.0);
+    // 7 GiB → 1 GiB: the whole drop is reclaimed.
+    assert_eq!(m.gpu("vram_cleanup_reclaimed_bytes", "0"), Some(6.0 * GIB));
+    assert_eq!(cleanups(&m, "1", "signal", "ok"), 0.0);
+    assert_eq!(trainer.signals().len(), 1);
+    assert!(helper.signals().is_empty(), "only the top process is signalled");
+    assert!(other.signals().is_empty(), "a process on another GPU is never signalled");
+    let line = audit_line(&mut e, "signal", "ok");
+    assert_eq!(line["fields"]["pids"], trainer.pid().to_string());
+    assert_eq!(line["fields"]["gpu"], 0);
+    assert_eq!(line["fields"]["uuid"], UUID0);
+}
+
+/// A tiny HTTP server: answers 200 (or never answers), hands each request body to the test.
+struct Hook {
+    port: u16,
+    bodies: mpsc::Receiver<Vec<u8>>,
+    connections: mpsc::Receiver<()>,
+}
+
+fn hook(answer: bool) -> Hook {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (btx, bodies) = mpsc::channel();
+    let (ctx, connections) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            let _ = ctx.send(());
+            if !answer {
+                // Accept and never answer: the exporter's timeout must end it.
+                held.push(stream);
+                continue;
+            }
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut s = stream;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = btx.send(body);
+        }
+    });
+    Hook {
+        port,
+        bodies,
+        connections,
+    }
+}
+
+/// One GPU over its hard limit with two simulated (not live) processes.
+fn breached_gpu() -> String {
+    format!(
+        "{}[[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"8GiB\"\n\
+         [[device.process]]\npid = 4000002\nname = \"python small.py\"\nmemory = \"1.5GiB\"\n",
+        device(UUID0)
+    )
+}
+
+#[test]
+fn webhook_posts_the_breach_as_json() {
+    let server = hook(true);
+    let mut e = exporter(
+        &breached_gpu(),
+        &format!(
+            "[cleanup]\nenabled = true\n[[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
+            server.port
+        ),
+        vec![],
+    );
+    let body = server
+        .bodies
+        .recv_timeout(WAIT)
+        .expect("the webhook never arrived");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+    assert_eq!(v["gpu"], 0);
+    assert_eq!(v["uuid"], UUID0);
+    assert_eq!(v["level"], "hard");
+    assert_eq!(v["reason"], "entered_hard");
+    assert!(!v["host"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["total_bytes"], 10 * GIB_U);
+    assert_eq!(v["allocated_bytes"], 8 * GIB_U + 3 * GIB_U / 2 + 256 * (1 << 20));
+    assert_eq!(v["hard_limit_bytes"], (10.0 * GIB * 0.95).round() as u64);
+    assert_eq!(v["soft_limit_bytes"], (10.0 * GIB * 0.85).round() as u64);
+    assert_eq!(v["processes"][0]["pid"], 4000001);
+    assert_eq!(v["processes"][0]["name"], "python big.py");
+    assert_eq!(v["processes"][0]["bytes"], 8 * GIB_U);
+    assert_eq!(v["processes"][1]["pid"], 4000002);
+    let m = e.wait_metrics("webhook counted", WAIT, |m| {
+        cleanups(m, "0", "webhook", "ok") == 1.0
+    });
+    assert_eq!(cleanups(&m, "0", "webhook", "failed"), 0.0);
+    audit_line(&mut e, "webhook", "ok");
+}
+
+#[test]
+fn exec_gets_the_breach_in_its_environment_and_on_stdin_and_a_nonzero_exit_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().display().to_string();
+    // The test's own command uses sh; the exporter runs argv directly.
+    let cleanup = format!(
+        "[cleanup]\nenabled = true\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"env > \\\"$0/env\\\"; cat > \\\"$0/stdin\\\"\", \"{out}\"]\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"echo nope >&2; exit 3\"]\n"
+    );
+    let mut e = exporter(&breached_gpu(), &cleanup, vec![]);
+    let m = e.wait_metrics("both commands counted", WAIT, |m| {
+        cleanups(m, "0", "exec", "ok") == 1.0 && cleanups(m, "0", "exec", "failed") == 1.0
+    });
+    let env = std::fs::read_to_string(tmp.path().join("env")).unwrap();
+    let has = |kv: &str| env.lines().any(|l| l == kv);
+    assert!(has("VRAM_GPU=0"), "{env}");
+    assert!(has(&format!("VRAM_UUID={UUID0}")), "{env}");
+    let allocated = m.gpu("vram_allocated_bytes", "0").unwrap() as u64;
+    assert!(has(&format!("VRAM_ALLOCATED_BYTES={allocated}")), "{env}");
+    assert!(has(&format!("VRAM_TOTAL_BYTES={}", 10 * GIB_U)), "{env}");
+    assert!(has("VRAM_LEVEL=hard"), "{env}");
+    assert!(has("VRAM_TOP_PIDS=4000001 4000002"), "{env}");
+    let stdin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("stdin")).unwrap()).unwrap();
+    assert_eq!(stdin["uuid"], UUID0);
+    assert_eq!(stdin["allocated_bytes"], allocated);
+    assert_eq!(stdin["processes"][0]["pid"], 4000001);
+    let failed = audit_line(&mut e, "exec", "failed");
+    let detail = failed["fields"]["detail"].as_str().unwrap();
+    assert!(detail.contains("exit status: 3") && detail.contains("nope"), "{detail}");
+}
+
+#[test]
+fn kill_ends_the_largest_offender_with_sigkill_after_grace_and_spares_avoided_and_other_gpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = |name, gib_tenths: u64, ignore_term| KidSpec {
+        name,
+        bytes: gib_tenths * GIB_U / 10,
+        release_to: None,
+        ignore_term,
+    };
+    let mut keeper = Kid::spawn(tmp.path(), spec("keeper", 50, false));
+    let mut victim = Kid::spawn(tmp.path(), spec("victim", 45, true));
+    let mut small = Kid::spawn(tmp.path(), spec("small", 1, false));
+    let mut bystander = Kid::spawn(tmp.path(), spec("bystander", 80, false));
+    let scenario = format!(
+        "{}{}{}{}{}{}",
+        device(UUID0),
+        live("KID_K"),
+        live("KID_V"),
+        live("KID_S"),
+        device(UUID1),
+        live("KID_B")
+    );
+    let mut env = keeper.env("KID_K");
+    env.extend(victim.env("KID_V"));
+    env.extend(small.env("KID_S"));
+    env.extend(bystander.env("KID_B"));
+    let mut e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\nallow_kill = true\n\
+         [[cleanup.actions]]\ntype = \"kill\"\navoid = \"^keeper$\"\ngrace = \"1s\"\n",
+        env,
+    );
+    let status = victim.wait_exit(WAIT);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "it ignores SIGTERM, so SIGKILL after grace: {status:?}"
+    );
+    let m = e.wait_metrics("the kill counted and GPU 0 relieved", WAIT, |m| {
+        cleanups(m, "0", "kill", "ok") == 1.0 && m.gpu("vram_pressure_level", "0") == Some(0.0)
+    });
+    assert!(m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap() >= 4.5 * GIB);
+    let line = audit_line(&mut e, "kill", "ok");
+    assert_eq!(line["fields"]["pids"], victim.pid().to_string());
+    assert!(
+        line["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SIGKILL"),
+        "{line}"
+    );
+    e.next_poll();
+    assert!(keeper.alive(), "avoid-matched process was killed");
+    assert!(small.alive(), "more than one process was killed");
+    assert!(bystander.alive(), "a process on another GPU was killed");
+    assert_eq!(
+        cleanups(&e.metrics(), "0", "kill", "ok"),
+        1.0,
+        "one kill per cooldown"
+    );
+}
+
+#[test]
+fn dry_run_counts_and_logs_but_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut big = Kid::spawn(
+        tmp.path(),
+        KidSpec {
+            name: "big",
+            bytes: 9 * GIB_U + GIB_U / 2,
+            release_to: Some(0),
+            ignore_term: false,
+        },
+    );
+    let scenario = format!("{}{}", device(UUID0), live("KID_A"));
+    let mut e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\ndry_run = true\nallow_kill = true\n\
+         [[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n\
+         [[cleanup.actions]]\ntype = \"kill\"\ngrace = \"100ms\"\n",
+        big.env("KID_A"),
+    );
+    let m = e.wait_metrics("dry runs counted", WAIT, |m| {
+        cleanups(m, "0", "signal", "dry_run") >= 1.0 && cleanups(m, "0", "kill", "dry_run") >= 1.0
+    });
+    let line = audit_line(&mut e, "kill", "dry_run");
+    assert_eq!(line["fields"]["pids"], big.pid().to_string());
+    e.next_poll();
+    let m2 = e.metrics();
+    for m in [&m, &m2] {
+        assert_eq!(cleanups(m, "0", "signal", "ok"), 0.0);
+        assert_eq!(cleanups(m, "0", "kill", "ok"), 0.0);
+        assert_eq!(m.gpu("vram_pressure_level", "0"), Some(2.0));
+        assert_eq!(m.gpu("vram_cleanup_reclaimed_bytes", "0"), Some(0.0));
+    }
+    assert!(big.alive(), "dry run killed a process");
+    assert!(big.signals().is_empty(), "dry run sent a signal");
+}
+
+#[test]
+fn while_still_hard_actions_repeat_only_after_each_cooldown() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Records each SIGUSR1 but frees nothing, so the GPU stays in breach.
+    let stubborn = Kid::spawn(
+        tmp.path(),
+        KidSpec {
+            name: "stubborn",
+            bytes: 9 * GIB_U + GIB_U / 2,
+            release_to: None,
+            ignore_term: false,
+        },
+    );
+    let scenario = format!("{}{}", device(UUID0), live("KID_A"));
+    let e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\ncooldown = \"2s\"\n\
+         [[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n",
+        stubborn.env("KID_A"),
+    );
+    e.wait_metrics("three runs", WAIT, |m| cleanups(m, "0", "signal", "ok") >= 3.0);
+    // The child notes a signal when its current `sleep 0.05` ends.
+    let deadline = Instant::now() + WAIT;
+    while stubborn.signals().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", stubborn.signals());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = stubborn.signals();
+    for pair in at.windows(2) {
+        // The child notes a signal within ~50ms of receiving it; 2s minus that slack.
+        assert!(
+            pair[1] - pair[0] >= 1.8,
+            "signals closer than the cooldown: {at:?}"
+        );
+    }
+    assert_eq!(
+        e.metrics().gpu("vram_hard_limit_violations_total", "0"),
+        Some(1.0),
+        "one episode, several runs"
+    );
+}
+
+#[test]
+fn a_hung_webhook_and_a_hung_command_time_out_and_count_as_failed() {
+    let server = hook(false);
+    let mut e = exporter(
+        &breached_gpu(),
+        &format!(
+            "[cleanup]\nenabled = true\n\
+             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\ntimeout = \"500ms\"\nretries = 1\n\
+             [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sleep\", \"60\"]\ntimeout = \"500ms\"\n",
+            server.port
+        ),
+        vec![],
+    );
+    let m = e.wait_metrics("both failures counted", WAIT, |m| {
+        cleanups(m, "0", "webhook", "failed") == 1.0 && cleanups(m, "0", "exec", "failed") == 1.0
+    });
+    assert_eq!(cleanups(&m, "0", "webhook", "ok"), 0.0);
+    // One attempt plus one retry, no more.
+    assert_eq!(server.connections.try_iter().count(), 2);
+    let line = audit_line(&mut e, "exec", "failed");
+    assert!(
+        line["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{line}"
+    );
+    let pid: u32 = line["fields"]["pids"].as_str().unwrap().parse().unwrap();
+    assert!(pid > 1);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the timed-out command {pid} was not killed and reaped"
+    );
+    // Polling went on while the actions hung.
+    e.next_poll();
+}
+
+#[test]
+fn the_pytorch_example_releases_on_sigusr1_through_the_exporter() {
+    let python = Command::new("python3").arg("--version").output();
+    if python.is_err() {
+        assert!(
+            std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(),
+            "python3 is required (VRAM_REQUIRE_TOOLS is set) but cannot run"
+        );
+        eprintln!("!!! python3 not installed: the example test is SKIPPED");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = tmp.path().join("mem");
+    let ready = tmp.path().join("ready");
+    // The application: 9.5 GiB "in use" until the example's release() runs its callback.
+    let app = "import os, signal, sys, time\n\
+               sys.path.insert(0, sys.argv[1])\n\
+               import pytorch_release_on_signal as r\n\
+               mem, ready = sys.argv[2], sys.argv[3]\n\
+               open(mem, 'w').write(str(9 * 2**30 + 2**29))\n\
+               r.install(on_release=lambda: open(mem, 'w').write(str(2**30)))\n\
+               open(ready, 'w').close()\n\
+               while True:\n    signal.pause()\n";
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(app)
+        .arg(crate::harness::repo().join("examples"))
+        .arg(&mem)
+        .arg(&ready)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let guard = Reap(child);
+    let deadline = Instant::now() + WAIT;
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "python app never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let scenario = format!("{}{}", device(UUID0), live("APP"));
+    let e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n",
+        vec![
+            ("APP".into(), pid.to_string()),
+            ("APP_MEM".into(), mem.display().to_string()),
+        ],
+    );
+    let m = e.wait_metrics("the app released its memory", WAIT, |m| {
+        m.gpu("vram_pressure_level", "0") == Some(0.0)
+            && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) > 0.0
+    });
+    assert_eq!(cleanups(&m, "0", "signal", "ok"), 1.0);
+    assert_eq!(m.gpu("vram_cleanup_reclaimed_bytes", "0"), Some(8.5 * GIB));
+    drop(guard);
+    let mut text = String::new();
+    let _ = BufReader::new(stderr).read_to_string(&mut text);
+    assert!(
+        text.contains("pytorch_release_on_signal: released"),
+        "{text}"
+    );
+}

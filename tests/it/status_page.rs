@@ -1,0 +1,169 @@
+//! The status page in a real browser: headless Chromium loads `/` and the rendered DOM shows every
+//! GPU with its level, allocation against its limits, drift and top processes.
+//!
+//! Where Chromium is not installed the test says so loudly and stops; with VRAM_REQUIRE_TOOLS set
+//! (as `.ci/run` does) that is a failure. `UPDATE_SCREENSHOT=1` also refreshes docs/status-page.png.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{repo, Exporter, Options};
+
+const SCENARIO: &str = r#"
+[[device]]
+name = "NVIDIA H100 80GB HBM3"
+uuid = "GPU-page0000-0000-0000-0000-000000000000"
+total = "80GiB"
+reserved = "512MiB"
+
+[[device.process]]
+pid = 5000301
+name = "train_llm.py"
+memory = "78GiB"
+
+[[device]]
+name = "NVIDIA H100 80GB HBM3"
+uuid = "GPU-page0000-0000-0000-0000-000000000001"
+total = "80GiB"
+
+[[device.process]]
+pid = 5000302
+name = "jupyter <kernel>"
+memory = "70GiB"
+
+[[device]]
+name = "NVIDIA H100 80GB HBM3"
+uuid = "GPU-page0000-0000-0000-0000-000000000002"
+total = "80GiB"
+
+[[device.process]]
+pid = 5000303
+name = "inference"
+memory = "12GiB"
+
+[[device]]
+name = "NVIDIA H100 80GB HBM3"
+uuid = "GPU-page0000-0000-0000-0000-000000000003"
+total = "80GiB"
+
+[[fault]]
+kind = "device_lost"
+device = 3
+"#;
+
+fn chromium() -> Option<&'static str> {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    assert!(
+        std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(),
+        "chromium is required (VRAM_REQUIRE_TOOLS is set) but not installed"
+    );
+    eprintln!(
+        "!!! status page browser test SKIPPED: chromium not installed (Debian package chromium)"
+    );
+    None
+}
+
+fn headless(browser: &str, profile: &std::path::Path) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[test]
+fn status_page_renders_every_gpu() {
+    let Some(browser) = chromium() else { return };
+    let e = Exporter::start(Options {
+        scenario: SCENARIO,
+        ..Default::default()
+    });
+    e.wait_metrics("first poll", Duration::from_secs(10), |m| {
+        m.count("vram_gpu_info") == 4
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let out = headless(browser, profile.path())
+        .args(["--virtual-time-budget=2000", "--dump-dom"])
+        .arg(e.url("/"))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && dom.contains("<section"),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let card = |gpu: u32| -> String {
+        let start = dom
+            .find(&format!("data-gpu=\"{gpu}\""))
+            .unwrap_or_else(|| panic!("no card for GPU {gpu}:\n{dom}"));
+        let end = dom[start..]
+            .find("</section>")
+            .map(|e| start + e)
+            .unwrap_or(dom.len());
+        dom[start..end].to_string()
+    };
+    let hard = card(0);
+    assert!(
+        hard.contains("data-level=\"2\"") && hard.contains(">hard<"),
+        "{hard}"
+    );
+    assert!(
+        hard.contains("train_llm.py") && hard.contains("78.00 GiB"),
+        "{hard}"
+    );
+    assert!(
+        hard.contains("class=\"mark hard\"") && hard.contains("class=\"mark soft\""),
+        "{hard}"
+    );
+    let soft = card(1);
+    assert!(
+        soft.contains("data-level=\"1\"") && soft.contains(">soft<"),
+        "{soft}"
+    );
+    assert!(
+        soft.contains("jupyter &lt;kernel&gt;"),
+        "process names are escaped: {soft}"
+    );
+    let ok = card(2);
+    assert!(
+        ok.contains("data-level=\"0\"") && ok.contains(">ok<") && ok.contains("inference"),
+        "{ok}"
+    );
+    let lost = card(3);
+    assert!(lost.contains("lost"), "{lost}");
+    assert!(dom.contains("4 GPU(s)") && dom.contains("NVML up"));
+    assert!(
+        !dom.contains("http://") && !dom.contains("https://"),
+        "the page loads no external assets"
+    );
+
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        let shot = repo().join("docs/status-page.png");
+        let status = headless(browser, profile.path())
+            .args(["--window-size=1280,760", "--virtual-time-budget=2000"])
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(e.url("/"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
