@@ -225,7 +225,9 @@ fn pages_on_hard_breach_inhibits_soft_and_resolves() {
 
     let exporter = Exporter::start(Options {
         scenario: SCENARIO,
-        config: "[poll]\ninterval = \"200ms\"\n",
+        // A dry-run cleanup action gives the dashboards' cleanup panels real series.
+        config: "[poll]\ninterval = \"200ms\"\n[cleanup]\nenabled = true\ndry_run = true\ncooldown = \"5s\"\n\
+                 [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/unused-in-dry-run\"\n",
         ..Default::default()
     });
     let work = exporter.dir.path().to_path_buf();

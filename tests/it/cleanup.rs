@@ -46,7 +46,11 @@ impl Kid {
             .release_to
             .map(|b| format!("echo {b} > \"$D/mem\"; "))
             .unwrap_or_default();
-        let term = if spec.ignore_term { "trap '' TERM\n" } else { "" };
+        let term = if spec.ignore_term {
+            "trap '' TERM\n"
+        } else {
+            ""
+        };
         // Each received SIGUSR1 appends the uptime, so tests can see when signals arrived.
         let script = format!(
             "printf %s \"$N\" > /proc/self/comm\n\
@@ -86,7 +90,10 @@ impl Kid {
     fn env(&self, var: &str) -> Vec<(String, String)> {
         vec![
             (var.to_string(), self.pid().to_string()),
-            (format!("{var}_MEM"), self.dir.join("mem").display().to_string()),
+            (
+                format!("{var}_MEM"),
+                self.dir.join("mem").display().to_string(),
+            ),
         ]
     }
 
@@ -142,7 +149,9 @@ fn device(uuid: &str) -> String {
 
 /// Starts the exporter, polling every 200ms, with `cleanup` appended to its configuration.
 fn exporter(scenario: &str, cleanup: &str, env: Vec<(String, String)>) -> Exporter {
-    let config = format!("[poll]\ninterval = \"200ms\"\n[leak]\nwindow = \"1m\"\nfloor_window = \"1s\"\n{cleanup}");
+    let config = format!(
+        "[poll]\ninterval = \"200ms\"\n[leak]\nwindow = \"1m\"\nfloor_window = \"1s\"\n{cleanup}"
+    );
     Exporter::start(Options {
         scenario,
         config: &config,
@@ -169,7 +178,12 @@ fn audit_line(e: &mut Exporter, action: &str, result: &str) -> serde_json::Value
             |l| l.contains("cleanup action") && l.contains(&a) && l.contains(&r),
             WAIT,
         )
-        .unwrap_or_else(|| panic!("no {action}/{result} audit line; log:\n{}", e.log.join("\n")));
+        .unwrap_or_else(|| {
+            panic!(
+                "no {action}/{result} audit line; log:\n{}",
+                e.log.join("\n")
+            )
+        });
     serde_json::from_str(&line).expect("json log line")
 }
 
@@ -220,19 +234,29 @@ fn signal_reaches_the_top_process_which_frees_memory_and_reclaimed_is_reported()
         "[cleanup]\nenabled = true\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"top\"\ntop = 1\n",
         env,
     );
-    let m = e.wait_metrics("GPU 0 back below its limits with memory reclaimed", WAIT, |m| {
-        m.gpu("vram_hard_limit_violations_total", "0") == Some(1.0)
-            && m.gpu("vram_pressure_level", "0") == Some(0.0)
-            && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) > 0.0
-    });
+    let m = e.wait_metrics(
+        "GPU 0 back below its limits with memory reclaimed",
+        WAIT,
+        |m| {
+            m.gpu("vram_hard_limit_violations_total", "0") == Some(1.0)
+                && m.gpu("vram_pressure_level", "0") == Some(0.0)
+                && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) > 0.0
+        },
+    );
     assert_eq!(cleanups(&m, "0", "signal", "ok"), 1.0, "{}", m.text);
     assert_eq!(cleanups(&m, "0", "signal", "failed"), 0.0);
     // 7 GiB → 1 GiB: the whole drop is reclaimed.
     assert_eq!(m.gpu("vram_cleanup_reclaimed_bytes", "0"), Some(6.0 * GIB));
     assert_eq!(cleanups(&m, "1", "signal", "ok"), 0.0);
     assert_eq!(trainer.signals().len(), 1);
-    assert!(helper.signals().is_empty(), "only the top process is signalled");
-    assert!(other.signals().is_empty(), "a process on another GPU is never signalled");
+    assert!(
+        helper.signals().is_empty(),
+        "only the top process is signalled"
+    );
+    assert!(
+        other.signals().is_empty(),
+        "a process on another GPU is never signalled"
+    );
     let line = audit_line(&mut e, "signal", "ok");
     assert_eq!(line["fields"]["pids"], trainer.pid().to_string());
     assert_eq!(line["fields"]["gpu"], 0);
@@ -278,7 +302,8 @@ fn hook(answer: bool) -> Hook {
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let mut s = stream;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = btx.send(body);
         }
     });
@@ -320,7 +345,10 @@ fn webhook_posts_the_breach_as_json() {
     assert_eq!(v["reason"], "entered_hard");
     assert!(!v["host"].as_str().unwrap().is_empty(), "{v}");
     assert_eq!(v["total_bytes"], 10 * GIB_U);
-    assert_eq!(v["allocated_bytes"], 8 * GIB_U + 3 * GIB_U / 2 + 256 * (1 << 20));
+    assert_eq!(
+        v["allocated_bytes"],
+        8 * GIB_U + 3 * GIB_U / 2 + 256 * (1 << 20)
+    );
     assert_eq!(v["hard_limit_bytes"], (10.0 * GIB * 0.95).round() as u64);
     assert_eq!(v["soft_limit_bytes"], (10.0 * GIB * 0.85).round() as u64);
     assert_eq!(v["processes"][0]["pid"], 4000001);
@@ -364,7 +392,10 @@ fn exec_gets_the_breach_in_its_environment_and_on_stdin_and_a_nonzero_exit_fails
     assert_eq!(stdin["processes"][0]["pid"], 4000001);
     let failed = audit_line(&mut e, "exec", "failed");
     let detail = failed["fields"]["detail"].as_str().unwrap();
-    assert!(detail.contains("exit status: 3") && detail.contains("nope"), "{detail}");
+    assert!(
+        detail.contains("exit status: 3") && detail.contains("nope"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -486,7 +517,9 @@ fn while_still_hard_actions_repeat_only_after_each_cooldown() {
          [[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n",
         stubborn.env("KID_A"),
     );
-    e.wait_metrics("three runs", WAIT, |m| cleanups(m, "0", "signal", "ok") >= 3.0);
+    e.wait_metrics("three runs", WAIT, |m| {
+        cleanups(m, "0", "signal", "ok") >= 3.0
+    });
     // The child notes a signal when its current `sleep 0.05` ends.
     let deadline = Instant::now() + WAIT;
     while stubborn.signals().len() < 3 {

@@ -1,0 +1,219 @@
+//! A minimal HTTP/1.1 scraper and load generator for loopback `/metrics` benchmarks.
+//!
+//! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when the
+//! server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect time
+//! is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
+//! without compression, so both exporters send the same kind of body. Every loop is bounded by a
+//! request count and a deadline.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One response: status and body.
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A client connection that is re-opened when the server closes it.
+pub struct Client {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    request: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, path: &str) -> Self {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: vram-bench\r\nAccept: text/plain;version=0.0.4\r\n\r\n"
+        )
+        .into_bytes();
+        Client {
+            addr,
+            conn: None,
+            request,
+        }
+    }
+
+    /// Sends the request and reads the whole response into `body` (cleared first).
+    pub fn get_into(&mut self, body: &mut Vec<u8>) -> io::Result<u16> {
+        // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
+        let reused = self.conn.is_some();
+        match self.exchange(body) {
+            Err(_) if reused => {
+                self.conn = None;
+                self.exchange(body)
+            }
+            r => r,
+        }
+    }
+
+    pub fn get(&mut self) -> io::Result<Response> {
+        let mut body = Vec::new();
+        let status = self.get_into(&mut body)?;
+        Ok(Response { status, body })
+    }
+
+    fn exchange(&mut self, body: &mut Vec<u8>) -> io::Result<u16> {
+        body.clear();
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            s.set_write_timeout(Some(IO_TIMEOUT))?;
+            self.conn = Some(BufReader::with_capacity(64 * 1024, s));
+        }
+        let result = {
+            let conn = self.conn.as_mut().expect("connected above");
+            conn.get_mut().write_all(&self.request)?;
+            read_response(conn, body)
+        };
+        match result {
+            Ok((status, keep_alive)) => {
+                if !keep_alive {
+                    self.conn = None;
+                }
+                Ok(status)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads one response; returns (status, whether the connection stays open).
+fn read_response(r: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> io::Result<(u16, bool)> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let mut parts = line.split_whitespace();
+    let version = parts.next().unwrap_or("").to_string();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+    let mut keep_alive = version == "HTTP/1.1";
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("connection closed in headers".into()));
+        }
+        let h = line.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = Some(value.parse().map_err(|_| bad(format!("bad length {value}")))?)
+            }
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "connection" => {
+                if value.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if value.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size_text = line.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            r.read_exact(&mut body[start..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        r.read_exact(body)?;
+    } else {
+        r.read_to_end(body)?;
+        keep_alive = false;
+    }
+    Ok((status, keep_alive))
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// What a load run saw.
+#[derive(Debug, Clone, Default)]
+pub struct LoadResult {
+    /// Latency of every successful (200) request, in microseconds.
+    pub latencies_us: Vec<u64>,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl LoadResult {
+    pub fn requests(&self) -> u64 {
+        self.latencies_us.len() as u64 + self.errors
+    }
+}
+
+/// `concurrency` scrapers, each sending one request after the other on its own connection, until
+/// `max_requests` were sent in total or `max_time` has passed.
+pub fn load(addr: SocketAddr, path: &str, concurrency: usize, max_requests: u64, max_time: Duration) -> LoadResult {
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + max_time;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let issued = issued.clone();
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr, &path);
+                let mut body = Vec::new();
+                let mut out = LoadResult::default();
+                while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests {
+                    let t = Instant::now();
+                    match client.get_into(&mut body) {
+                        Ok(200) => out.latencies_us.push(t.elapsed().as_micros() as u64),
+                        Ok(_) | Err(_) => out.errors += 1,
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut total = LoadResult::default();
+    for w in workers {
+        let r = w.join().expect("load worker panicked");
+        total.latencies_us.extend(r.latencies_us);
+        total.errors += r.errors;
+    }
+    total.elapsed = started.elapsed();
+    total
+}
