@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nvml;
 pub mod policy;
 pub mod poller;
+pub mod procfs;
 pub mod sample;
 pub mod simulate;
 pub mod state;

@@ -295,7 +295,7 @@ fn process_identity(
     pid: u32,
     names: &mut HashMap<u32, (u64, String)>,
 ) -> (u64, String) {
-    if let Some(start) = proc_start_time(pid) {
+    if let Some(start) = crate::procfs::proc_stat(pid).map(|s| s.start_ticks) {
         if let Some((cached_start, name)) = names.get(&pid) {
             if *cached_start == start {
                 return (start, name.clone());
@@ -317,13 +317,6 @@ fn process_identity(
     (0, name)
 }
 
-/// Field 22 of /proc/<pid>/stat, parsed after the last ')' since the name may contain anything.
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Process names become label values: keep them printable and short.
 fn sanitize_name(name: &str) -> String {
     let cleaned: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
@@ -337,12 +330,6 @@ fn sanitize_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_start_time_is_readable() {
-        assert!(proc_start_time(std::process::id()).is_some());
-        assert!(proc_start_time(u32::MAX).is_none());
-    }
 
     #[test]
     fn names_are_sanitized() {

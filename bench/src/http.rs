@@ -92,7 +92,10 @@ impl Client {
 fn read_response(r: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> io::Result<(u16, bool)> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     let mut parts = line.split_whitespace();
     let version = parts.next().unwrap_or("").to_string();
@@ -118,7 +121,11 @@ fn read_response(r: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> io::Result
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                length = Some(value.parse().map_err(|_| bad(format!("bad length {value}")))?)
+                length = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(format!("bad length {value}")))?,
+                )
             }
             "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
             "connection" => {
@@ -185,7 +192,13 @@ impl LoadResult {
 
 /// `concurrency` scrapers, each sending one request after the other on its own connection, until
 /// `max_requests` were sent in total or `max_time` has passed.
-pub fn load(addr: SocketAddr, path: &str, concurrency: usize, max_requests: u64, max_time: Duration) -> LoadResult {
+pub fn load(
+    addr: SocketAddr,
+    path: &str,
+    concurrency: usize,
+    max_requests: u64,
+    max_time: Duration,
+) -> LoadResult {
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + max_time;
@@ -197,7 +210,9 @@ pub fn load(addr: SocketAddr, path: &str, concurrency: usize, max_requests: u64,
                 let mut client = Client::new(addr, &path);
                 let mut body = Vec::new();
                 let mut out = LoadResult::default();
-                while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests {
+                while Instant::now() < deadline
+                    && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+                {
                     let t = Instant::now();
                     match client.get_into(&mut body) {
                         Ok(200) => out.latencies_us.push(t.elapsed().as_micros() as u64),

@@ -152,9 +152,13 @@ fn main() {
 fn run(opts: &Opts) -> Result<(), String> {
     let started = Instant::now();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let bin_dir = exe.parent().ok_or("executable has no directory")?.to_path_buf();
+    let bin_dir = exe
+        .parent()
+        .ok_or("executable has no directory")?
+        .to_path_buf();
     let out = PathBuf::from("bench/out");
-    std::fs::create_dir_all(out.join("logs")).map_err(|e| format!("cannot create bench/out: {e}"))?;
+    std::fs::create_dir_all(out.join("logs"))
+        .map_err(|e| format!("cannot create bench/out: {e}"))?;
     let paths = Paths {
         exporter: abs(&bin_dir.join("vram-exporter"))?,
         sim_library: abs(&bin_dir.join("libnvml_sim.so"))?,
@@ -221,7 +225,11 @@ fn run(opts: &Opts) -> Result<(), String> {
         out.join("BENCHMARKS.partial.md")
     };
     std::fs::write(&target, text).map_err(|e| format!("cannot write {}: {e}", target.display()))?;
-    eprintln!("wrote {} in {:.0} s", target.display(), rep.elapsed.as_secs_f64());
+    eprintln!(
+        "wrote {} in {:.0} s",
+        target.display(),
+        rep.elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -234,8 +242,17 @@ fn versions(paths: &Paths, opts: &Opts) -> Vec<(String, String)> {
         cmd.output()
             .ok()
             .map(|o| {
-                let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-                String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
             })
             .unwrap_or_else(|| "?".into())
     };
@@ -244,13 +261,19 @@ fn versions(paths: &Paths, opts: &Opts) -> Vec<(String, String)> {
         first_line(Command::new(&paths.exporter).arg("--version")),
     )];
     if !opts.skip_compare {
-        v.push(("nvitop-exporter".into(), first_line(Command::new(&paths.nvitop).arg("--version"))));
+        v.push((
+            "nvitop-exporter".into(),
+            first_line(Command::new(&paths.nvitop).arg("--version")),
+        ));
         v.push((
             "python".into(),
             first_line(Command::new(opts.venv.join("bin/python")).arg("--version")),
         ));
     }
-    v.push(("rustc".into(), first_line(Command::new("rustc").arg("--version"))));
+    v.push((
+        "rustc".into(),
+        first_line(Command::new("rustc").arg("--version")),
+    ));
     v
 }
 
@@ -297,7 +320,12 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn spawn(name: &'static str, mut cmd: Command, addr: SocketAddr, log: PathBuf) -> Result<Target, String> {
+fn spawn(
+    name: &'static str,
+    mut cmd: Command,
+    addr: SocketAddr,
+    log: PathBuf,
+) -> Result<Target, String> {
     let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(file).stderr(err);
@@ -309,7 +337,9 @@ fn spawn(name: &'static str, mut cmd: Command, addr: SocketAddr, log: PathBuf) -
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
     Ok(Target {
         name,
         addr,
@@ -333,7 +363,12 @@ fn start_vram(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, Strin
             cmd.env_remove(&k);
         }
     }
-    let t = spawn("vram-exporter", cmd, addr, paths.out.join(format!("logs/vram-exporter-{tag}.log")))?;
+    let t = spawn(
+        "vram-exporter",
+        cmd,
+        addr,
+        paths.out.join(format!("logs/vram-exporter-{tag}.log")),
+    )?;
     wait_ready(t, "/-/ready", "")
 }
 
@@ -343,16 +378,30 @@ fn start_nvitop(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, Str
     std::fs::create_dir_all(&lib_dir).map_err(|e| e.to_string())?;
     let link = lib_dir.join("libnvidia-ml.so.1");
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&paths.sim_library, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+    std::os::unix::fs::symlink(&paths.sim_library, &link)
+        .map_err(|e| format!("{}: {e}", link.display()))?;
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(&paths.nvitop);
-    cmd.args(["--hostname", "bench", "--bind-address", "127.0.0.1", "--interval", "1", "--port"])
-        .arg(port.to_string())
-        .env("LD_LIBRARY_PATH", &lib_dir)
-        .env("NVML_SIM_SCENARIO", scenario)
-        .env("PYTHONUNBUFFERED", "1");
-    let t = spawn("nvitop-exporter", cmd, addr, paths.out.join(format!("logs/nvitop-exporter-{tag}.log")))?;
+    cmd.args([
+        "--hostname",
+        "bench",
+        "--bind-address",
+        "127.0.0.1",
+        "--interval",
+        "1",
+        "--port",
+    ])
+    .arg(port.to_string())
+    .env("LD_LIBRARY_PATH", &lib_dir)
+    .env("NVML_SIM_SCENARIO", scenario)
+    .env("PYTHONUNBUFFERED", "1");
+    let t = spawn(
+        "nvitop-exporter",
+        cmd,
+        addr,
+        paths.out.join(format!("logs/nvitop-exporter-{tag}.log")),
+    )?;
     // Ready once the first collection published GPU memory.
     wait_ready(t, "/metrics", "gpu_memory_used_MiB{")
 }
@@ -362,7 +411,11 @@ fn wait_ready(mut t: Target, path: &str, must_contain: &str) -> Result<Target, S
     let mut client = http::Client::new(t.addr, path);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = t.child.try_wait() {
-            return Err(format!("{} exited ({status}) before it was ready:\n{}", t.name, t.log_tail()));
+            return Err(format!(
+                "{} exited ({status}) before it was ready:\n{}",
+                t.name,
+                t.log_tail()
+            ));
         }
         if let Ok(r) = client.get() {
             if r.status == 200 && String::from_utf8_lossy(&r.body).contains(must_contain) {
@@ -371,7 +424,11 @@ fn wait_ready(mut t: Target, path: &str, must_contain: &str) -> Result<Target, S
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("{} was not ready within 60 s:\n{}", t.name, t.log_tail()))
+    Err(format!(
+        "{} was not ready within 60 s:\n{}",
+        t.name,
+        t.log_tail()
+    ))
 }
 
 /// Latency figures: medians over rounds of each round's percentiles.
@@ -407,7 +464,13 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn latency(addr: SocketAddr, concurrency: usize, rounds: usize, round: Duration, max: u64) -> Latency {
+fn latency(
+    addr: SocketAddr,
+    concurrency: usize,
+    rounds: usize,
+    round: Duration,
+    max: u64,
+) -> Latency {
     let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
     let mut out = Latency {
         concurrency,
@@ -469,7 +532,8 @@ fn compare(paths: &Paths, plan: &Plan, name: &str, scenario: &Path) -> Result<Co
     let gone = |t: &Target| format!("{} (pid {}) vanished:\n{}", t.name, t.pid(), t.log_tail());
     let mut m = [Measured::default(), Measured::default()];
     for (i, t) in [&vram, &nvitop].iter().enumerate() {
-        m[i].mem_warm = procfs::steady_memory(t.pid(), 5, Duration::from_millis(200)).ok_or_else(|| gone(t))?;
+        m[i].mem_warm =
+            procfs::steady_memory(t.pid(), 5, Duration::from_millis(200)).ok_or_else(|| gone(t))?;
     }
 
     // CPU of polling alone: both idle (no scrapes) over the same window; each process's own time.
@@ -519,18 +583,44 @@ fn load_phase(plan: &Plan, t: &Target, m: &mut Measured) -> Result<(), String> {
     if r.status != 200 {
         return Err(format!("{}: /metrics answered {}", t.name, r.status));
     }
-    let must = if t.name == "vram-exporter" { "vram_allocated_bytes{" } else { "gpu_memory_used_MiB{" };
+    let must = if t.name == "vram-exporter" {
+        "vram_allocated_bytes{"
+    } else {
+        "gpu_memory_used_MiB{"
+    };
     if !String::from_utf8_lossy(&r.body).contains(must) {
         return Err(format!("{}: /metrics lacks {must}", t.name));
     }
     m.bytes = r.body.len();
     m.series = count_series(&r.body);
-    m.lat1 = latency(t.addr, 1, plan.latency_rounds, plan.latency_round, plan.latency_round_max);
-    m.lat32 = latency(t.addr, 32, plan.latency_rounds, plan.latency_round, plan.latency_round_max);
+    m.lat1 = latency(
+        t.addr,
+        1,
+        plan.latency_rounds,
+        plan.latency_round,
+        plan.latency_round_max,
+    );
+    m.lat32 = latency(
+        t.addr,
+        32,
+        plan.latency_rounds,
+        plan.latency_round,
+        plan.latency_round_max,
+    );
     m.scrapes = 1 + m.lat1.requests + m.lat32.requests;
     if m.scrapes < plan.soak_scrapes {
-        eprintln!("   {}: {} more scrapes (32 scrapers)", t.name, plan.soak_scrapes - m.scrapes);
-        let r = http::load(t.addr, "/metrics", 32, plan.soak_scrapes - m.scrapes, plan.soak_max_time);
+        eprintln!(
+            "   {}: {} more scrapes (32 scrapers)",
+            t.name,
+            plan.soak_scrapes - m.scrapes
+        );
+        let r = http::load(
+            t.addr,
+            "/metrics",
+            32,
+            plan.soak_scrapes - m.scrapes,
+            plan.soak_max_time,
+        );
         m.scrapes += r.requests();
     }
     // Let a poll or two pass, then read the steady value.
@@ -570,7 +660,12 @@ fn poll_histogram(body: &[u8]) -> Option<(f64, f64)> {
     ))
 }
 
-fn scaling_row(paths: &Paths, plan: &Plan, shape: Shape, scenario: &Path) -> Result<ScalingRow, String> {
+fn scaling_row(
+    paths: &Paths,
+    plan: &Plan,
+    shape: Shape,
+    scenario: &Path,
+) -> Result<ScalingRow, String> {
     let t = start_vram(paths, scenario, &shape.label())?;
     std::thread::sleep(plan.scaling_warmup);
     let mut client = http::Client::new(t.addr, "/metrics");
@@ -606,12 +701,17 @@ fn scaling_row(paths: &Paths, plan: &Plan, shape: Shape, scenario: &Path) -> Res
     if lat.errors > 0 {
         return Err(format!("{}: {} scrapes failed", shape.label(), lat.errors));
     }
-    let mem = procfs::steady_memory(t.pid(), 3, Duration::from_millis(200)).ok_or("exporter vanished")?;
+    let mem =
+        procfs::steady_memory(t.pid(), 3, Duration::from_millis(200)).ok_or("exporter vanished")?;
     Ok(ScalingRow {
         shape,
         series: count_series(&body),
         bytes: body.len(),
-        poll_ms: if polls > 0.0 { (sum1 - sum0) / polls * 1000.0 } else { f64::NAN },
+        poll_ms: if polls > 0.0 {
+            (sum1 - sum0) / polls * 1000.0
+        } else {
+            f64::NAN
+        },
         polls,
         cpu_per_min: (cpu1 - cpu0) / window * 60.0,
         scrape_p50_us: lat.p50_us,
@@ -627,7 +727,14 @@ fn run_criterion(paths: &Paths) -> Result<String, String> {
     let _ = std::fs::remove_file(&table);
     eprintln!("== criterion: cargo bench --bench scaling");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["bench", "--quiet", "-p", "vram-exporter", "--bench", "scaling"])
+        .args([
+            "bench",
+            "--quiet",
+            "-p",
+            "vram-exporter",
+            "--bench",
+            "scaling",
+        ])
         .env("VRAM_SCALING_TABLE", &table)
         // Criterion's progress goes to stderr; stdout carries only the report.
         .stdout(std::io::stderr())

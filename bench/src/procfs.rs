@@ -97,7 +97,9 @@ pub fn machine() -> Machine {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Machine {
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         cpu_model,
         mem_gib: mem_kib as f64 / (1024.0 * 1024.0),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -157,7 +159,7 @@ pub fn breakdown(pid: u32, nvml_library: &std::path::Path) -> Vec<(String, u64)>
     };
     let mut current = OTHER;
     let mut rss = 0u64;
-    let mut flush = |kind: &str, rss: u64, anon: u64, sums: &mut [u64; 5]| {
+    let flush = |kind: &str, rss: u64, anon: u64, sums: &mut [u64; 5]| {
         let file = rss.saturating_sub(anon);
         sums[0] += anon;
         if let Some(i) = order.iter().position(|k| *k == kind) {
@@ -172,15 +174,26 @@ pub fn breakdown(pid: u32, nvml_library: &std::path::Path) -> Vec<(String, u64)>
             let base = path.rsplit('/').next().unwrap_or("");
             current = if path.is_empty() || path.starts_with('[') {
                 PRIVATE
-            } else if exe.as_deref().map(|e| e.as_os_str() == path).unwrap_or(false)
+            } else if exe
+                .as_deref()
+                .map(|e| e.as_os_str() == path)
+                .unwrap_or(false)
                 || base.starts_with("libpython")
             {
                 PROGRAM
             } else if std::path::Path::new(path) == nvml_library {
                 NVML
-            } else if ["libc.so", "libm.so", "libgcc_s.so", "ld-linux", "libpthread", "libdl.so", "librt.so"]
-                .iter()
-                .any(|p| base.starts_with(p))
+            } else if [
+                "libc.so",
+                "libm.so",
+                "libgcc_s.so",
+                "ld-linux",
+                "libpthread",
+                "libdl.so",
+                "librt.so",
+            ]
+            .iter()
+            .any(|p| base.starts_with(p))
             {
                 CRT
             } else {

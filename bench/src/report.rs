@@ -61,7 +61,11 @@ fn bytes(n: usize) -> String {
 fn ratio(nvitop: f64, vram: f64) -> (String, Option<f64>) {
     if vram > 0.0 && nvitop.is_finite() {
         let r = nvitop / vram;
-        let text = if r >= 100.0 { format!("{r:.0}×") } else { format!("{r:.1}×") };
+        let text = if r >= 100.0 {
+            format!("{r:.0}×")
+        } else {
+            format!("{r:.1}×")
+        };
         (text, Some(r))
     } else {
         ("n/a".into(), None)
@@ -80,17 +84,43 @@ fn verdict(r: Option<f64>, want: f64) -> String {
 pub fn comparison_table(c: &Comparison) -> String {
     let (v, n) = (&c.vram, &c.nvitop);
     let mut t = String::new();
-    let _ = writeln!(t, "| {} | vram-exporter | nvitop-exporter | nvitop / vram | target |", c.scenario);
+    let _ = writeln!(
+        t,
+        "| {} | vram-exporter | nvitop-exporter | nvitop / vram | target |",
+        c.scenario
+    );
     t.push_str("|---|---:|---:|---:|---|\n");
     let mut row = |name: &str, a: String, b: String, r: (String, Option<f64>), target: String| {
         let _ = writeln!(t, "| {name} | {a} | {b} | {} | {target} |", r.0);
     };
-    let lat_rows = |row: &mut dyn FnMut(&str, String, String, (String, Option<f64>), String), lv: &Latency, ln: &Latency| {
-        let who = if lv.concurrency == 1 { "1 scraper".to_string() } else { format!("{} scrapers", lv.concurrency) };
+    let lat_rows = |row: &mut dyn FnMut(&str, String, String, (String, Option<f64>), String),
+                    lv: &Latency,
+                    ln: &Latency| {
+        let who = if lv.concurrency == 1 {
+            "1 scraper".to_string()
+        } else {
+            format!("{} scrapers", lv.concurrency)
+        };
         let r50 = ratio(ln.p50_us, lv.p50_us);
-        let target = if lv.concurrency == 1 { verdict(r50.1, P50_RATIO) } else { String::new() };
-        row(&format!("`/metrics` p50, {who}"), us(lv.p50_us), us(ln.p50_us), r50, target);
-        row(&format!("`/metrics` p99, {who}"), us(lv.p99_us), us(ln.p99_us), ratio(ln.p99_us, lv.p99_us), String::new());
+        let target = if lv.concurrency == 1 {
+            verdict(r50.1, P50_RATIO)
+        } else {
+            String::new()
+        };
+        row(
+            &format!("`/metrics` p50, {who}"),
+            us(lv.p50_us),
+            us(ln.p50_us),
+            r50,
+            target,
+        );
+        row(
+            &format!("`/metrics` p99, {who}"),
+            us(lv.p99_us),
+            us(ln.p99_us),
+            ratio(ln.p99_us, lv.p99_us),
+            String::new(),
+        );
         row(
             &format!("scrapes per second, {who}"),
             format!("{:.0}", lv.per_second),
@@ -102,14 +132,24 @@ pub fn comparison_table(c: &Comparison) -> String {
     lat_rows(&mut row, &v.lat1, &n.lat1);
     lat_rows(&mut row, &v.lat32, &n.lat32);
     let rss_cap = if c.scenario == "large-node" {
-        let ok = v.mem_warm.rss_kib as f64 / 1024.0 <= RSS_MAX_MIB && v.mem_after.rss_kib as f64 / 1024.0 <= RSS_MAX_MIB;
-        format!("; ≤ {RSS_MAX_MIB:.0} MiB: {}", if ok { "met" } else { "**missed**" })
+        let ok = v.mem_warm.rss_kib as f64 / 1024.0 <= RSS_MAX_MIB
+            && v.mem_after.rss_kib as f64 / 1024.0 <= RSS_MAX_MIB;
+        format!(
+            "; ≤ {RSS_MAX_MIB:.0} MiB: {}",
+            if ok { "met" } else { "**missed**" }
+        )
     } else {
         String::new()
     };
     let r = ratio(n.mem_warm.rss_kib as f64, v.mem_warm.rss_kib as f64);
     let target = format!("{}{rss_cap}", verdict(r.1, RSS_RATIO));
-    row("RSS (VmRSS) after warm-up", mib(v.mem_warm.rss_kib), mib(n.mem_warm.rss_kib), r, target);
+    row(
+        "RSS (VmRSS) after warm-up",
+        mib(v.mem_warm.rss_kib),
+        mib(n.mem_warm.rss_kib),
+        r,
+        target,
+    );
     let r = ratio(n.mem_after.rss_kib as f64, v.mem_after.rss_kib as f64);
     let target = format!("{}{rss_cap}", verdict(r.1, RSS_RATIO));
     row(
@@ -136,13 +176,22 @@ pub fn comparison_table(c: &Comparison) -> String {
     let r = ratio(n.cpu_per_min, v.cpu_per_min);
     let target = verdict(r.1, CPU_RATIO);
     row(
-        &format!("CPU per minute of polling, no scrapes ({} s window)", c.idle.as_secs()),
+        &format!(
+            "CPU per minute of polling, no scrapes ({} s window)",
+            c.idle.as_secs()
+        ),
         cpu(v.cpu_per_min),
         cpu(n.cpu_per_min),
         r,
         target,
     );
-    row("exposition size", bytes(v.bytes), bytes(n.bytes), ratio(n.bytes as f64, v.bytes as f64), String::new());
+    row(
+        "exposition size",
+        bytes(v.bytes),
+        bytes(n.bytes),
+        ratio(n.bytes as f64, v.bytes as f64),
+        String::new(),
+    );
     row(
         "series (samples) in the exposition",
         v.series.to_string(),
@@ -151,19 +200,33 @@ pub fn comparison_table(c: &Comparison) -> String {
         String::new(),
     );
     let errors = |m: &Measured| m.lat1.errors + m.lat32.errors;
-    let _ = writeln!(t, "| failed scrapes (latency rounds) | {} | {} | | |", errors(v), errors(n));
+    let _ = writeln!(
+        t,
+        "| failed scrapes (latency rounds) | {} | {} | | |",
+        errors(v),
+        errors(n)
+    );
     t
 }
 
 fn breakdown_table(c: &Comparison) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "| resident pages ({}, after the scrapes) | vram-exporter | nvitop-exporter |", c.scenario);
+    let _ = writeln!(
+        t,
+        "| resident pages ({}, after the scrapes) | vram-exporter | nvitop-exporter |",
+        c.scenario
+    );
     t.push_str("|---|---:|---:|\n");
     for ((name, a), (_, b)) in c.vram.breakdown.iter().zip(&c.nvitop.breakdown) {
         let _ = writeln!(t, "| {name} | {} | {} |", mib(*a), mib(*b));
     }
     let total = |m: &Measured| m.breakdown.iter().map(|(_, k)| k).sum::<u64>();
-    let _ = writeln!(t, "| total | {} | {} |", mib(total(&c.vram)), mib(total(&c.nvitop)));
+    let _ = writeln!(
+        t,
+        "| total | {} | {} |",
+        mib(total(&c.vram)),
+        mib(total(&c.nvitop))
+    );
     t
 }
 
@@ -208,7 +271,11 @@ fn scaling_table(rows: &[ScalingRow]) -> String {
 impl Report {
     pub fn markdown(&self) -> String {
         let mut t = String::new();
-        let mode = if self.short { "short run (CI: a few seconds per figure; not the published figures)" } else { "full run" };
+        let mode = if self.short {
+            "short run (CI: a few seconds per figure; not the published figures)"
+        } else {
+            "full run"
+        };
         let _ = writeln!(
             t,
             "<!-- Benchmark report of vram-exporter against nvitop-exporter, generated by bench/compare; regenerate it, never edit figures by hand. -->"
@@ -227,7 +294,11 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(t, "- CPUs (nproc): {}; model: {}", m.cpus, m.cpu_model);
         let _ = writeln!(t, "- memory: {:.1} GiB; kernel {}", m.mem_gib, m.kernel);
-        let _ = writeln!(t, "- 1-minute load average before / after the run: {} / {}", self.load_before, self.load_after);
+        let _ = writeln!(
+            t,
+            "- 1-minute load average before / after the run: {} / {}",
+            self.load_before, self.load_after
+        );
         for (k, v) in &self.versions {
             let _ = writeln!(t, "- {k}: `{v}`");
         }
@@ -332,7 +403,9 @@ impl Report {
             t.push('\n');
         }
         if let Some(c) = &self.criterion {
-            t.push_str("## Scaling: the exporter's own work per poll (criterion, NVML excluded)\n\n");
+            t.push_str(
+                "## Scaling: the exporter's own work per poll (criterion, NVML excluded)\n\n",
+            );
             t.push_str(
                 "`cargo bench --bench scaling` (benches/scaling.rs): `Engine::apply` (policy, drift for every process, snapshot and \
                  exposition render) and `metrics::render` alone, on synthetic samples. Issue 3's budget: ≤ 20 µs per GPU for the \

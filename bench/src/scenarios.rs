@@ -55,19 +55,21 @@ impl Shape {
         let mut pid = 5_200_000u32;
         let mut process = |t: &mut String, table: &str, n: u32| {
             pid += 1;
-            let _ = writeln!(t, "\n[[{table}]]\npid = {pid}\nname = \"python worker_{n}.py\"");
+            let _ = writeln!(
+                t,
+                "\n[[{table}]]\npid = {pid}\nname = \"python worker_{n}.py\""
+            );
             if n % 8 == 7 {
                 t.push_str("memory = { sawtooth = { low = \"64MiB\", high = \"256MiB\", period = \"30s\" } }\n");
             } else {
                 let _ = writeln!(t, "memory = \"{}MiB\"", 64 + (n % 32) * 4);
             }
         };
-        for g in 0..self.gpus {
+        for _ in 0..self.gpus {
             let _ = write!(
                 t,
                 "\n[[device]]\nname = \"NVIDIA H100 80GB HBM3\"\ntotal = \"80GiB\"\nreserved = \"600MiB\"\noverhead = \"500MiB\"\n"
             );
-            let _ = g;
             for n in 0..self.processes {
                 process(&mut t, "device.process", n);
             }

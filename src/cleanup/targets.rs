@@ -7,6 +7,7 @@
 //! would name a different process here), not a zombie, and started before the poll that listed it
 //! (so a recycled pid is never hit).
 
+pub use crate::procfs::{proc_stat, ProcStat};
 use std::time::{Duration, SystemTime};
 
 use crate::cleanup::config::{KillAction, Target};
@@ -62,25 +63,6 @@ pub fn kill_victim<'a>(
         }
     }
     largest(&mut candidates())
-}
-
-/// What `/proc/<pid>/stat` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    pub state: char,
-    /// Field 22: start time in clock ticks after boot.
-    pub start_ticks: u64,
-}
-
-/// Reads a process's state and start time; None if our `/proc` cannot see it.
-pub fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name (field 2) may contain anything; fields after the last ')' are plain.
-    let after = &text[text.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let start_ticks = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_ticks })
 }
 
 /// Whether the process `stat` describes is still alive (zombies are dead: they hold no memory).

@@ -1,0 +1,181 @@
+//! Criterion scaling benchmark (issue 7): how the exporter's own work per poll grows with the node.
+//!
+//! For 1, 8 and 16 GPUs × 16, 64 and 256 processes per GPU, on synthetic samples (NVML excluded):
+//! - `scaling_poll/<G>gpu-x<P>proc`: `Engine::apply` — policy, leak drift for the GPU and for every
+//!   process, the snapshot and the exposition render (per-process series bounded to the top 16);
+//! - `scaling_render/<G>gpu-x<P>proc`: `metrics::render` of that snapshot alone.
+//!
+//! After measuring, it prints a Markdown table (per GPU and per GPU × process costs, to show the
+//! growth is linear) and, when `VRAM_SCALING_TABLE` names a file, writes the table there for
+//! `bench/compare`. MIG devices are not modelled here: the exporter folds them into their parent
+//! GPU (see BENCHMARKS.md); the real binary on a MIG scenario is measured by `bench/compare`.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use criterion::{BenchmarkId, Criterion};
+use vram_exporter::config::{LeakConfig, LimitSet, LimitsConfig};
+use vram_exporter::policy::LimitSpec;
+use vram_exporter::sample::{DeviceIdentity, DeviceSample, Memory, PollSample, ProcessSample};
+use vram_exporter::state::Engine;
+
+const GIB: u64 = 1 << 30;
+const GPUS: [u32; 3] = [1, 8, 16];
+const PROCESSES: [u32; 3] = [16, 64, 256];
+const TOP_N: usize = 16;
+
+fn node(gpus: u32, procs: u32, t_ms: u64) -> PollSample {
+    PollSample {
+        taken_at: SystemTime::now(),
+        monotonic_ms: t_ms,
+        nvml_up: true,
+        driver_version: "550.54.15".into(),
+        devices: (0..gpus)
+            .map(|g| {
+                let processes: Vec<ProcessSample> = (0..procs)
+                    .map(|p| ProcessSample {
+                        pid: 5_000_000 + g * 1000 + p,
+                        name: format!("python worker_{p}.py"),
+                        start_time: 0,
+                        allocated: (u64::from(p % 32) + 1) * 16 * 1024 * 1024
+                            + (t_ms % 1000) * 4096,
+                    })
+                    .collect();
+                let allocated = processes.iter().map(|p| p.allocated).sum::<u64>();
+                DeviceSample {
+                    identity: DeviceIdentity {
+                        index: g,
+                        uuid: format!("GPU-{g:08x}-0000-0000-0000-000000000000"),
+                        model: "NVIDIA H100 80GB HBM3".into(),
+                        pci_bus_id: format!("00000000:{:02X}:00.0", g + 1),
+                    },
+                    up: true,
+                    memory: Some(Memory {
+                        total: 80 * GIB,
+                        reserved: GIB / 2,
+                        free: 80 * GIB - GIB / 2 - allocated,
+                        allocated,
+                    }),
+                    processes,
+                }
+            })
+            .collect(),
+        errors: vec![],
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        LimitsConfig {
+            default: LimitSet {
+                soft: LimitSpec::Percent(85.0),
+                hard: LimitSpec::Percent(95.0),
+                hysteresis: LimitSpec::Percent(2.0),
+            },
+            overrides: vec![],
+        },
+        LeakConfig {
+            window: Duration::from_secs(900),
+            floor_window: Duration::from_secs(90),
+        },
+        TOP_N,
+    )
+}
+
+fn id(gpus: u32, procs: u32) -> String {
+    format!("{gpus}gpu-x{procs}proc")
+}
+
+fn benches(c: &mut Criterion) {
+    for gpus in GPUS {
+        for procs in PROCESSES {
+            let samples: Vec<PollSample> = (0..64).map(|i| node(gpus, procs, i * 1000)).collect();
+            let mut e = engine();
+            // Warm the trackers so the steady state is measured, not first sight of every process.
+            for s in &samples {
+                e.apply(s);
+            }
+            let mut i = 0usize;
+            let mut group = c.benchmark_group("scaling_poll");
+            group.bench_function(BenchmarkId::from_parameter(id(gpus, procs)), |b| {
+                b.iter(|| {
+                    i = (i + 1) % samples.len();
+                    black_box(e.apply(black_box(&samples[i])))
+                })
+            });
+            group.finish();
+            let snapshot = e.apply(&samples[0]);
+            let mut group = c.benchmark_group("scaling_render");
+            group.bench_function(BenchmarkId::from_parameter(id(gpus, procs)), |b| {
+                b.iter(|| black_box(vram_exporter::metrics::render(black_box(&snapshot))))
+            });
+            group.finish();
+        }
+    }
+}
+
+/// Criterion's output folder, as criterion itself picks it when run by `cargo bench`.
+fn criterion_dir() -> PathBuf {
+    std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target"))
+                .join("criterion")
+        })
+}
+
+/// The median estimate of one benchmark, in nanoseconds, from criterion's `estimates.json`.
+fn median_ns(dir: &std::path::Path, group: &str, id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join(group).join(id).join("new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn table(dir: &std::path::Path) -> Option<String> {
+    let mut t = String::new();
+    t.push_str("| GPUs × processes per GPU | poll cycle (median) | per GPU | per GPU × process | render (median) | render per GPU |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for gpus in GPUS {
+        for procs in PROCESSES {
+            let poll = median_ns(dir, "scaling_poll", &id(gpus, procs))?;
+            let render = median_ns(dir, "scaling_render", &id(gpus, procs))?;
+            let _ = writeln!(
+                t,
+                "| {gpus} × {procs} | {:.1} µs | {:.2} µs | {:.0} ns | {:.1} µs | {:.2} µs |",
+                poll / 1000.0,
+                poll / 1000.0 / f64::from(gpus),
+                poll / f64::from(gpus * procs),
+                render / 1000.0,
+                render / 1000.0 / f64::from(gpus),
+            );
+        }
+    }
+    Some(t)
+}
+
+fn main() {
+    let dir = criterion_dir();
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
+        .sample_size(30)
+        .output_directory(&dir)
+        .configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    // `cargo test --benches` / `--test` runs each benchmark once: no fresh estimates to show.
+    let measuring =
+        !std::env::args().any(|a| a == "--test" || a == "--list" || a == "--profile-time");
+    if let Some(t) = table(&dir).filter(|_| measuring) {
+        println!("\n{t}");
+        if let Some(path) = std::env::var_os("VRAM_SCALING_TABLE") {
+            if let Err(e) = std::fs::write(&path, &t) {
+                eprintln!("cannot write {}: {e}", PathBuf::from(path).display());
+            }
+        }
+    }
+}
