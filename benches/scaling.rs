@@ -137,18 +137,29 @@ fn median_ns(dir: &std::path::Path, group: &str, id: &str) -> Option<f64> {
 
 fn table(dir: &std::path::Path) -> Option<String> {
     let mut t = String::new();
-    t.push_str("| GPUs × processes per GPU | poll cycle (median) | per GPU | per GPU × process | render (median) | render per GPU |\n");
+    t.push_str(
+        "| GPUs × processes per GPU | poll cycle (median) | per GPU | each process beyond the first 16 | render (median) | render per GPU |\n",
+    );
     t.push_str("|---|---:|---:|---:|---:|---:|\n");
     for gpus in GPUS {
+        let base = median_ns(dir, "scaling_poll", &id(gpus, PROCESSES[0]))?;
         for procs in PROCESSES {
             let poll = median_ns(dir, "scaling_poll", &id(gpus, procs))?;
             let render = median_ns(dir, "scaling_render", &id(gpus, procs))?;
+            // The marginal cost of one more tracked process: flat when growth is linear.
+            let marginal = if procs > PROCESSES[0] {
+                format!(
+                    "{:.0} ns",
+                    (poll - base) / f64::from(gpus * (procs - PROCESSES[0]))
+                )
+            } else {
+                "—".to_string()
+            };
             let _ = writeln!(
                 t,
-                "| {gpus} × {procs} | {:.1} µs | {:.2} µs | {:.0} ns | {:.1} µs | {:.2} µs |",
+                "| {gpus} × {procs} | {:.1} µs | {:.2} µs | {marginal} | {:.1} µs | {:.2} µs |",
                 poll / 1000.0,
                 poll / 1000.0 / f64::from(gpus),
-                poll / f64::from(gpus * procs),
                 render / 1000.0,
                 render / 1000.0 / f64::from(gpus),
             );

@@ -96,16 +96,24 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             tracing::info!(address = %local, http2 = false, "TLS is enabled");
             let listener = web::tls::TlsListener::new(listener, live).map_err(RunError::Serve)?;
             tracing::info!(address = %local, tls = true, poll_interval = ?config.poll_interval, "listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http::shutdown_signal())
-                .await
+            http::serve(
+                listener,
+                app,
+                config.web.request_timeout,
+                http::shutdown_signal(),
+            )
+            .await
         }
         _ => {
             tracing::info!(address = %local, http2 = false, "TLS is disabled");
             tracing::info!(address = %local, tls = false, poll_interval = ?config.poll_interval, "listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http::shutdown_signal())
-                .await
+            http::serve(
+                listener,
+                app,
+                config.web.request_timeout,
+                http::shutdown_signal(),
+            )
+            .await
         }
     };
     if let Some(watcher) = watcher {

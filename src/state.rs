@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::{LeakConfig, LimitsConfig};
 use crate::drift::{DriftGeometry, FloorTracker};
 use crate::policy::{self, Level, Limits, PolicyState};
-use crate::sample::{DeviceIdentity, Memory, PollSample};
+use crate::sample::{DeviceIdentity, Memory, Operation, PollSample};
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
 #[derive(Debug, Clone, Serialize)]
@@ -85,8 +85,16 @@ struct DeviceState {
     /// (total the limits were resolved for, the limits).
     limits: Option<(u64, Limits)>,
     drift: FloorTracker,
-    processes: HashMap<ProcessKey, FloorTracker>,
+    /// Drift tracker and last allocation of each process seen at the last good process query.
+    processes: HashMap<ProcessKey, (FloorTracker, u64)>,
+    /// Consecutive polls whose process query failed and which republished the last good list.
+    held_polls: u32,
 }
+
+/// How many consecutive failed process queries republish the last good process list (with its
+/// drift state) before the GPU's processes are dropped: a transient NVML error must not reset
+/// every process's leak drift or make its series flap, a lasting one must not freeze them.
+pub const MAX_HELD_PROCESS_POLLS: u32 = 10;
 
 /// Folds polls into snapshots. Owned by one thread.
 pub struct Engine {
@@ -119,6 +127,7 @@ impl Engine {
                 limits: None,
                 drift: FloorTracker::new(&self.geometry),
                 processes: HashMap::new(),
+                held_polls: 0,
             });
             let mut view = GpuView {
                 identity: dev.identity.clone(),
@@ -151,8 +160,29 @@ impl Engine {
                 view.hard_violations = verdict.state.hard_violations;
                 view.leak_drift_bytes = state.drift.drift(&self.geometry);
             }
-            if dev.up {
-                let mut live: HashMap<ProcessKey, FloorTracker> =
+            let processes_failed = sample
+                .errors
+                .iter()
+                .any(|e| e.gpu == Some(dev.identity.index) && e.operation == Operation::Processes);
+            if dev.up && processes_failed && state.held_polls < MAX_HELD_PROCESS_POLLS {
+                // A failed process query (not NOT_SUPPORTED, which is no error): republish the
+                // last good list and keep its drift state untouched.
+                state.held_polls += 1;
+                view.processes = state
+                    .processes
+                    .iter()
+                    .map(|((pid, _, name), (tracker, allocated))| ProcessView {
+                        pid: *pid,
+                        name: name.clone(),
+                        allocated: *allocated,
+                        leak_drift_bytes: tracker.drift(&self.geometry),
+                    })
+                    .collect();
+                view.processes
+                    .sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+            } else if dev.up {
+                state.held_polls = 0;
+                let mut live: HashMap<ProcessKey, (FloorTracker, u64)> =
                     HashMap::with_capacity(dev.processes.len());
                 view.processes.reserve(dev.processes.len());
                 for p in &dev.processes {
@@ -160,6 +190,7 @@ impl Engine {
                     let mut tracker = state
                         .processes
                         .remove(&key)
+                        .map(|(t, _)| t)
                         .unwrap_or_else(|| FloorTracker::new(&self.geometry));
                     tracker.observe(&self.geometry, sample.monotonic_ms, p.allocated);
                     view.processes.push(ProcessView {
@@ -168,7 +199,7 @@ impl Engine {
                         allocated: p.allocated,
                         leak_drift_bytes: tracker.drift(&self.geometry),
                     });
-                    live.insert(key, tracker);
+                    live.insert(key, (tracker, p.allocated));
                 }
                 // Trackers of processes that vanished are dropped here.
                 state.processes = live;
@@ -324,6 +355,66 @@ mod tests {
         assert!(s.gpus[0].processes[0].leak_drift_bytes > 0);
         let s = e.apply(&sample(62_000, 10 * GIB, &[(7, "other", 2 * GIB)]));
         assert_eq!(s.gpus[0].processes[0].leak_drift_bytes, 0);
+    }
+
+    #[test]
+    fn a_failed_process_query_holds_the_last_list_for_a_while() {
+        let mut e = engine();
+        for s in 0..=30u64 {
+            e.apply(&sample(
+                s * 1000,
+                10 * GIB,
+                &[(7, "leaky", GIB + s * (1 << 24))],
+            ));
+        }
+        let before = e.apply(&sample(31_000, 10 * GIB, &[(7, "leaky", 2 * GIB)]));
+        let drift = before.gpus[0].processes[0].leak_drift_bytes;
+        assert!(drift > 0);
+        let failed = |ms| {
+            let mut s = sample(ms, 10 * GIB, &[]);
+            s.errors.push(crate::sample::PollError {
+                gpu: Some(0),
+                operation: Operation::Processes,
+            });
+            s
+        };
+        for i in 0..MAX_HELD_PROCESS_POLLS as u64 {
+            let s = e.apply(&failed(32_000 + i));
+            assert_eq!(s.gpus[0].processes, before.gpus[0].processes, "held");
+        }
+        // A lasting failure drops the list (and its trackers).
+        let s = e.apply(&failed(33_000));
+        assert!(s.gpus[0].processes.is_empty());
+        let s = e.apply(&sample(34_000, 10 * GIB, &[(7, "leaky", 2 * GIB)]));
+        assert_eq!(s.gpus[0].processes[0].leak_drift_bytes, 0);
+    }
+
+    #[test]
+    fn a_transient_process_failure_keeps_drift() {
+        let mut e = engine();
+        for s in 0..=30u64 {
+            e.apply(&sample(
+                s * 1000,
+                10 * GIB,
+                &[(7, "leaky", GIB + s * (1 << 24))],
+            ));
+        }
+        let mut failed = sample(31_000, 10 * GIB, &[]);
+        failed.errors.push(crate::sample::PollError {
+            gpu: Some(0),
+            operation: Operation::Processes,
+        });
+        e.apply(&failed);
+        let s = e.apply(&sample(
+            32_000,
+            10 * GIB,
+            &[(7, "leaky", GIB + 32 * (1 << 24))],
+        ));
+        assert!(
+            s.gpus[0].processes[0].leak_drift_bytes >= 20 * (1 << 24),
+            "drift survived one failed query: {}",
+            s.gpus[0].processes[0].leak_drift_bytes
+        );
     }
 
     #[test]

@@ -232,3 +232,43 @@ pub fn load(
     total.elapsed = started.elapsed();
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves canned responses, one connection each, on a loopback port; returns its address.
+    fn canned(responses: Vec<&'static str>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for r in responses {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                s.write_all(r.as_bytes()).unwrap();
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn reads_length_chunked_and_close_delimited_bodies() {
+        let addr = canned(vec![
+            "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            "HTTP/1.1 503 Busy\r\nConnection: close\r\n\r\nbusy",
+        ]);
+        let mut c = Client::new(addr, "/metrics");
+        let r = c.get().unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+        // HTTP/1.0 closes: the client must reconnect for the next request.
+        let r = c.get().unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
+        // The chunked reply was HTTP/1.1 and kept alive, but the test server moved on: the client
+        // retries once on a fresh connection.
+        let r = c.get().unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (503, &b"busy"[..]));
+    }
+}

@@ -29,6 +29,8 @@ pub struct Plan {
     pub latency_round_max: u64,
     /// Scrapes (in all) after which "RSS after scrapes" is read.
     pub soak_scrapes: u64,
+    /// Scrapers that send the scrapes still missing after the latency rounds.
+    pub soak_concurrency: usize,
     pub soak_max_time: Duration,
     pub scaling: Vec<Shape>,
     pub scaling_warmup: Duration,
@@ -57,6 +59,7 @@ impl Plan {
                 latency_round: Duration::from_secs(1),
                 latency_round_max: 2_000,
                 soak_scrapes: 1_000,
+                soak_concurrency: 4,
                 soak_max_time: Duration::from_secs(8),
                 scaling: vec![Shape::plain(1, 16), Shape::plain(16, 256), mig],
                 scaling_warmup: Duration::from_secs(2),
@@ -68,16 +71,17 @@ impl Plan {
             scaling.push(mig);
             Plan {
                 short,
-                warmup: Duration::from_secs(15),
+                warmup: Duration::from_secs(10),
                 idle: Duration::from_secs(60),
-                latency_rounds: 5,
+                latency_rounds: 3,
                 latency_round: Duration::from_secs(3),
                 latency_round_max: 20_000,
                 soak_scrapes: 10_000,
-                soak_max_time: Duration::from_secs(240),
+                soak_concurrency: 4,
+                soak_max_time: Duration::from_secs(300),
                 scaling,
                 scaling_warmup: Duration::from_secs(4),
-                scaling_idle: Duration::from_secs(15),
+                scaling_idle: Duration::from_secs(10),
                 scaling_latency: Duration::from_secs(2),
             }
         }
@@ -90,12 +94,14 @@ struct Opts {
     skip_compare: bool,
     skip_scaling: bool,
     skip_criterion: bool,
+    only: Vec<String>,
 }
 
-const USAGE: &str = "usage: compare [--short] --venv DIR [--skip-compare] [--skip-scaling] [--skip-criterion]
+const USAGE: &str = "usage: compare [--short] --venv DIR [--skip-compare] [--skip-scaling] [--skip-criterion] [--scenario NAME]...
   Run through bench/compare, which builds the binaries and prepares DIR (a venv with nvitop-exporter).
   Without --short and with nothing skipped, the report is written to BENCHMARKS.md; otherwise to
-  bench/out/BENCHMARKS.short.md (--short) or bench/out/BENCHMARKS.partial.md.";
+  bench/out/BENCHMARKS.short.md (--short) or bench/out/BENCHMARKS.partial.md.
+  --scenario NAME: compare only on this shipped scenario (large-node, single-gpu; repeatable).";
 
 fn parse_args() -> Result<Opts, String> {
     let mut opts = Opts {
@@ -104,6 +110,7 @@ fn parse_args() -> Result<Opts, String> {
         skip_compare: false,
         skip_scaling: false,
         skip_criterion: false,
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -113,6 +120,9 @@ fn parse_args() -> Result<Opts, String> {
             "--skip-compare" => opts.skip_compare = true,
             "--skip-scaling" => opts.skip_scaling = true,
             "--skip-criterion" => opts.skip_criterion = true,
+            "--scenario" => opts
+                .only
+                .push(args.next().ok_or("--scenario needs a name")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -190,6 +200,9 @@ fn run(opts: &Opts) -> Result<(), String> {
             ));
         }
         for name in ["large-node", "single-gpu"] {
+            if !opts.only.is_empty() && !opts.only.iter().any(|o| o == name) {
+                continue;
+            }
             let scenario = paths.scenarios.join(format!("{name}.toml"));
             eprintln!("== {name}: vram-exporter and nvitop-exporter side by side");
             let c = compare(&paths, &plan, name, &scenario)?;
@@ -216,7 +229,11 @@ fn run(opts: &Opts) -> Result<(), String> {
 
     let text = rep.markdown();
     println!("{text}");
-    let complete = !opts.short && !opts.skip_compare && !opts.skip_scaling && !opts.skip_criterion;
+    let complete = !opts.short
+        && !opts.skip_compare
+        && !opts.skip_scaling
+        && !opts.skip_criterion
+        && opts.only.is_empty();
     let target = if complete {
         PathBuf::from("BENCHMARKS.md")
     } else if opts.short {
@@ -498,6 +515,10 @@ pub struct Measured {
     pub mem_after: procfs::Memory,
     pub scrapes: u64,
     pub cpu_per_min: f64,
+    /// The same from schedstat (ns resolution).
+    pub cpu_per_min_precise: f64,
+    /// vram-exporter only: `/-/healthy` with 1 scraper, the HTTP round trip without a body.
+    pub floor: Option<Latency>,
     pub lat1: Latency,
     pub lat32: Latency,
     pub bytes: usize,
@@ -538,16 +559,20 @@ fn compare(paths: &Paths, plan: &Plan, name: &str, scenario: &Path) -> Result<Co
 
     // CPU of polling alone: both idle (no scrapes) over the same window; each process's own time.
     eprintln!("   CPU with no scrapes for {} s", plan.idle.as_secs());
-    let before: Vec<f64> = [&vram, &nvitop]
-        .iter()
-        .map(|t| procfs::cpu_seconds(t.pid()).ok_or_else(|| gone(t)))
-        .collect::<Result<_, _>>()?;
+    let read = |t: &Target| -> Result<(f64, f64), String> {
+        Ok((
+            procfs::cpu_seconds(t.pid()).ok_or_else(|| gone(t))?,
+            procfs::cpu_seconds_precise(t.pid()).ok_or_else(|| gone(t))?,
+        ))
+    };
+    let before = [read(&vram)?, read(&nvitop)?];
     let t0 = Instant::now();
     std::thread::sleep(plan.idle);
     let window = t0.elapsed().as_secs_f64();
     for (i, t) in [&vram, &nvitop].iter().enumerate() {
-        let after = procfs::cpu_seconds(t.pid()).ok_or_else(|| gone(t))?;
-        m[i].cpu_per_min = (after - before[i]) / window * 60.0;
+        let after = read(t)?;
+        m[i].cpu_per_min = (after.0 - before[i].0) / window * 60.0;
+        m[i].cpu_per_min_precise = (after.1 - before[i].1) / window * 60.0;
     }
 
     // Scrape load, one exporter at a time: the other is paused (SIGSTOP) so it does not compete.
@@ -610,14 +635,15 @@ fn load_phase(plan: &Plan, t: &Target, m: &mut Measured) -> Result<(), String> {
     m.scrapes = 1 + m.lat1.requests + m.lat32.requests;
     if m.scrapes < plan.soak_scrapes {
         eprintln!(
-            "   {}: {} more scrapes (32 scrapers)",
+            "   {}: {} more scrapes ({} scrapers)",
             t.name,
-            plan.soak_scrapes - m.scrapes
+            plan.soak_scrapes - m.scrapes,
+            plan.soak_concurrency
         );
         let r = http::load(
             t.addr,
             "/metrics",
-            32,
+            plan.soak_concurrency,
             plan.soak_scrapes - m.scrapes,
             plan.soak_max_time,
         );
@@ -744,4 +770,56 @@ fn run_criterion(paths: &Paths) -> Result<String, String> {
         return Err(format!("cargo bench --bench scaling failed: {status}"));
     }
     std::fs::read_to_string(&table).map_err(|e| format!("{}: {e}", table.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.50), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn series_and_poll_histogram_are_read_from_an_exposition() {
+        let text = b"# HELP a x\n# TYPE a gauge\na{gpu=\"0\"} 1\na{gpu=\"1\"} 2\n\
+            vram_exporter_poll_duration_seconds_sum 0.25\nvram_exporter_poll_duration_seconds_count 10\n";
+        assert_eq!(count_series(text), 4);
+        assert_eq!(poll_histogram(text), Some((0.25, 10.0)));
+        assert_eq!(poll_histogram(b"a 1\n"), None);
+    }
+
+    #[test]
+    fn generated_scenarios_are_valid_nvml_sim_scenarios() {
+        let plan = Plan::new(false);
+        assert_eq!(plan.scaling.len(), 10);
+        for shape in &plan.scaling {
+            let mut notes = Vec::new();
+            let s = nvml_sim::scenario::load_str(
+                &shape.toml(),
+                Path::new("generated.toml"),
+                &|_| None,
+                &mut notes,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e:?}", shape.label()));
+            assert!(notes.is_empty(), "{notes:?}");
+            assert_eq!(s.devices.len(), shape.gpus as usize);
+            let migs: usize = s.devices.iter().map(|d| d.migs.len()).sum();
+            assert_eq!(migs, (shape.gpus * shape.mig_per_gpu) as usize);
+        }
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let d = procfs::utc_date();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"));
+    }
 }

@@ -58,7 +58,13 @@ fn bytes(n: usize) -> String {
 }
 
 /// nvitop / vram, "n/a" when the denominator is zero.
-fn ratio(nvitop: f64, vram: f64) -> (String, Option<f64>) {
+/// A ratio as printed, and its value when there is one.
+type Ratio = (String, Option<f64>);
+
+/// Writes one table row: figure, vram-exporter, nvitop-exporter, ratio, target.
+type RowFn<'a> = dyn FnMut(&str, String, String, Ratio, String) + 'a;
+
+fn ratio(nvitop: f64, vram: f64) -> Ratio {
     if vram > 0.0 && nvitop.is_finite() {
         let r = nvitop / vram;
         let text = if r >= 100.0 {
@@ -90,12 +96,10 @@ pub fn comparison_table(c: &Comparison) -> String {
         c.scenario
     );
     t.push_str("|---|---:|---:|---:|---|\n");
-    let mut row = |name: &str, a: String, b: String, r: (String, Option<f64>), target: String| {
+    let mut row = |name: &str, a: String, b: String, r: Ratio, target: String| {
         let _ = writeln!(t, "| {name} | {a} | {b} | {} | {target} |", r.0);
     };
-    let lat_rows = |row: &mut dyn FnMut(&str, String, String, (String, Option<f64>), String),
-                    lv: &Latency,
-                    ln: &Latency| {
+    let lat_rows = |row: &mut RowFn, lv: &Latency, ln: &Latency| {
         let who = if lv.concurrency == 1 {
             "1 scraper".to_string()
         } else {
@@ -130,6 +134,15 @@ pub fn comparison_table(c: &Comparison) -> String {
         );
     };
     lat_rows(&mut row, &v.lat1, &n.lat1);
+    if let Some(f) = &v.floor {
+        row(
+            "`/-/healthy` p50 / p99, 1 scraper (vram-exporter's HTTP floor: no body)",
+            format!("{} / {}", us(f.p50_us), us(f.p99_us)),
+            "—".into(),
+            ("".into(), None),
+            String::new(),
+        );
+    }
     lat_rows(&mut row, &v.lat32, &n.lat32);
     let rss_cap = if c.scenario == "large-node" {
         let ok = v.mem_warm.rss_kib as f64 / 1024.0 <= RSS_MAX_MIB
@@ -269,6 +282,85 @@ fn scaling_table(rows: &[ScalingRow]) -> String {
 }
 
 impl Report {
+    /// Issue 7's targets against this run's figures, with the reason where one is missed.
+    fn summary(&self) -> String {
+        let mut t = String::new();
+        if self.comparisons.is_empty() {
+            return t;
+        }
+        t.push_str("## Summary against issue 7's targets\n\n");
+        for c in &self.comparisons {
+            let (v, n) = (&c.vram, &c.nvitop);
+            let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+            let r = |a: f64, b: f64| ratio(a, b).1.unwrap_or(0.0);
+            let _ = writeln!(t, "**{}**", c.scenario);
+            let warm = v.mem_warm.rss_kib as f64 / 1024.0;
+            let after = v.mem_after.rss_kib as f64 / 1024.0;
+            if c.scenario == "large-node" {
+                let _ = writeln!(
+                    t,
+                    "- steady RSS ≤ {RSS_MAX_MIB:.0} MiB: {warm:.1} MiB after warm-up ({}), {after:.1} MiB after {} scrapes ({}).",
+                    mark(warm <= RSS_MAX_MIB),
+                    v.scrapes,
+                    mark(after <= RSS_MAX_MIB)
+                );
+            }
+            let rss = r(n.mem_after.rss_kib as f64, v.mem_after.rss_kib as f64);
+            let anon = r(n.mem_after.anon_kib as f64, v.mem_after.anon_kib as f64);
+            let floor = common_floor_kib(v);
+            let bound = if floor > 0 {
+                format!(
+                    "; the C runtime and NVML library alone, resident in both, cap this ratio at {:.1}× (see below)",
+                    n.mem_after.rss_kib as f64 / floor as f64
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                t,
+                "- ≥ {RSS_RATIO:.0}× less RSS: {rss:.1}× ({}){bound}; private memory (RssAnon): {anon:.1}× less.",
+                mark(rss >= RSS_RATIO)
+            );
+            let p1 = r(n.lat1.p50_us, v.lat1.p50_us);
+            let p32 = r(n.lat32.p50_us, v.lat32.p50_us);
+            let floor_note = v
+                .floor
+                .as_ref()
+                .map(|f| {
+                    format!(
+                        "; vram-exporter's p50 of {} includes an HTTP round trip whose floor (`/-/healthy`, no body) is {}",
+                        us(v.lat1.p50_us),
+                        us(f.p50_us)
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                t,
+                "- ≥ {P50_RATIO:.0}× lower p50 scrape latency: {p1:.0}× with 1 scraper ({}), {p32:.0}× with 32{floor_note}.",
+                mark(p1 >= P50_RATIO)
+            );
+            let cpu1 = ratio(n.cpu_per_min, v.cpu_per_min).1;
+            let cpu2 = ratio(n.cpu_per_min_precise, v.cpu_per_min_precise).1;
+            let show = |x: Option<f64>| {
+                x.map(|x| format!("{x:.1}×"))
+                    .unwrap_or_else(|| "not measurable".into())
+            };
+            let _ = writeln!(
+                t,
+                "- ≥ {CPU_RATIO:.0}× less CPU per minute of polling: {} by utime + stime ({}), {} by schedstat ({}).\n",
+                show(cpu1),
+                mark(cpu1.is_some_and(|x| x >= CPU_RATIO)),
+                show(cpu2),
+                mark(cpu2.is_some_and(|x| x >= CPU_RATIO))
+            );
+        }
+        t.push_str(
+            "The issue states the targets for the 8-GPU node (large-node); single-gpu is shown for comparison. Cost linear in \
+             GPUs × processes: see the scaling tables below.\n\n",
+        );
+        t
+    }
+
     pub fn markdown(&self) -> String {
         let mut t = String::new();
         let mode = if self.short {
@@ -308,6 +400,7 @@ impl Report {
              treat small differences as noise and the ratios as the finding.\n\n",
         );
 
+        t.push_str(&self.summary());
         t.push_str("## Method\n\n");
         let p = &self.plan;
         let _ = writeln!(
@@ -342,7 +435,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "- Then scrapes continue with 32 scrapers until {} scrapes in all (or {} s), and RSS is read again.",
+            "- Then scrapes continue with {} scrapers until {} scrapes in all (or {} s; the latency rounds count, so the \
+             faster exporter usually gets more), and after 2 s RSS is read again.",
+            p.soak_concurrency,
             p.soak_scrapes,
             p.soak_max_time.as_secs()
         );

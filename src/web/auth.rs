@@ -30,6 +30,12 @@ const CACHE_CAPACITY: usize = 1024;
 const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
 /// `rate_limit`: one token every `interval`, at most `burst` saved up.
+
+/// The highest bcrypt cost accepted. Each step doubles the work: cost 17 is about 10 s of CPU per
+/// check on a server core, and the dummy hash for unknown users is made at the file's highest cost
+/// when the file is loaded, so a higher cost would stall startup or reload.
+pub const MAX_BCRYPT_COST: u32 = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub interval: Duration,
@@ -67,6 +73,16 @@ impl Access {
             let prefix_ok = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
             let parts = hash.parse::<bcrypt::HashParts>();
             match parts {
+                Ok(parts) if prefix_ok && parts.get_cost() > MAX_BCRYPT_COST => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format_args!("(hidden, cost {})", parts.get_cost()),
+                        format!(
+                            "bcrypt cost above {MAX_BCRYPT_COST} makes every check take seconds to hours; \
+                             re-hash with a cost of 10 to 12"
+                        ),
+                    ))
+                }
                 Ok(parts) if prefix_ok => max_cost = max_cost.max(parts.get_cost()),
                 Ok(_) => {
                     return Err(ConfigError::invalid(
@@ -88,7 +104,7 @@ impl Access {
             String::new()
         } else {
             // The highest cost in the file, so an unknown user costs what the slowest real one does.
-            bcrypt::hash("vram-exporter dummy password", max_cost.min(31))
+            bcrypt::hash("vram-exporter dummy password", max_cost)
                 .map_err(|e| ConfigError::Load(format!("cannot create a bcrypt hash: {e}")))?
         };
         Ok(Access {
@@ -341,6 +357,24 @@ mod tests {
         .unwrap();
         let parts: bcrypt::HashParts = a.dummy_hash.parse().unwrap();
         assert_eq!(parts.get_cost(), 6);
+    }
+
+    #[test]
+    fn costs_that_would_stall_loading_are_refused() {
+        let hash = bcrypt::hash("p", 4).unwrap().replacen("$04$", "$31$", 1);
+        let err = Access::new(
+            BTreeMap::from([("dave".to_string(), hash)]),
+            Vec::new(),
+            None,
+            false,
+        )
+        .err()
+        .expect("cost 31 is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("basic_auth_users.dave") && msg.contains("cost 31"),
+            "{msg}"
+        );
     }
 
     #[test]

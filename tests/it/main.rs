@@ -1,10 +1,13 @@
 //! Integration tests: the real exporter binary on nvml-sim, through the real nvml-wrapper path.
 
+mod abuse;
 mod alerting;
 mod cleanup;
 mod config_errors;
 mod exporter;
+mod faults;
 mod golden;
 mod harness;
+mod hostile_input;
 mod status_page;
 mod tls;
