@@ -29,13 +29,12 @@ const CACHE_CAPACITY: usize = 1024;
 /// The endpoints `vram_exporter.unauthenticated_health` opens.
 const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
-/// `rate_limit`: one token every `interval`, at most `burst` saved up.
-
 /// The highest bcrypt cost accepted. Each step doubles the work: cost 17 is about 10 s of CPU per
 /// check on a server core, and the dummy hash for unknown users is made at the file's highest cost
 /// when the file is loaded, so a higher cost would stall startup or reload.
 pub const MAX_BCRYPT_COST: u32 = 16;
 
+/// `rate_limit`: one token every `interval`, at most `burst` saved up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub interval: Duration,
