@@ -5,7 +5,7 @@
 //! that cannot be loaded or initialised is retried with exponential backoff and its reason logged
 //! once per change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -143,7 +143,7 @@ fn poll_devices(
         }
     };
     known.retain(|index, _| *index < count);
-    let mut seen_pids = Vec::new();
+    let mut seen_pids: HashSet<u32> = HashSet::new();
     let mut devices = Vec::with_capacity(count as usize);
     for index in 0..count {
         let fail = |errors: &mut Vec<PollError>, operation| {
@@ -268,15 +268,18 @@ fn read_processes(
         Err(e) => return Err(e),
     };
     let mut merged: Vec<ProcessSample> = Vec::with_capacity(compute.len() + graphics.len());
+    // pid → position in `merged`, so merging stays linear with thousands of processes.
+    let mut position: HashMap<u32, usize> = HashMap::with_capacity(merged.capacity());
     for info in compute.into_iter().chain(graphics) {
         let bytes = match info.used_gpu_memory {
             UsedGpuMemory::Used(b) => b,
             UsedGpuMemory::Unavailable => 0,
         };
-        if let Some(existing) = merged.iter_mut().find(|p| p.pid == info.pid) {
-            existing.allocated = existing.allocated.max(bytes);
+        if let Some(&i) = position.get(&info.pid) {
+            merged[i].allocated = merged[i].allocated.max(bytes);
             continue;
         }
+        position.insert(info.pid, merged.len());
         let (start_time, name) = process_identity(nvml, info.pid, names);
         merged.push(ProcessSample {
             pid: info.pid,

@@ -50,6 +50,14 @@ impl Poller {
                         .poll_duration
                         .observe(started.elapsed().as_secs_f64());
                     publish.send_replace(Arc::new(snapshot));
+                    // glibc keeps heap pages freed after a burst of concurrent scrapes; hand them
+                    // back once per poll so resident memory returns to its steady size (measured
+                    // by bench/compare's RSS after scrapes, see BENCHMARKS.md).
+                    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
 
                     // Fixed-rate ticks; after an overrun (a slow driver) start again from now.
                     next += interval;

@@ -97,7 +97,8 @@ struct Opts {
     only: Vec<String>,
 }
 
-const USAGE: &str = "usage: compare [--short] --venv DIR [--skip-compare] [--skip-scaling] [--skip-criterion] [--scenario NAME]...
+const USAGE: &str = "usage: compare --probe ADDR PATH   (p50 / p99 of 2,000 requests to a running server)
+       compare [--short] --venv DIR [--skip-compare] [--skip-scaling] [--skip-criterion] [--scenario NAME]...
   Run through bench/compare, which builds the binaries and prepares DIR (a venv with nvitop-exporter).
   Without --short and with nothing skipped, the report is written to BENCHMARKS.md; otherwise to
   bench/out/BENCHMARKS.short.md (--short) or bench/out/BENCHMARKS.partial.md.
@@ -146,6 +147,26 @@ pub struct Paths {
 }
 
 fn main() {
+    // `compare --probe ADDR PATH`: p50 / p99 of 2,000 sequential requests to a running server.
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--probe" {
+        let addr: SocketAddr = args[2].parse().unwrap_or_else(|e| {
+            eprintln!("--probe: bad address {:?}: {e}", args[2]);
+            std::process::exit(2);
+        });
+        let mut r = http::load(addr, &args[3], 1, 2_000, Duration::from_secs(30));
+        r.latencies_us.sort_unstable();
+        println!(
+            "{} {}: p50 {} µs, p99 {} µs, {} ok, {} failed",
+            addr,
+            args[3],
+            percentile(&r.latencies_us, 0.5),
+            percentile(&r.latencies_us, 0.99),
+            r.latencies_us.len(),
+            r.errors
+        );
+        return;
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -618,6 +639,26 @@ fn load_phase(plan: &Plan, t: &Target, m: &mut Measured) -> Result<(), String> {
     }
     m.bytes = r.body.len();
     m.series = count_series(&r.body);
+    if t.name == "vram-exporter" {
+        // The HTTP round trip alone (no body, no self-metrics): what no scrape can go below.
+        let mut client = http::Client::new(t.addr, "/-/healthy");
+        let mut body = Vec::new();
+        let mut samples: Vec<u64> = (0..plan.latency_round_max.min(2_000))
+            .filter_map(|_| {
+                let t0 = Instant::now();
+                matches!(client.get_into(&mut body), Ok(200))
+                    .then(|| t0.elapsed().as_micros() as u64)
+            })
+            .collect();
+        samples.sort_unstable();
+        m.floor = Some(Latency {
+            concurrency: 1,
+            p50_us: percentile(&samples, 0.50) as f64,
+            p99_us: percentile(&samples, 0.99) as f64,
+            requests: samples.len() as u64,
+            ..Latency::default()
+        });
+    }
     m.lat1 = latency(
         t.addr,
         1,
@@ -704,10 +745,10 @@ fn scaling_row(
     };
     let first = scrape(&mut client)?;
     let (sum0, count0) = poll_histogram(&first).ok_or("no poll histogram in /metrics")?;
-    let cpu0 = procfs::cpu_seconds(t.pid()).ok_or("exporter vanished")?;
+    let cpu0 = procfs::cpu_seconds_precise(t.pid()).ok_or("exporter vanished")?;
     let t0 = Instant::now();
     std::thread::sleep(plan.scaling_idle);
-    let cpu1 = procfs::cpu_seconds(t.pid()).ok_or("exporter vanished")?;
+    let cpu1 = procfs::cpu_seconds_precise(t.pid()).ok_or("exporter vanished")?;
     let window = t0.elapsed().as_secs_f64();
     let body = scrape(&mut client)?;
     let (sum1, count1) = poll_histogram(&body).ok_or("no poll histogram in /metrics")?;

@@ -190,11 +190,20 @@ pub fn comparison_table(c: &Comparison) -> String {
     let target = verdict(r.1, CPU_RATIO);
     row(
         &format!(
-            "CPU per minute of polling, no scrapes ({} s window)",
+            "CPU per minute of polling, no scrapes: utime + stime ({} s window)",
             c.idle.as_secs()
         ),
         cpu(v.cpu_per_min),
         cpu(n.cpu_per_min),
+        r,
+        target,
+    );
+    let r = ratio(n.cpu_per_min_precise, v.cpu_per_min_precise);
+    let target = verdict(r.1, CPU_RATIO);
+    row(
+        "CPU per minute of polling, no scrapes: schedstat (ns resolution, same window)",
+        cpu(v.cpu_per_min_precise),
+        cpu(n.cpu_per_min_precise),
         r,
         target,
     );
@@ -255,7 +264,7 @@ fn common_floor_kib(m: &Measured) -> u64 {
 fn scaling_table(rows: &[ScalingRow]) -> String {
     let mut t = String::new();
     t.push_str(
-        "| node | GPUs | processes (all) | MIG devices | GPUs published | series | exposition | poll, mean (NVML sim included) | CPU per minute, no scrapes | `/metrics` p50, 1 scraper | RSS | RssAnon |\n",
+        "| node | GPUs | processes (all) | MIG devices | GPUs published | series | exposition | poll, mean (NVML sim included) | CPU per minute, no scrapes (schedstat) | `/metrics` p50, 1 scraper | RSS | RssAnon |\n",
     );
     t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
@@ -397,7 +406,9 @@ impl Report {
         t.push_str(
             "\n**Caveat.** This is a 2-core machine shared with other work (other sessions compiled while it ran); the \
              load generator runs on the same cores as the exporter it measures. Latencies are medians over rounds; \
-             treat small differences as noise and the ratios as the finding.\n\n",
+             treat small differences as noise and the ratios as the finding. vram-exporter's sub-millisecond latencies also depend on \
+             whether the scheduler puts the scraper and the server on the same vCPU or on different ones, which changes from run \
+             to run (`target/release/compare --probe ADDR PATH` under `taskset` shows the effect); nvitop-exporter's millisecond latencies are not affected.\n\n",
         );
 
         t.push_str(&self.summary());
@@ -432,6 +443,11 @@ impl Report {
             p.latency_rounds,
             p.latency_round.as_secs_f64(),
             p.latency_round_max
+        );
+        let _ = writeln!(
+            t,
+            "- vram-exporter's `/-/healthy` (no body, no self-metrics) is timed with 1 scraper as the HTTP round-trip floor \
+             under its `/metrics` latency."
         );
         let _ = writeln!(
             t,
