@@ -7,77 +7,18 @@
 //!   self-metrics (process collector included); budget ≤ 100 µs.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vram_exporter::config::{LeakConfig, LimitSet, LimitsConfig};
 use vram_exporter::metrics::Telemetry;
-use vram_exporter::policy::LimitSpec;
-use vram_exporter::sample::{DeviceIdentity, DeviceSample, Memory, PollSample, ProcessSample};
-use vram_exporter::state::Engine;
+use vram_exporter::sample::PollSample;
 
-const GIB: u64 = 1 << 30;
-
-fn node(gpus: u32, procs: u32, t_ms: u64) -> PollSample {
-    PollSample {
-        taken_at: SystemTime::now(),
-        monotonic_ms: t_ms,
-        nvml_up: true,
-        driver_version: "550.54.15".into(),
-        devices: (0..gpus)
-            .map(|g| {
-                let processes: Vec<ProcessSample> = (0..procs)
-                    .map(|p| ProcessSample {
-                        pid: 5_000_000 + g * 1000 + p,
-                        name: format!("worker-{p}"),
-                        start_time: 0,
-                        allocated: (p as u64 + 1) * 64 * 1024 * 1024 + (t_ms % 1000) * 4096,
-                    })
-                    .collect();
-                let allocated = processes.iter().map(|p| p.allocated).sum::<u64>();
-                DeviceSample {
-                    identity: DeviceIdentity {
-                        index: g,
-                        uuid: format!("GPU-{g:08x}-0000-0000-0000-000000000000"),
-                        model: "NVIDIA H100 80GB HBM3".into(),
-                        pci_bus_id: format!("00000000:{:02X}:00.0", g + 1),
-                    },
-                    up: true,
-                    memory: Some(Memory {
-                        total: 80 * GIB,
-                        reserved: GIB / 2,
-                        free: 80 * GIB - GIB / 2 - allocated,
-                        allocated,
-                    }),
-                    processes,
-                }
-            })
-            .collect(),
-        errors: vec![],
-    }
-}
-
-fn engine() -> Engine {
-    Engine::new(
-        LimitsConfig {
-            default: LimitSet {
-                soft: LimitSpec::Percent(85.0),
-                hard: LimitSpec::Percent(95.0),
-                hysteresis: LimitSpec::Percent(2.0),
-            },
-            overrides: vec![],
-        },
-        LeakConfig {
-            window: Duration::from_secs(900),
-            floor_window: Duration::from_secs(90),
-        },
-        16,
-    )
-}
+mod common;
+use common::{engine, node};
 
 fn benches(c: &mut Criterion) {
     let samples: Vec<PollSample> = (0..64).map(|i| node(8, 32, i * 1000)).collect();
-    let mut e = engine();
+    let mut e = engine(16);
     // Warm the trackers so the steady state is measured, not first sight of every process.
     for s in &samples {
         e.apply(s);

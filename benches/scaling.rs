@@ -13,76 +13,17 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
-use vram_exporter::config::{LeakConfig, LimitSet, LimitsConfig};
-use vram_exporter::policy::LimitSpec;
-use vram_exporter::sample::{DeviceIdentity, DeviceSample, Memory, PollSample, ProcessSample};
-use vram_exporter::state::Engine;
+use vram_exporter::sample::PollSample;
 
-const GIB: u64 = 1 << 30;
+mod common;
+use common::{engine, node};
+
 const GPUS: [u32; 3] = [1, 8, 16];
 const PROCESSES: [u32; 3] = [16, 64, 256];
 const TOP_N: usize = 16;
-
-fn node(gpus: u32, procs: u32, t_ms: u64) -> PollSample {
-    PollSample {
-        taken_at: SystemTime::now(),
-        monotonic_ms: t_ms,
-        nvml_up: true,
-        driver_version: "550.54.15".into(),
-        devices: (0..gpus)
-            .map(|g| {
-                let processes: Vec<ProcessSample> = (0..procs)
-                    .map(|p| ProcessSample {
-                        pid: 5_000_000 + g * 1000 + p,
-                        name: format!("python worker_{p}.py"),
-                        start_time: 0,
-                        allocated: (u64::from(p % 32) + 1) * 16 * 1024 * 1024
-                            + (t_ms % 1000) * 4096,
-                    })
-                    .collect();
-                let allocated = processes.iter().map(|p| p.allocated).sum::<u64>();
-                DeviceSample {
-                    identity: DeviceIdentity {
-                        index: g,
-                        uuid: format!("GPU-{g:08x}-0000-0000-0000-000000000000"),
-                        model: "NVIDIA H100 80GB HBM3".into(),
-                        pci_bus_id: format!("00000000:{:02X}:00.0", g + 1),
-                    },
-                    up: true,
-                    memory: Some(Memory {
-                        total: 80 * GIB,
-                        reserved: GIB / 2,
-                        free: 80 * GIB - GIB / 2 - allocated,
-                        allocated,
-                    }),
-                    processes,
-                }
-            })
-            .collect(),
-        errors: vec![],
-    }
-}
-
-fn engine() -> Engine {
-    Engine::new(
-        LimitsConfig {
-            default: LimitSet {
-                soft: LimitSpec::Percent(85.0),
-                hard: LimitSpec::Percent(95.0),
-                hysteresis: LimitSpec::Percent(2.0),
-            },
-            overrides: vec![],
-        },
-        LeakConfig {
-            window: Duration::from_secs(900),
-            floor_window: Duration::from_secs(90),
-        },
-        TOP_N,
-    )
-}
 
 fn id(gpus: u32, procs: u32) -> String {
     format!("{gpus}gpu-x{procs}proc")
@@ -92,7 +33,7 @@ fn benches(c: &mut Criterion) {
     for gpus in GPUS {
         for procs in PROCESSES {
             let samples: Vec<PollSample> = (0..64).map(|i| node(gpus, procs, i * 1000)).collect();
-            let mut e = engine();
+            let mut e = engine(TOP_N);
             // Warm the trackers so the steady state is measured, not first sight of every process.
             for s in &samples {
                 e.apply(s);

@@ -345,5 +345,24 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Checks that a `--check-config` run was refused as promised: exit 2 and one line on stderr
+/// containing every word. Returns what is wrong, if anything, for a table test to collect.
+pub fn refusal_problem(what: &str, out: &std::process::Output, words: &[&str]) -> Option<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) {
+        return Some(format!(
+            "{what}: exit {:?}, stderr: {stderr}",
+            out.status.code()
+        ));
+    }
+    if let Some(w) = words.iter().find(|w| !stderr.contains(*w)) {
+        return Some(format!("{what}: message lacks {w:?}: {stderr}"));
+    }
+    if stderr.lines().count() != 1 {
+        return Some(format!("{what}: expected one line, got: {stderr}"));
+    }
+    None
+}
+
 pub const GIB: f64 = (1u64 << 30) as f64;
 pub const MIB: f64 = (1u64 << 20) as f64;

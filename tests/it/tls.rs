@@ -589,22 +589,7 @@ fn invalid_web_configurations_exit_2_naming_the_key() {
             std::fs::write(&path, text).unwrap();
         }
         let out = check_config(&path);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() != Some(2) {
-            failures.push(format!(
-                "{what}: exit {:?}, stderr: {stderr}",
-                out.status.code()
-            ));
-            continue;
-        }
-        for w in *words {
-            if !stderr.contains(w) {
-                failures.push(format!("{what}: message lacks {w:?}: {stderr}"));
-            }
-        }
-        if stderr.lines().count() != 1 {
-            failures.push(format!("{what}: expected one line, got: {stderr}"));
-        }
+        failures.extend(crate::harness::refusal_problem(what, &out, words));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
