@@ -21,6 +21,10 @@ use crate::sample::{
 /// The longest wait between two attempts to initialise NVML.
 pub const MAX_INIT_BACKOFF: Duration = Duration::from_secs(30);
 
+/// After this many polls in a row whose device count failed, the NVML session is shut down and
+/// initialised again: after a driver reload the old session never answers again.
+pub const REINIT_AFTER_FAILED_POLLS: u32 = 3;
+
 /// Reads NVML. Holds the library handle, the known device identities and a small process-name cache.
 pub struct NvmlSource {
     library: Option<PathBuf>,
@@ -35,6 +39,8 @@ pub struct NvmlSource {
     /// pid → (start time, name) for processes /proc can see, so `comm` is read once per process.
     names: HashMap<u32, (u64, String)>,
     started: Instant,
+    /// Consecutive polls whose device count failed.
+    failed_counts: u32,
 }
 
 impl NvmlSource {
@@ -52,6 +58,7 @@ impl NvmlSource {
             known: HashMap::new(),
             names: HashMap::new(),
             started: Instant::now(),
+            failed_counts: 0,
         }
     }
 
@@ -65,6 +72,7 @@ impl NvmlSource {
             Some(nvml) => poll_devices(nvml, &mut self.known, &mut self.names, &mut errors),
             None => Vec::new(),
         };
+        self.reinit_if_stuck(&errors);
         PollSample {
             taken_at,
             monotonic_ms,
@@ -72,6 +80,30 @@ impl NvmlSource {
             driver_version: self.driver_version.clone(),
             devices,
             errors,
+        }
+    }
+
+    /// Shuts a session down whose device count keeps failing, so the next poll initialises NVML
+    /// again; the identities of known GPUs are kept meanwhile.
+    fn reinit_if_stuck(&mut self, errors: &[PollError]) {
+        if self.nvml.is_none() {
+            return;
+        }
+        if !errors.iter().any(|e| e.operation == Operation::DeviceCount) {
+            self.failed_counts = 0;
+            return;
+        }
+        self.failed_counts += 1;
+        if self.failed_counts >= REINIT_AFTER_FAILED_POLLS {
+            tracing::warn!(
+                failed_polls = self.failed_counts,
+                "NVML stopped answering (the driver may have been reloaded); initialising it again"
+            );
+            // Dropping the handle calls nvmlShutdown.
+            self.nvml = None;
+            self.failed_counts = 0;
+            self.last_init_error = None;
+            self.next_attempt = Instant::now();
         }
     }
 

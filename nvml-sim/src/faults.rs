@@ -94,6 +94,9 @@ pub enum FaultKind {
         /// Which calls.
         calls: Vec<CallClass>,
     },
+    /// The driver is reloaded at the window's start: a library session initialised before then
+    /// gets NVML_ERROR_UNINITIALIZED from every call until the client shuts down and inits again.
+    DriverReset,
 }
 
 /// A fault with its target and window.
@@ -128,6 +131,13 @@ impl Scenario {
     fn active(&self, device: Option<usize>, t: f64) -> impl Iterator<Item = &Fault> {
         self.faults.iter().filter(move |f| {
             f.window.contains(t) && (f.device.is_none() || device.is_none() || f.device == device)
+        })
+    }
+
+    /// Whether a driver reset happened after a session initialised at `init_t` and by `t`.
+    pub fn reset_since(&self, init_t: f64, t: f64) -> bool {
+        self.faults.iter().any(|f| {
+            f.kind == FaultKind::DriverReset && f.window.from > init_t && f.window.from <= t
         })
     }
 

@@ -119,6 +119,9 @@ fn with_sim(call: CallClass, f: impl FnOnce(&Sim, f64) -> Result<(), Ret>) -> Re
     guard(|| {
         let sim = state::current().ok_or(UNINITIALIZED)?;
         let t = sim.clock.now();
+        if sim.scenario.reset_since(sim.init_time, t) {
+            return Err(UNINITIALIZED);
+        }
         apply_faults(&sim, call, None, t);
         f(&sim, t)
     })
@@ -133,6 +136,9 @@ fn with_device(
         let sim = state::current().ok_or(UNINITIALIZED)?;
         let (gpu, mig) = decode(&sim, handle)?;
         let t = sim.clock.now();
+        if sim.scenario.reset_since(sim.init_time, t) {
+            return Err(UNINITIALIZED);
+        }
         apply_faults(&sim, call, Some(gpu), t);
         if sim.scenario.device_lost(gpu, t) {
             return Err(GPU_IS_LOST);

@@ -841,12 +841,13 @@ fn build_fault(f: RawFault, device_count: usize) -> Result<Built, KeyErr> {
         "latency" => &["device", "from", "until", "calls", "delay"],
         "process_churn" => &["device", "from", "until", "extra"],
         "internal_error" => &["device", "from", "until", "calls"],
+        "driver_reset" => &["from"],
         other => {
             return Err((
                 ".kind".into(),
                 format!(
                     "unknown fault kind {other:?}; expected device_lost, processes_not_supported, \
-                     init_failure, latency, process_churn or internal_error"
+                     init_failure, latency, process_churn, internal_error or driver_reset"
                 ),
             ))
         }
@@ -873,6 +874,12 @@ fn build_fault(f: RawFault, device_count: usize) -> Result<Built, KeyErr> {
             fault(FaultKind::DeviceLost)
         }
         "processes_not_supported" => fault(FaultKind::ProcessesNotSupported),
+        "driver_reset" => {
+            if f.from.is_none() {
+                return Err((".from".into(), "missing: when the driver is reset".into()));
+            }
+            fault(FaultKind::DriverReset)
+        }
         "init_failure" => {
             if f.attempts.is_none() && f.for_secs.is_none() {
                 return Err((

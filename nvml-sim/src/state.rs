@@ -25,6 +25,8 @@ pub struct Sim {
     pub scenario: Scenario,
     /// Its clock.
     pub clock: Clock,
+    /// Scenario time when this session was initialised (for `driver_reset` faults).
+    pub init_time: f64,
 }
 
 #[derive(Default)]
@@ -130,7 +132,12 @@ pub fn init() -> Result<(), InitError> {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
     let clock = Clock::new(scenario.speed, scenario.loop_period, time_file);
-    let sim = Sim { scenario, clock };
+    let init_time = clock.now();
+    let sim = Sim {
+        scenario,
+        clock,
+        init_time,
+    };
     let delay = sim.scenario.latency(CallClass::Init, None, sim.clock.now());
     if !delay.is_zero() {
         std::thread::sleep(delay);

@@ -167,3 +167,23 @@ fn internal_error_is_caught_and_reported_as_unknown() {
         "the library keeps working after a caught panic"
     );
 }
+
+#[test]
+fn driver_reset_invalidates_the_session_until_it_inits_again() {
+    let sim = Sim::new(&format!(
+        "{BASE}\n[[fault]]\nkind = \"driver_reset\"\nfrom = \"10s\"\n"
+    ));
+    let nvml = sim.init().expect("init");
+    assert_eq!(nvml.device_count().unwrap(), 2);
+    sim.set_time(10.0);
+    assert!(matches!(nvml.device_count(), Err(NvmlError::Uninitialized)));
+    assert!(matches!(
+        nvml.device_by_index(0),
+        Err(NvmlError::Uninitialized)
+    ));
+    // A client that shuts down and initialises again after the reset is served normally.
+    drop(nvml);
+    let again = sim.init().expect("init after the reset");
+    assert_eq!(again.device_count().unwrap(), 2);
+    assert!(again.device_by_index(0).unwrap().memory_info().is_ok());
+}

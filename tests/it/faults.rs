@@ -1,6 +1,7 @@
 //! Fault survival (issue 8): the real exporter on nvml-sim's fault schedule — a GPU lost and back,
 //! NVML loadable only later, process queries NOT_SUPPORTED, NVML hanging for 5 s, process lists
-//! growing between the count and the fill call, a pid reused by another program. In every case
+//! growing between the count and the fill call, a pid reused by another program, a driver reloaded
+//! under a running session. In every case
 //! the process must not panic and must keep serving.
 
 use std::time::{Duration, Instant};
@@ -166,6 +167,51 @@ fn nvml_loadable_only_later_recovers_without_a_restart() {
         .filter(|l| l.contains("NVML cannot be initialised"))
         .count();
     assert_eq!(warnings, 1, "the reason is logged once per change");
+    assert_survived(&mut e);
+}
+
+#[test]
+fn a_reloaded_driver_is_initialised_again_without_a_restart() {
+    // At t = 10 the driver is reloaded: the exporter's NVML session answers UNINITIALIZED to every
+    // call from then on, until it shuts down and initialises again.
+    let scenario = with_fault("kind = \"driver_reset\"\nfrom = 10\n");
+    let mut e = Exporter::start(Options {
+        scenario: &scenario,
+        config: FAST_POLL,
+        ..Default::default()
+    });
+    let m = e.next_poll();
+    assert_eq!(m.gpu("vram_device_up", "0"), Some(1.0));
+    e.set_time(20.0);
+    let reinit = e.wait_log(
+        |l| l.contains("initialising it again"),
+        Duration::from_secs(10),
+    );
+    assert!(reinit.is_some(), "the stuck session is not re-initialised");
+    let m = e.wait_metrics(
+        "the GPUs back after re-initialisation",
+        Duration::from_secs(10),
+        |m| {
+            m.value("vram_nvml_up", &[]) == Some(1.0)
+                && m.gpu("vram_device_up", "0") == Some(1.0)
+                && m.gpu("vram_allocated_bytes", "0").is_some()
+        },
+    );
+    assert_eq!(m.gpu("vram_allocated_bytes", "0"), Some(22.0 * GIB));
+    assert!(
+        errors(&m, "", "device_count") >= 3.0,
+        "the failed counts are on record"
+    );
+    // Identities were kept while the session was being replaced.
+    assert!(m
+        .value(
+            "vram_gpu_info",
+            &[
+                ("gpu", "1"),
+                ("uuid", "GPU-f1111111-1111-1111-1111-111111111111")
+            ]
+        )
+        .is_some());
     assert_survived(&mut e);
 }
 
