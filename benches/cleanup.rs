@@ -64,6 +64,7 @@ fn snapshot(level: Level, pid: u32) -> SharedSnapshot {
             allocated,
             leak_drift_bytes: 0,
         }],
+        migs: vec![],
     }];
     Arc::new(s)
 }

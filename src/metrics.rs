@@ -229,6 +229,56 @@ pub fn render(s: &Snapshot) -> Bytes {
         |g| g.memory.filter(|_| g.up).map(|_| g.leak_drift_bytes),
     );
 
+    if s.gpus.iter().any(|g| !g.migs.is_empty()) {
+        family(
+            w,
+            "vram_mig_info",
+            "gauge",
+            "A MIG instance of a GPU in MIG mode (value 1): the parent's gpu and uuid, the MIG index, UUID and profile.",
+        );
+        for g in &s.gpus {
+            for m in &g.migs {
+                let _ = writeln!(
+                    w,
+                    "vram_mig_info{{gpu=\"{}\",uuid=\"{}\",mig=\"{}\",mig_uuid=\"{}\",profile=\"{}\"}} 1",
+                    g.identity.index,
+                    Escaped(&g.identity.uuid),
+                    m.index,
+                    Escaped(&m.uuid),
+                    Escaped(&m.profile)
+                );
+            }
+        }
+        per_mig(
+            w,
+            s,
+            "vram_mig_total_bytes",
+            "Total memory of a MIG instance (part of its parent's vram_total_bytes).",
+            |m| m.total,
+        );
+        per_mig(
+            w,
+            s,
+            "vram_mig_allocated_bytes",
+            "Memory allocated in a MIG instance (part of its parent's vram_allocated_bytes).",
+            |m| m.allocated,
+        );
+        per_mig(
+            w,
+            s,
+            "vram_mig_reserved_bytes",
+            "Memory reserved in a MIG instance.",
+            |m| m.reserved,
+        );
+        per_mig(
+            w,
+            s,
+            "vram_mig_free_bytes",
+            "Memory free in a MIG instance.",
+            |m| m.free,
+        );
+    }
+
     let n = s.max_processes_per_gpu;
     if n > 0 && s.gpus.iter().any(|g| g.up && !g.processes.is_empty()) {
         family(
@@ -277,6 +327,31 @@ fn per_gpu(
                 g.identity.index,
                 Escaped(&g.identity.uuid)
             );
+        }
+    }
+}
+
+fn per_mig(
+    w: &mut String,
+    s: &Snapshot,
+    name: &str,
+    help: &str,
+    value: impl Fn(&crate::sample::Memory) -> u64,
+) {
+    family(w, name, "gauge", help);
+    for g in &s.gpus {
+        for m in &g.migs {
+            if let Some(mem) = &m.memory {
+                let _ = writeln!(
+                    w,
+                    "{name}{{gpu=\"{}\",uuid=\"{}\",mig=\"{}\",mig_uuid=\"{}\"}} {}",
+                    g.identity.index,
+                    Escaped(&g.identity.uuid),
+                    m.index,
+                    Escaped(&m.uuid),
+                    value(mem)
+                );
+            }
         }
     }
 }

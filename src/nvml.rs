@@ -15,7 +15,8 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 
 use crate::sample::{
-    DeviceIdentity, DeviceSample, Memory, Operation, PollError, PollSample, ProcessSample,
+    DeviceIdentity, DeviceSample, Memory, MigSample, Operation, PollError, PollSample,
+    ProcessSample,
 };
 
 /// The longest wait between two attempts to initialise NVML.
@@ -234,11 +235,16 @@ fn poll_devices(
             }
         };
         seen_pids.extend(processes.iter().map(|p| p.pid));
+        let migs = read_migs(&device).unwrap_or_else(|_| {
+            fail(errors, Operation::Mig);
+            Vec::new()
+        });
         devices.push(DeviceSample {
             identity,
             up: true,
             memory,
             processes,
+            migs,
         });
     }
     names.retain(|pid, _| seen_pids.contains(pid));
@@ -251,7 +257,44 @@ fn down(identity: DeviceIdentity) -> DeviceSample {
         up: false,
         memory: None,
         processes: Vec::new(),
+        migs: Vec::new(),
     }
+}
+
+/// The MIG instances of a GPU in MIG mode; empty for a GPU without MIG or with MIG disabled.
+fn read_migs(device: &Device<'_>) -> Result<Vec<MigSample>, NvmlError> {
+    match device.mig_mode() {
+        Ok(mode) if mode.current == 1 => {}
+        Ok(_) | Err(NvmlError::NotSupported) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    let slots = device.mig_device_count()?;
+    let mut migs = Vec::new();
+    for slot in 0..slots {
+        let mig = match device.mig_device_by_index(slot) {
+            Ok(m) => m,
+            // An empty slot: no MIG device was created there.
+            Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
+            Err(e) => return Err(e),
+        };
+        let name = mig.name().unwrap_or_default();
+        let profile = name
+            .rsplit_once("MIG ")
+            .map(|(_, p)| p.trim().to_string())
+            .unwrap_or(name);
+        migs.push(MigSample {
+            index: mig.index().unwrap_or(slot),
+            uuid: mig.uuid()?,
+            profile,
+            memory: mig.memory_info().ok().map(|m| Memory {
+                total: m.total,
+                reserved: m.reserved,
+                free: m.free,
+                allocated: m.used,
+            }),
+        });
+    }
+    Ok(migs)
 }
 
 fn identity_or_placeholder(known: &HashMap<u32, DeviceIdentity>, index: u32) -> DeviceIdentity {

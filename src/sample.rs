@@ -38,6 +38,19 @@ pub struct ProcessSample {
     pub allocated: u64,
 }
 
+/// One MIG instance of a GPU in MIG mode. Its memory is part of its parent's; it is published in
+/// `vram_mig_*` families of its own so that sums over GPUs never count it twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigSample {
+    /// The MIG device's index on its parent.
+    pub index: u32,
+    pub uuid: String,
+    /// The profile, e.g. "3g.40gb" (the MIG device name's suffix).
+    pub profile: String,
+    /// None when its memory query failed.
+    pub memory: Option<Memory>,
+}
+
 /// One GPU in one poll.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceSample {
@@ -48,6 +61,8 @@ pub struct DeviceSample {
     pub memory: Option<Memory>,
     /// Compute and graphics processes merged by pid; empty when not supported.
     pub processes: Vec<ProcessSample>,
+    /// MIG instances, when the GPU is in MIG mode.
+    pub migs: Vec<MigSample>,
 }
 
 /// The bounded set of NVML operations named in `vram_exporter_poll_errors_total`.
@@ -59,6 +74,7 @@ pub enum Operation {
     Identity,
     Memory,
     Processes,
+    Mig,
 }
 
 impl Operation {
@@ -70,6 +86,7 @@ impl Operation {
             Operation::Identity => "identity",
             Operation::Memory => "memory",
             Operation::Processes => "processes",
+            Operation::Mig => "mig",
         }
     }
 }

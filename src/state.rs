@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::{LeakConfig, LimitsConfig};
 use crate::drift::{DriftGeometry, FloorTracker};
 use crate::policy::{self, Level, Limits, PolicyState};
-use crate::sample::{DeviceIdentity, Memory, Operation, PollSample};
+use crate::sample::{DeviceIdentity, Memory, MigSample, Operation, PollSample};
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +67,8 @@ pub struct GpuView {
     pub leak_drift_bytes: u64,
     /// Every process on the GPU, largest first.
     pub processes: Vec<ProcessView>,
+    /// MIG instances, when the GPU is up and in MIG mode.
+    pub migs: Vec<MigSample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,6 +141,7 @@ impl Engine {
                 hard_violations: state.policy.hard_violations,
                 leak_drift_bytes: 0,
                 processes: Vec::new(),
+                migs: if dev.up { dev.migs.clone() } else { Vec::new() },
             };
             if let (true, Some(mem)) = (dev.up, dev.memory) {
                 let limits = match state.limits {
@@ -319,6 +322,7 @@ mod tests {
                         allocated,
                     })
                     .collect(),
+                migs: vec![],
             }],
             errors: vec![],
         }

@@ -500,8 +500,8 @@ impl Report {
                 "The real binary on generated nvml-sim scenarios (bench/out/scenarios/), polling every 1 s. The poll time is the \
                  exporter's own `vram_exporter_poll_duration_seconds` (sum / count over the window): NVML calls into nvml-sim \
                  included. Per-process series stay bounded by the top 16 per GPU whatever the process count. MIG: the exporter \
-                 does not yet publish MIG devices as devices of their own; it publishes each physical GPU (whose memory includes \
-                 its MIG devices) and the MIG devices' processes as that GPU's processes, which is what the MIG row measures.\n\n",
+                 publishes each physical GPU (whose memory includes its MIG devices, and whose processes include theirs) and \
+                 each MIG device's memory in the `vram_mig_*` families, which is what the MIG row measures.\n\n",
             );
             let _ = writeln!(
                 t,

@@ -45,6 +45,7 @@ pub fn node(gpus: u32, procs: u32, t_ms: u64) -> PollSample {
                         allocated,
                     }),
                     processes,
+                    migs: vec![],
                 }
             })
             .collect(),

@@ -142,6 +142,7 @@ mod tests {
                     leak_drift_bytes: 0,
                 })
                 .collect(),
+            migs: vec![],
         }
     }
 

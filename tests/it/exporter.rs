@@ -506,3 +506,85 @@ fn sigterm_shuts_down_gracefully() {
     let status = e.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn mig_instances_are_published_in_their_own_families() {
+    let scenario = r#"
+[[device]]
+name = "NVIDIA A100-SXM4-80GB"
+uuid = "GPU-m0000000-0000-0000-0000-000000000000"
+total = "80GiB"
+reserved = "512MiB"
+overhead = "0"
+
+[[device.mig]]
+name = "NVIDIA A100-SXM4-80GB MIG 3g.40gb"
+uuid = "MIG-m0000000-0000-0000-0000-000000000001"
+total = "39GiB"
+reserved = "128MiB"
+overhead = "0"
+gpu_instance_id = 1
+compute_instance_id = 0
+
+[[device.mig.process]]
+pid = 5000501
+name = "trainer"
+memory = "30GiB"
+
+[[device.mig]]
+name = "NVIDIA A100-SXM4-80GB MIG 1g.10gb"
+uuid = "MIG-m0000000-0000-0000-0000-000000000002"
+total = "9GiB"
+reserved = "64MiB"
+overhead = "0"
+gpu_instance_id = 13
+compute_instance_id = 0
+
+[[device.mig.process]]
+pid = 5000502
+name = "notebook"
+memory = "2GiB"
+
+[[device]]
+name = "NVIDIA A100-SXM4-80GB"
+uuid = "GPU-m1111111-1111-1111-1111-111111111111"
+total = "80GiB"
+"#;
+    let e = Exporter::start(Options {
+        scenario,
+        ..Default::default()
+    });
+    let m = e.wait_metrics("first poll", Duration::from_secs(10), |m| {
+        m.count("vram_total_bytes") == 2
+    });
+    assert_eq!(m.count("vram_mig_info"), 2, "only GPU 0 is in MIG mode");
+    assert_eq!(
+        m.value(
+            "vram_mig_info",
+            &[
+                ("gpu", "0"),
+                ("uuid", "GPU-m0000000-0000-0000-0000-000000000000"),
+                ("mig_uuid", "MIG-m0000000-0000-0000-0000-000000000001"),
+                ("profile", "3g.40gb")
+            ]
+        ),
+        Some(1.0)
+    );
+    let mig1 = [("mig_uuid", "MIG-m0000000-0000-0000-0000-000000000002")];
+    assert_eq!(m.value("vram_mig_total_bytes", &mig1), Some(9.0 * GIB));
+    assert_eq!(m.value("vram_mig_allocated_bytes", &mig1), Some(2.0 * GIB));
+    assert_eq!(m.value("vram_mig_reserved_bytes", &mig1), Some(64.0 * MIB));
+    assert_eq!(
+        m.value("vram_mig_free_bytes", &mig1),
+        Some(7.0 * GIB - 64.0 * MIB)
+    );
+    // The parent still reports the whole GPU, with every MIG instance's processes.
+    assert_eq!(m.gpu("vram_total_bytes", "0"), Some(80.0 * GIB));
+    assert!(m
+        .value("vram_process_allocated_bytes", &[("pid", "5000501")])
+        .is_some());
+    let (_, body) = e.get("/api/v1/gpus");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["gpus"][0]["migs"][1]["profile"], "1g.10gb");
+    crate::golden::promtool_check(&m.text);
+}
