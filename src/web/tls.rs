@@ -149,18 +149,7 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
             ConfigError::invalid(format!("{K}.key_file"), "", "missing: set key_file or key")
         })?;
     let cert_key = cert_pem.key_name(raw.cert_file.is_some(), "cert_file", "cert");
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem.bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            ConfigError::invalid(&cert_key, &cert_pem.shown, format!("is not PEM: {e}"))
-        })?;
-    if chain.is_empty() {
-        return Err(ConfigError::invalid(
-            cert_key,
-            &cert_pem.shown,
-            "contains no PEM certificate",
-        ));
-    }
+    let chain = cert_pem.certificates(&cert_key)?;
     let key_key = key_pem.key_name(raw.key_file.is_some(), "key_file", "key");
     let key = PrivateKeyDer::from_pem_slice(&key_pem.bytes).map_err(|e| {
         ConfigError::invalid(
@@ -229,20 +218,10 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
             };
             let ca_key = ca.key_name(raw.client_ca_file.is_some(), "client_ca_file", "client_ca");
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&ca.bytes) {
-                let cert = cert.map_err(|e| {
-                    ConfigError::invalid(&ca_key, &ca.shown, format!("is not PEM: {e}"))
-                })?;
+            for cert in ca.certificates(&ca_key)? {
                 roots.add(cert).map_err(|e| {
                     ConfigError::invalid(&ca_key, &ca.shown, format!("bad CA certificate: {e}"))
                 })?;
-            }
-            if roots.is_empty() {
-                return Err(ConfigError::invalid(
-                    ca_key,
-                    &ca.shown,
-                    "contains no PEM certificate",
-                ));
             }
             let mut builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -315,6 +294,21 @@ impl Material {
             "tls_server_config.{}",
             if from_file { file_key } else { inline_key }
         )
+    }
+
+    /// The PEM certificates in this material; at least one, else an error naming `key`.
+    fn certificates(&self, key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::invalid(key, &self.shown, format!("is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                &self.shown,
+                "contains no PEM certificate",
+            ));
+        }
+        Ok(certs)
     }
 }
 
