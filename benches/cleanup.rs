@@ -7,66 +7,23 @@
 //! - `cleanup/decide_8gpus`: the pure decision alone for an 8-GPU node.
 //!
 //! Before criterion runs, 500 breaches are timed one by one and the median and p99 are printed,
-//! since the issue asks for the median.
+//! since the reaction-time target is stated as a median.
 
 use std::hint::black_box;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::sync::{mpsc, watch};
 use vram_exporter::cleanup::config::{parse_signal, Action, CleanupConfig, SignalAction, Target};
 use vram_exporter::cleanup::decide::{decide, Inputs, Track};
 use vram_exporter::cleanup::{CleanupMetrics, Dispatcher, Report};
-use vram_exporter::policy::{Level, Limits};
-use vram_exporter::sample::{DeviceIdentity, Memory};
-use vram_exporter::state::{GpuView, ProcessView, SharedSnapshot, Snapshot};
+use vram_exporter::policy::Level;
+use vram_exporter::publish::SharedPublished;
+use vram_testkit::builders::published_one_gpu;
 
-const GIB: u64 = 1 << 30;
-
-fn snapshot(level: Level, pid: u32) -> SharedSnapshot {
-    let mut s = Snapshot::initial(16);
-    s.taken_at = Some(SystemTime::now());
-    s.nvml_up = true;
-    s.ready = true;
-    let allocated = if level == Level::Hard {
-        78 * GIB
-    } else {
-        10 * GIB
-    };
-    s.gpus = vec![GpuView {
-        identity: DeviceIdentity {
-            index: 0,
-            uuid: "GPU-bench".into(),
-            model: "Sim".into(),
-            pci_bus_id: "00000000:01:00.0".into(),
-        },
-        up: true,
-        memory: Some(Memory {
-            total: 80 * GIB,
-            reserved: GIB / 2,
-            free: 80 * GIB - GIB / 2 - allocated,
-            allocated,
-        }),
-        limits: Some(Limits {
-            soft: 68 * GIB,
-            hard: 76 * GIB,
-            hysteresis: 2 * GIB,
-        }),
-        level,
-        soft_violations: 0,
-        hard_violations: 0,
-        leak_drift_bytes: 0,
-        processes: vec![ProcessView {
-            pid,
-            name: "sh".into(),
-            allocated,
-            leak_drift_bytes: 0,
-        }],
-        migs: vec![],
-    }];
-    Arc::new(s)
+fn snapshot(level: Level, pid: u32) -> SharedPublished {
+    published_one_gpu(level, pid, "sh")
 }
 
 /// A live child that ignores SIGUSR1, so it survives every signal.
@@ -81,7 +38,7 @@ impl Drop for Target0 {
 
 struct Rig {
     rt: tokio::runtime::Runtime,
-    tx: watch::Sender<SharedSnapshot>,
+    tx: watch::Sender<SharedPublished>,
     reports: mpsc::UnboundedReceiver<Report>,
     pid: u32,
     _child: Target0,

@@ -1,9 +1,10 @@
-//! Criterion scaling benchmark (issue 7): how the exporter's own work per poll grows with the node.
+//! Criterion scaling benchmark: how the exporter's own work per poll grows with the node.
 //!
 //! For 1, 8 and 16 GPUs × 16, 64 and 256 processes per GPU, on synthetic samples (NVML excluded):
-//! - `scaling_poll/<G>gpu-x<P>proc`: `Engine::apply` — policy, leak drift for the GPU and for every
-//!   process, the snapshot and the exposition render (per-process series bounded to the top 16);
-//! - `scaling_render/<G>gpu-x<P>proc`: `metrics::render` of that snapshot alone.
+//! - `scaling_poll/<G>gpu-x<P>proc`: `Engine::apply` and the publication — policy, leak drift for
+//!   the GPU and for every process, the snapshot and the exposition render (per-process series
+//!   bounded to the top 16);
+//! - `scaling_render/<G>gpu-x<P>proc`: `exposition::render` of that snapshot alone.
 //!
 //! After measuring, it prints a Markdown table (per GPU and per GPU × process costs, to show the
 //! growth is linear) and, when `VRAM_SCALING_TABLE` names a file, writes the table there for
@@ -16,10 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
+use vram_exporter::publish::Published;
 use vram_exporter::sample::PollSample;
-
-mod common;
-use common::{engine, node};
+use vram_testkit::builders::{engine, node};
 
 const GPUS: [u32; 3] = [1, 8, 16];
 const PROCESSES: [u32; 3] = [16, 64, 256];
@@ -33,7 +33,7 @@ fn benches(c: &mut Criterion) {
     for gpus in GPUS {
         for procs in PROCESSES {
             let samples: Vec<PollSample> = (0..64).map(|i| node(gpus, procs, i * 1000)).collect();
-            let mut e = engine(TOP_N);
+            let mut e = engine();
             // Warm the trackers so the steady state is measured, not first sight of every process.
             for s in &samples {
                 e.apply(s);
@@ -43,14 +43,19 @@ fn benches(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(id(gpus, procs)), |b| {
                 b.iter(|| {
                     i = (i + 1) % samples.len();
-                    black_box(e.apply(black_box(&samples[i])))
+                    black_box(Published::new(e.apply(black_box(&samples[i])), TOP_N))
                 })
             });
             group.finish();
             let snapshot = e.apply(&samples[0]);
             let mut group = c.benchmark_group("scaling_render");
             group.bench_function(BenchmarkId::from_parameter(id(gpus, procs)), |b| {
-                b.iter(|| black_box(vram_exporter::metrics::render(black_box(&snapshot))))
+                b.iter(|| {
+                    black_box(vram_exporter::exposition::render(
+                        black_box(&snapshot),
+                        TOP_N,
+                    ))
+                })
             });
             group.finish();
         }

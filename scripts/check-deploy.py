@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE = REPO_ROOT / "deploy" / "kubernetes"
 COMPONENTS = ("cleanup", "nvidia-runtime")
 
-# The exporter's HTTP routes (README, issue 3); a probe or scrape path outside this set is a typo.
+# The exporter's HTTP routes (README); a probe or scrape path outside this set is a typo.
 EXPORTER_PATHS = {"/", "/metrics", "/-/healthy", "/-/ready", "/api/v1/gpus"}
 EXPECTED_KINDS = ["ConfigMap", "DaemonSet", "PrometheusRule", "Service", "ServiceMonitor"]
 

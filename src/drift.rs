@@ -10,6 +10,80 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::input::{parse_duration, ConfigError};
+
+/// The `[leak]` section as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLeak {
+    /// How far back the usage floor is compared: drift = floor now − floor one window ago.
+    pub window: String,
+    /// The span the floor (rolling minimum) is taken over; longer than a training step.
+    /// Defaults to a tenth of `window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_window: Option<String>,
+}
+
+impl Default for RawLeak {
+    fn default() -> Self {
+        RawLeak {
+            window: "15m".into(),
+            floor_window: None,
+        }
+    }
+}
+
+/// The validated `[leak]` section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakConfig {
+    pub window: Duration,
+    pub floor_window: Duration,
+}
+
+impl RawLeak {
+    /// Checks the windows against each other and against the poll interval.
+    pub fn validate(&self, poll_interval: Duration) -> Result<LeakConfig, ConfigError> {
+        let window = parse_duration("leak.window", &self.window)?;
+        if window < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "leak.window",
+                &self.window,
+                "must be at least 1s",
+            ));
+        }
+        let floor_window = match &self.floor_window {
+            Some(f) => parse_duration("leak.floor_window", f)?,
+            None => window / 10,
+        };
+        if floor_window >= window || floor_window.is_zero() {
+            return Err(ConfigError::invalid(
+                "leak.floor_window",
+                humantime::format_duration(floor_window),
+                format!(
+                    "must be shorter than leak.window ({}) and not zero",
+                    humantime::format_duration(window)
+                ),
+            ));
+        }
+        if floor_window < poll_interval {
+            return Err(ConfigError::invalid(
+                "leak.floor_window",
+                humantime::format_duration(floor_window),
+                format!(
+                    "must be at least poll.interval ({}), or the floor is a single sample",
+                    humantime::format_duration(poll_interval)
+                ),
+            ));
+        }
+        Ok(LeakConfig {
+            window,
+            floor_window,
+        })
+    }
+}
+
 /// Buckets per floor window: the floor is the minimum of the last `FLOOR_BUCKETS` buckets.
 const FLOOR_BUCKETS: u64 = 4;
 

@@ -19,20 +19,22 @@ use axum::{BoxError, Json, Router};
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 
-use crate::metrics::{Telemetry, CONTENT_TYPE};
-use crate::state::SharedSnapshot;
+use crate::api::GpusResponse;
+use crate::exposition::CONTENT_TYPE;
+use crate::publish::SharedPublished;
+use crate::telemetry::Telemetry;
 use crate::web::{self, auth::Live};
 
 /// What every handler can read.
 #[derive(Clone)]
 pub struct AppState {
-    pub snapshot: watch::Receiver<SharedSnapshot>,
+    pub published: watch::Receiver<SharedPublished>,
     pub telemetry: Telemetry,
 }
 
 impl AppState {
-    fn latest(&self) -> SharedSnapshot {
-        self.snapshot.borrow().clone()
+    fn latest(&self) -> SharedPublished {
+        self.published.borrow().clone()
     }
 }
 
@@ -95,9 +97,9 @@ async fn overload_response(err: BoxError) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let snapshot = state.latest();
-    let mut body = Vec::with_capacity(snapshot.exposition.len() + 4096);
-    body.extend_from_slice(&snapshot.exposition);
+    let published = state.latest();
+    let mut body = Vec::with_capacity(published.exposition.len() + 4096);
+    body.extend_from_slice(&published.exposition);
     state.telemetry.encode_into(&mut body);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
@@ -107,7 +109,7 @@ async fn healthy() -> &'static str {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.latest().ready {
+    if state.latest().snapshot.ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
@@ -119,11 +121,12 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn gpus(State(state): State<AppState>) -> Response {
-    Json(state.latest()).into_response()
+    let published = state.latest();
+    Json(GpusResponse::new(&published.snapshot)).into_response()
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(crate::status_page::render(&state.latest()))
+    Html(crate::status_page::render(&state.latest().snapshot))
 }
 
 async fn not_found() -> Response {

@@ -1,23 +1,28 @@
 //! vram-exporter: watches GPU memory through NVML, applies a soft/hard limit policy and leak-drift
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
-//! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `state`) → `Snapshot` →
-//! (`metrics`, `http`, `cleanup`). See ARCHITECTURE.md for the code map and invariants.
+//! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `engine`) → `Snapshot` →
+//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`).
+//! See ARCHITECTURE.md for the code map and invariants.
 
+pub mod api;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod drift;
+pub mod engine;
+pub mod exposition;
 pub mod http;
-pub mod metrics;
+pub mod input;
 pub mod nvml;
 pub mod policy;
 pub mod poller;
 pub mod procfs;
+pub mod publish;
 pub mod sample;
 pub mod simulate;
-pub mod state;
 pub mod status_page;
+pub mod telemetry;
 pub mod web;
 
 use std::sync::Arc;
@@ -26,8 +31,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::metrics::Telemetry;
-use crate::state::{Engine, Snapshot};
+use crate::engine::Engine;
+use crate::publish::Published;
+use crate::telemetry::Telemetry;
 
 /// An error that stops the server after the configuration was accepted.
 #[derive(Debug, thiserror::Error)]
@@ -54,20 +60,23 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
     let telemetry = Telemetry::new();
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::initial(config.max_processes_per_gpu)));
+    let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
-    let engine = Engine::new(
-        config.limits.clone(),
-        config.leak,
+    let engine = Engine::new(config.limits.clone(), config.leak);
+    let poller = poller::Poller::spawn(
+        source,
+        engine,
+        config.poll_interval,
         config.max_processes_per_gpu,
-    );
-    let poller = poller::Poller::spawn(source, engine, config.poll_interval, telemetry.clone(), tx)
-        .map_err(RunError::Poller)?;
+        telemetry.clone(),
+        tx,
+    )
+    .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
     let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone());
 
     let state = http::AppState {
-        snapshot: rx,
+        published: rx,
         telemetry,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of

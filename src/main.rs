@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use vram_exporter::cli::{Cli, LogFormat};
-use vram_exporter::config::{self, ConfigError, FlagOverrides};
+use vram_exporter::config::{self, FlagOverrides};
+use vram_exporter::input::ConfigError;
 
 /// Exit status for invalid input (configuration, flags), as promised in the README.
 const EXIT_BAD_INPUT: u8 = 2;

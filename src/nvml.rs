@@ -13,11 +13,21 @@ use std::time::{Duration, Instant, SystemTime};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
+use serde::{Deserialize, Serialize};
 
 use crate::sample::{
-    DeviceIdentity, DeviceSample, Memory, MigSample, Operation, PollError, PollSample,
+    DeviceIdentity, DeviceSample, Memory, MigSample, Operation, PollError, PollSample, ProcessList,
     ProcessSample,
 };
+
+/// The `[nvml]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNvml {
+    /// Path of libnvidia-ml.so.1; by default the dynamic loader's search path is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<PathBuf>,
+}
 
 /// The longest wait between two attempts to initialise NVML.
 pub const MAX_INIT_BACKOFF: Duration = Duration::from_secs(30);
@@ -222,8 +232,8 @@ fn poll_devices(
             }
         };
         let processes = match read_processes(nvml, &device, names) {
-            Ok(p) => p,
-            Err(NvmlError::NotSupported) => Vec::new(),
+            Ok(p) => ProcessList::Listed(p),
+            Err(NvmlError::NotSupported) => ProcessList::NotSupported,
             Err(NvmlError::GpuLost) => {
                 fail(errors, Operation::Processes);
                 devices.push(down(identity));
@@ -231,10 +241,10 @@ fn poll_devices(
             }
             Err(_) => {
                 fail(errors, Operation::Processes);
-                Vec::new()
+                ProcessList::Failed
             }
         };
-        seen_pids.extend(processes.iter().map(|p| p.pid));
+        seen_pids.extend(processes.listed().iter().map(|p| p.pid));
         let migs = read_migs(&device).unwrap_or_else(|_| {
             fail(errors, Operation::Mig);
             Vec::new()
@@ -256,7 +266,7 @@ fn down(identity: DeviceIdentity) -> DeviceSample {
         identity,
         up: false,
         memory: None,
-        processes: Vec::new(),
+        processes: ProcessList::Listed(Vec::new()),
         migs: Vec::new(),
     }
 }
@@ -355,11 +365,11 @@ fn read_processes(
             continue;
         }
         position.insert(info.pid, merged.len());
-        let (start_time, name) = process_identity(nvml, info.pid, names);
+        let (start_ticks, name) = process_identity(nvml, info.pid, names);
         merged.push(ProcessSample {
             pid: info.pid,
             name,
-            start_time,
+            start_ticks,
             allocated: bytes,
         });
     }

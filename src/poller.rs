@@ -1,19 +1,63 @@
 //! The poller: a dedicated OS thread that reads NVML on a fixed interval and publishes snapshots.
 //!
 //! NVML calls block (a hung driver can block for seconds), so they never run on the async runtime.
-//! The thread is the single writer of [`Engine`] state; readers get the newest [`Snapshot`] from a
-//! `watch` channel and so never wait for NVML.
+//! The thread is the single writer of [`Engine`] state; after each poll it renders the exposition
+//! once and publishes both ([`Published`]) on a `watch` channel, so readers never wait for NVML.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::metrics::Telemetry;
+use crate::engine::Engine;
+use crate::input::{parse_duration, ConfigError};
 use crate::nvml::NvmlSource;
-use crate::state::{Engine, SharedSnapshot};
+use crate::publish::{Published, SharedPublished};
+use crate::telemetry::Telemetry;
+
+/// The shortest poll interval accepted.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The `[poll]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPoll {
+    /// How often NVML is read: "1s", "250ms"; at least 100ms.
+    pub interval: String,
+}
+
+impl Default for RawPoll {
+    fn default() -> Self {
+        RawPoll {
+            interval: "1s".into(),
+        }
+    }
+}
+
+impl RawPoll {
+    /// The poll interval, between 100ms and 1h.
+    pub fn validate(&self) -> Result<Duration, ConfigError> {
+        let interval = parse_duration("poll.interval", &self.interval)?;
+        if interval < MIN_POLL_INTERVAL {
+            return Err(ConfigError::invalid(
+                "poll.interval",
+                &self.interval,
+                "must be at least 100ms",
+            ));
+        }
+        if interval > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "poll.interval",
+                &self.interval,
+                "must be at most 1h",
+            ));
+        }
+        Ok(interval)
+    }
+}
 
 /// A running poller; dropping the handle's `stop` sender ends the thread at its next tick.
 pub struct Poller {
@@ -22,13 +66,15 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Starts polling at once and then every `interval`, publishing into `publish`.
+    /// Starts polling at once and then every `interval`, publishing into `publish` with at most
+    /// `max_processes_per_gpu` process series per GPU in the exposition.
     pub fn spawn(
         mut source: NvmlSource,
         mut engine: Engine,
         interval: Duration,
+        max_processes_per_gpu: usize,
         telemetry: Telemetry,
-        publish: watch::Sender<SharedSnapshot>,
+        publish: watch::Sender<SharedPublished>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -42,14 +88,14 @@ impl Poller {
                         let gpu = e.gpu.map(|g| g.to_string()).unwrap_or_default();
                         telemetry
                             .poll_errors
-                            .with_label_values(&[gpu.as_str(), e.operation.metric_label()])
+                            .with_label_values(&[gpu.as_str(), e.operation.as_str()])
                             .inc();
                     }
-                    let snapshot = engine.apply(&sample);
+                    let published = Published::new(engine.apply(&sample), max_processes_per_gpu);
                     telemetry
                         .poll_duration
                         .observe(started.elapsed().as_secs_f64());
-                    publish.send_replace(Arc::new(snapshot));
+                    publish.send_replace(Arc::new(published));
                     // glibc keeps heap pages freed after a burst of concurrent scrapes; hand them
                     // back once per poll so resident memory returns to its steady size (measured
                     // by bench/compare's RSS after scrapes, see BENCHMARKS.md).

@@ -5,10 +5,8 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 /// The identity of a GPU; kept from the last good poll when the device is lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceIdentity {
     pub index: u32,
     pub uuid: String,
@@ -17,7 +15,7 @@ pub struct DeviceIdentity {
 }
 
 /// Memory as NVML's `nvmlMemory_v2_t` reports it; `used` excludes `reserved`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memory {
     pub total: u64,
     pub reserved: u64,
@@ -27,20 +25,19 @@ pub struct Memory {
 }
 
 /// One process on one GPU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSample {
     pub pid: u32,
     pub name: String,
     /// Start time from /proc (clock ticks since boot), 0 when /proc cannot see the process. With
     /// the name it tells a reused pid from the process that had it before.
-    #[serde(skip)]
-    pub start_time: u64,
+    pub start_ticks: u64,
     pub allocated: u64,
 }
 
 /// One MIG instance of a GPU in MIG mode. Its memory is part of its parent's; it is published in
 /// `vram_mig_*` families of its own so that sums over GPUs never count it twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigSample {
     /// The MIG device's index on its parent.
     pub index: u32,
@@ -52,17 +49,38 @@ pub struct MigSample {
 }
 
 /// One GPU in one poll.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceSample {
     pub identity: DeviceIdentity,
     /// False when NVML reports the GPU lost (or its handle cannot be had).
     pub up: bool,
     /// None when the device is down or its memory query failed.
     pub memory: Option<Memory>,
-    /// Compute and graphics processes merged by pid; empty when not supported.
-    pub processes: Vec<ProcessSample>,
+    /// Compute and graphics processes merged by pid, or why there is no list this poll.
+    pub processes: ProcessList,
     /// MIG instances, when the GPU is in MIG mode.
     pub migs: Vec<MigSample>,
+}
+
+/// A device's processes in one poll: listed, not reported by this device, or a failed query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessList {
+    /// NVML listed the processes (possibly none), largest first.
+    Listed(Vec<ProcessSample>),
+    /// The device does not report processes (NVML's NOT_SUPPORTED): no error, just no list.
+    NotSupported,
+    /// The query failed this poll; the last good list may be held for a few polls.
+    Failed,
+}
+
+impl ProcessList {
+    /// The processes listed this poll; none when not supported or failed.
+    pub fn listed(&self) -> &[ProcessSample] {
+        match self {
+            ProcessList::Listed(p) => p,
+            ProcessList::NotSupported | ProcessList::Failed => &[],
+        }
+    }
 }
 
 /// The bounded set of NVML operations named in `vram_exporter_poll_errors_total`.
@@ -78,7 +96,8 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub fn metric_label(self) -> &'static str {
+    /// The `operation` label value of `vram_exporter_poll_errors_total`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Operation::Init => "init",
             Operation::DeviceCount => "device_count",

@@ -5,11 +5,11 @@
 
 use std::fmt::Write as _;
 
+use crate::engine::{GpuView, Snapshot};
 use crate::policy::Level;
-use crate::state::{GpuView, Snapshot};
 
 /// How many processes each GPU card lists.
-const TOP_PROCESSES: usize = 5;
+const CARD_PROCESSES: usize = 5;
 
 pub fn render(s: &Snapshot) -> String {
     let mut h = String::with_capacity(4096 + s.gpus.len() * 2048);
@@ -82,11 +82,12 @@ fn gpu_card(h: &mut String, g: &GpuView) {
     };
     let total = mem.total.max(1) as f64;
     let pct = |b: u64| (b as f64 / total * 100.0).min(100.0);
-    let (badge, word) = match g.level {
-        Level::Ok => ("b0", "ok"),
-        Level::Soft => ("b1", "soft"),
-        Level::Hard => ("b2", "hard"),
+    let badge = match g.level {
+        Level::Ok => "b0",
+        Level::Soft => "b1",
+        Level::Hard => "b2",
     };
+    let word = g.level.as_str();
     let _ = write!(
         h,
         "<div class=\"bar\" title=\"allocated {} of {}\"><div class=\"fill\" style=\"width:{:.1}%\"></div>",
@@ -124,7 +125,7 @@ fn gpu_card(h: &mut String, g: &GpuView) {
     );
     if !g.processes.is_empty() {
         h.push_str("<table><tr><th>pid</th><th>process</th><th class=\"n\">allocated</th><th class=\"n\">drift</th></tr>\n");
-        for p in g.processes.iter().take(TOP_PROCESSES) {
+        for p in g.processes.iter().take(CARD_PROCESSES) {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn empty_snapshot_renders() {
-        let page = render(&Snapshot::initial(16));
+        let page = render(&Snapshot::initial());
         assert!(page.contains("No GPU seen yet"));
         assert!(page.contains("NVML down"));
     }

@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction};
 use crate::cleanup::payload::Payload;
 use crate::cleanup::targets::{self, alive, proc_stat};
+use crate::engine::GpuView;
 use crate::policy::Level;
-use crate::state::GpuView;
 
 /// The `result` label of `vram_cleanups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_duration, ConfigError};
+use crate::input::{parse_duration, ConfigError};
 
 /// The `cleanup` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]

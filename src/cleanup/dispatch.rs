@@ -23,7 +23,8 @@ use crate::cleanup::config::{Action, CleanupConfig};
 use crate::cleanup::decide::{decide, Decision, Inputs, Reason, Track};
 use crate::cleanup::payload::{hostname, Payload};
 use crate::cleanup::telemetry::CleanupMetrics;
-use crate::state::{GpuView, SharedSnapshot, Snapshot};
+use crate::engine::{GpuView, Snapshot};
+use crate::publish::SharedPublished;
 
 /// Snapshots after a run has finished over which reclaimed memory is still measured.
 pub const RECLAIM_POLLS: u32 = 5;
@@ -42,7 +43,7 @@ pub struct Report {
 pub struct Dispatcher {
     shared: Arc<Shared>,
     gpus: HashMap<(u32, String), Slot>,
-    snapshots: watch::Receiver<SharedSnapshot>,
+    snapshots: watch::Receiver<SharedPublished>,
 }
 
 /// What every run needs, shared with the run tasks.
@@ -76,7 +77,7 @@ impl Dispatcher {
     pub fn new(
         config: CleanupConfig,
         metrics: CleanupMetrics,
-        snapshots: watch::Receiver<SharedSnapshot>,
+        snapshots: watch::Receiver<SharedPublished>,
     ) -> Self {
         let agents = config
             .actions
@@ -113,8 +114,8 @@ impl Dispatcher {
         // The snapshot already there when we start counts too (a GPU may be in breach at start).
         self.snapshots.mark_changed();
         while self.snapshots.changed().await.is_ok() {
-            let snapshot = self.snapshots.borrow_and_update().clone();
-            self.on_snapshot(&snapshot, Instant::now());
+            let published = self.snapshots.borrow_and_update().clone();
+            self.on_snapshot(&published.snapshot, Instant::now());
         }
     }
 
@@ -221,7 +222,7 @@ fn measure_reclaim(shared: &Shared, slot: &mut Slot, gpu: &GpuView) {
 /// One run: the configured actions, in order, for one GPU.
 struct Run {
     shared: Arc<Shared>,
-    snapshots: watch::Receiver<SharedSnapshot>,
+    snapshots: watch::Receiver<SharedPublished>,
     gpu: u32,
     uuid: String,
     reason: Reason,
@@ -243,7 +244,8 @@ impl Run {
         let last = steps.len().saturating_sub(1);
         for (n, (i, action)) in steps.into_iter().enumerate() {
             // Each action sees the newest snapshot: targets must be on the GPU *now*.
-            let snapshot = self.snapshots.borrow().clone();
+            let published = self.snapshots.borrow().clone();
+            let snapshot = &published.snapshot;
             let Some(gpu) = snapshot
                 .gpus
                 .iter()
@@ -254,7 +256,7 @@ impl Run {
             let outcome = if !gpu.up {
                 Outcome::new(Verdict::Skipped, vec![], "the GPU is not answering")
             } else {
-                self.step(i, action, gpu, &snapshot).await
+                self.step(i, action, gpu, snapshot).await
             };
             if n == last {
                 self.in_flight.store(false, Ordering::Release);

@@ -29,14 +29,14 @@ pub use telemetry::CleanupMetrics;
 
 use tokio::sync::watch;
 
-use crate::metrics::Telemetry;
-use crate::state::SharedSnapshot;
+use crate::publish::SharedPublished;
+use crate::telemetry::Telemetry;
 
 /// Starts the dispatcher when cleanup is enabled; its metrics join the self-metrics registry.
 pub fn start(
     config: &CleanupConfig,
     telemetry: &Telemetry,
-    snapshots: watch::Receiver<SharedSnapshot>,
+    snapshots: watch::Receiver<SharedPublished>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !config.enabled {
         tracing::info!("cleanup actions disabled");

@@ -5,10 +5,10 @@
 
 use serde::Serialize;
 
-use crate::state::GpuView;
+use crate::engine::GpuView;
 
 /// How many of the GPU's largest processes the payload lists.
-pub const TOP_PROCESSES: usize = 16;
+pub const PAYLOAD_PROCESSES: usize = 16;
 
 /// The facts about one GPU in hard breach.
 #[derive(Debug, Clone, Serialize)]
@@ -48,16 +48,12 @@ impl Payload {
             total_bytes: gpu.memory.map_or(0, |m| m.total),
             soft_limit_bytes: limits.map_or(0, |l| l.soft),
             hard_limit_bytes: limits.map_or(0, |l| l.hard),
-            level: match gpu.level {
-                crate::policy::Level::Ok => "ok",
-                crate::policy::Level::Soft => "soft",
-                crate::policy::Level::Hard => "hard",
-            },
+            level: gpu.level.as_str(),
             reason,
             processes: gpu
                 .processes
                 .iter()
-                .take(TOP_PROCESSES)
+                .take(PAYLOAD_PROCESSES)
                 .map(|p| PayloadProcess {
                     pid: p.pid,
                     name: p.name.clone(),
@@ -106,9 +102,9 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ProcessView;
     use crate::policy::{Level, Limits};
     use crate::sample::{DeviceIdentity, Memory};
-    use crate::state::ProcessView;
 
     fn view() -> GpuView {
         GpuView {
@@ -155,7 +151,7 @@ mod tests {
         assert_eq!(v["allocated_bytes"], 97);
         assert_eq!(v["hard_limit_bytes"], 95);
         assert_eq!(v["level"], "hard");
-        assert_eq!(v["processes"].as_array().unwrap().len(), TOP_PROCESSES);
+        assert_eq!(v["processes"].as_array().unwrap().len(), PAYLOAD_PROCESSES);
         assert_eq!(v["processes"][0]["pid"], 100);
         assert_eq!(v["processes"][0]["bytes"], 50);
         let env = p.env();

@@ -11,7 +11,7 @@ pub use crate::procfs::{proc_stat, ProcStat};
 use std::time::{Duration, SystemTime};
 
 use crate::cleanup::config::{KillAction, Target};
-use crate::state::ProcessView;
+use crate::engine::ProcessView;
 
 /// A pid the safety rules never allow, whatever the configuration.
 pub fn forbidden(pid: u32, own_pid: u32) -> bool {

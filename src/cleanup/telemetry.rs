@@ -10,7 +10,7 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::cleanup::actions::Verdict;
 use crate::cleanup::config::CleanupConfig;
-use crate::state::GpuView;
+use crate::engine::GpuView;
 
 #[derive(Clone)]
 pub struct CleanupMetrics {

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::config::ConfigError;
+use crate::input::ConfigError;
 
 /// bcrypt checks running at once; more requests wait (within the request timeout).
 pub const BCRYPT_AT_ONCE: usize = 2;

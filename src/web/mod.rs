@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::input::ConfigError;
 
 /// The web configuration file as written, before validation.
 #[derive(Debug, Default, Deserialize)]

@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 
 use super::RawTls;
-use crate::config::ConfigError;
+use crate::input::ConfigError;
 
 /// A built TLS configuration and the files it was read from.
 pub struct Built {

@@ -1,4 +1,4 @@
-//! HTTP abuse against the real binary (issue 8): oversized headers, slow clients holding
+//! HTTP abuse against the real binary: oversized headers, slow clients holding
 //! connections, unknown methods, odd paths and a flood past the concurrency bound are answered
 //! with 4xx/503 or closed — never a crash, never a 5xx other than the 503 of load shedding, and
 //! never memory that keeps growing. Everything stays on loopback and is bounded in count and time.

@@ -1,4 +1,4 @@
-//! Fault survival (issue 8): the real exporter on nvml-sim's fault schedule — a GPU lost and back,
+//! Fault survival: the real exporter on nvml-sim's fault schedule — a GPU lost and back,
 //! NVML loadable only later, process queries NOT_SUPPORTED, NVML hanging for 5 s, process lists
 //! growing between the count and the fill call, a pid reused by another program, a driver reloaded
 //! under a running session. In every case

@@ -1,4 +1,4 @@
-//! Hostile input (issue 8): property tests of configuration loading and validation (TOML, YAML,
+//! Hostile input: property tests of configuration loading and validation (TOML, YAML,
 //! environment) and of the exporter-toolkit web configuration parser — arbitrary and
 //! almost-valid input must give a clear `ConfigError`, never a panic, and whatever is accepted
 //! must print (`--check-config`) as a configuration that is accepted again.
@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vram_exporter::config::{self, ConfigError, FlagOverrides};
+use vram_exporter::config::{self, FlagOverrides};
+use vram_exporter::input::ConfigError;
 use vram_exporter::web::{self, WebSettings};
 
 /// Keys of every section (any key may land in any section: unknown keys must be refused).

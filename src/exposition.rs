@@ -1,89 +1,54 @@
-//! Metrics: the public metric contract, rendered from a snapshot, plus the exporter's self-metrics.
+//! The exposition: the public metric contract (`vram_*` families), rendered from a snapshot.
 //!
-//! Domain families (`vram_*`) are written straight from a [`Snapshot`] once per poll into one
-//! buffer: a scrape then copies bytes, never walks state, and series of vanished processes and
-//! devices disappear by construction. The exporter's own metrics (poll duration histogram, poll
-//! errors, cleanup counters, `process_*`) live in a `prometheus` crate registry encoded at scrape.
+//! Families are written straight from a [`Snapshot`] once per poll into one buffer (see
+//! `publish`): a scrape then copies bytes, never walks state, and series of vanished processes and
+//! devices disappear by construction. The exporter's self-metrics live in `telemetry`.
 
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
 
-use crate::state::Snapshot;
+use crate::engine::{GpuView, ProcessView, Snapshot};
+use crate::input::ConfigError;
+use crate::sample::Memory;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The exporter's self-metrics registry.
-#[derive(Clone)]
-pub struct Telemetry {
-    pub registry: Registry,
-    pub poll_duration: Histogram,
-    pub poll_errors: IntCounterVec,
+/// The `[processes]` section: how many per-process series each GPU publishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProcesses {
+    /// Per-process series are published for the top N processes of each GPU by allocation.
+    pub max_per_gpu: usize,
 }
 
-impl Telemetry {
-    pub fn new() -> Self {
-        let registry = Registry::new();
-        let poll_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "vram_exporter_poll_duration_seconds",
-                "Time one poll of every GPU took, NVML calls included.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-        )
-        .expect("valid histogram");
-        let poll_errors = IntCounterVec::new(
-            Opts::new(
-                "vram_exporter_poll_errors_total",
-                "NVML calls that failed during polls, by GPU index (empty for system calls) and operation.",
-            ),
-            &["gpu", "operation"],
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(poll_duration.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(poll_errors.clone()))
-            .expect("unique");
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("unique");
-        Telemetry {
-            registry,
-            poll_duration,
-            poll_errors,
-        }
-    }
-
-    /// Appends the self-metrics in the text format.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let families = self.registry.gather();
-        if let Err(e) = TextEncoder::new().encode(&families, out) {
-            tracing::error!(error = %e, "self-metrics could not be encoded");
-        }
-    }
-}
-
-impl Default for Telemetry {
+impl Default for RawProcesses {
     fn default() -> Self {
-        Self::new()
+        RawProcesses { max_per_gpu: 16 }
+    }
+}
+
+impl RawProcesses {
+    /// The validated top-N: it bounds the number of per-process series.
+    pub fn validate(&self) -> Result<usize, ConfigError> {
+        if self.max_per_gpu > 1024 {
+            return Err(ConfigError::invalid(
+                "processes.max_per_gpu",
+                self.max_per_gpu,
+                "must be at most 1024 (it bounds the number of per-process series)",
+            ));
+        }
+        Ok(self.max_per_gpu)
     }
 }
 
 /// The domain families of one snapshot in the text exposition format.
-pub fn render(s: &Snapshot) -> Bytes {
-    let mut out =
-        String::with_capacity(4096 + s.gpus.len() * (2048 + s.max_processes_per_gpu * 400));
+/// `max_processes_per_gpu` bounds the per-process series of each GPU (largest first).
+pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
+    let mut out = String::with_capacity(4096 + s.gpus.len() * (2048 + max_processes_per_gpu * 400));
     // `write!` into a String cannot fail.
     let w = &mut out;
 
@@ -145,9 +110,7 @@ pub fn render(s: &Snapshot) -> Bytes {
             |g| Some(u64::from(g.up)),
         );
     }
-    let mem = |f: fn(&crate::sample::Memory) -> u64| {
-        move |g: &crate::state::GpuView| g.memory.filter(|_| g.up).map(|m| f(&m))
-    };
+    let mem = |f: fn(&Memory) -> u64| move |g: &GpuView| g.memory.filter(|_| g.up).map(|m| f(&m));
     per_gpu(
         w,
         s,
@@ -279,7 +242,7 @@ pub fn render(s: &Snapshot) -> Bytes {
         );
     }
 
-    let n = s.max_processes_per_gpu;
+    let n = max_processes_per_gpu;
     if n > 0 && s.gpus.iter().any(|g| g.up && !g.processes.is_empty()) {
         family(
             w,
@@ -287,14 +250,14 @@ pub fn render(s: &Snapshot) -> Bytes {
             "gauge",
             "Memory allocated by a process on the GPU (the largest processes.max_per_gpu per GPU).",
         );
-        per_process(w, s, "vram_process_allocated_bytes", |p| p.allocated);
+        per_process(w, s, n, "vram_process_allocated_bytes", |p| p.allocated);
         family(
             w,
             "vram_process_leak_drift_bytes",
             "gauge",
             "How much a process's allocation floor rose over the leak window (same processes as vram_process_allocated_bytes).",
         );
-        per_process(w, s, "vram_process_leak_drift_bytes", |p| {
+        per_process(w, s, n, "vram_process_leak_drift_bytes", |p| {
             p.leak_drift_bytes
         });
     }
@@ -312,7 +275,7 @@ fn per_gpu(
     name: &str,
     kind: &str,
     help: &str,
-    value: impl Fn(&crate::state::GpuView) -> Option<u64>,
+    value: impl Fn(&GpuView) -> Option<u64>,
 ) {
     let mut wrote_header = false;
     for g in &s.gpus {
@@ -331,13 +294,7 @@ fn per_gpu(
     }
 }
 
-fn per_mig(
-    w: &mut String,
-    s: &Snapshot,
-    name: &str,
-    help: &str,
-    value: impl Fn(&crate::sample::Memory) -> u64,
-) {
+fn per_mig(w: &mut String, s: &Snapshot, name: &str, help: &str, value: impl Fn(&Memory) -> u64) {
     family(w, name, "gauge", help);
     for g in &s.gpus {
         for m in &g.migs {
@@ -359,11 +316,12 @@ fn per_mig(
 fn per_process(
     w: &mut String,
     s: &Snapshot,
+    max_per_gpu: usize,
     name: &str,
-    value: impl Fn(&crate::state::ProcessView) -> u64,
+    value: impl Fn(&ProcessView) -> u64,
 ) {
     for g in s.gpus.iter().filter(|g| g.up) {
-        for p in g.processes.iter().take(s.max_processes_per_gpu) {
+        for p in g.processes.iter().take(max_per_gpu) {
             let _ = writeln!(
                 w,
                 "{name}{{gpu=\"{}\",uuid=\"{}\",pid=\"{}\",process=\"{}\"}} {}",
@@ -410,20 +368,9 @@ mod tests {
 
     #[test]
     fn initial_snapshot_reports_nvml_down() {
-        let s = Snapshot::initial(16);
-        let text = std::str::from_utf8(&s.exposition).unwrap().to_string();
+        let bytes = render(&Snapshot::initial(), 16);
+        let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains("vram_nvml_up 0\n"));
         assert!(!text.contains("vram_gpu_info"));
-    }
-
-    #[test]
-    fn self_metrics_encode() {
-        let t = Telemetry::new();
-        t.poll_errors.with_label_values(&["0", "memory"]).inc();
-        let mut out = Vec::new();
-        t.encode_into(&mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("vram_exporter_poll_errors_total{gpu=\"0\",operation=\"memory\"} 1"));
-        assert!(text.contains("# HELP vram_exporter_poll_duration_seconds"));
     }
 }

@@ -5,80 +5,12 @@
 //! rising edge, and the next one can only be counted after usage has fallen below the limit minus
 //! the hysteresis. A trace that wobbles around a limit therefore counts once.
 
-use serde::Serialize;
+pub mod limits;
 
-/// A limit as configured: a percentage of the device's total or an absolute size.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum LimitSpec {
-    Percent(f64),
-    Bytes(u64),
-}
-
-impl LimitSpec {
-    /// The limit in bytes for a device of `total` bytes, and whether it had to be clamped.
-    pub fn resolve(self, total: u64) -> (u64, bool) {
-        match self {
-            LimitSpec::Percent(p) => (((total as f64) * p / 100.0).round() as u64, false),
-            LimitSpec::Bytes(b) if b > total => (total, true),
-            LimitSpec::Bytes(b) => (b, false),
-        }
-    }
-}
-
-/// Effective limits of one device, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    pub soft: u64,
-    pub hard: u64,
-    pub hysteresis: u64,
-}
-
-/// What resolving a limit set against a device's total had to adjust, for a warning log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Adjustments {
-    pub soft_clamped: bool,
-    pub hard_clamped: bool,
-    /// Soft ended up at or above hard (mixed units or clamping); soft was lowered to just below hard.
-    pub soft_lowered: bool,
-}
-
-impl Adjustments {
-    pub fn any(&self) -> bool {
-        self.soft_clamped || self.hard_clamped || self.soft_lowered
-    }
-}
-
-/// Turns limit specifications into bytes for a device of `total` bytes.
-pub fn resolve_limits(
-    soft: LimitSpec,
-    hard: LimitSpec,
-    hysteresis: LimitSpec,
-    total: u64,
-) -> (Limits, Adjustments) {
-    let (mut soft_b, soft_clamped) = soft.resolve(total);
-    let (hard_b, hard_clamped) = hard.resolve(total);
-    let (hyst_b, _) = hysteresis.resolve(total);
-    let soft_lowered = soft_b >= hard_b;
-    if soft_lowered {
-        soft_b = hard_b.saturating_sub(1);
-    }
-    (
-        Limits {
-            soft: soft_b,
-            hard: hard_b,
-            hysteresis: hyst_b,
-        },
-        Adjustments {
-            soft_clamped,
-            hard_clamped,
-            soft_lowered,
-        },
-    )
-}
+pub use limits::{LimitSpec, Limits};
 
 /// Pressure level: 0 ok, 1 above soft, 2 above hard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Level {
     #[default]
     Ok = 0,
@@ -90,10 +22,19 @@ impl Level {
     pub fn as_u8(self) -> u8 {
         self as u8
     }
+
+    /// The level's name, as the JSON API, the status page and webhook payloads write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Soft => "soft",
+            Level::Hard => "hard",
+        }
+    }
 }
 
 /// Per-device policy state carried from one poll to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PolicyState {
     /// Inside a soft episode (armed again only below soft − hysteresis).
     pub soft_active: bool,
@@ -166,12 +107,12 @@ mod tests {
 
     fn limits() -> Limits {
         // An 80 GiB device with soft 85%, hard 95%, hysteresis 2%.
-        resolve_limits(
-            LimitSpec::Percent(85.0),
-            LimitSpec::Percent(95.0),
-            LimitSpec::Percent(2.0),
-            80 * GIB,
-        )
+        limits::LimitSet {
+            soft: LimitSpec::Percent(85.0),
+            hard: LimitSpec::Percent(95.0),
+            hysteresis: LimitSpec::Percent(2.0),
+        }
+        .resolve(80 * GIB)
         .0
     }
 
@@ -185,34 +126,6 @@ mod tests {
             levels.push(verdict.level);
         }
         (s, levels)
-    }
-
-    #[test]
-    fn resolves_percent_and_clamps_bytes() {
-        let l = limits();
-        assert_eq!(l.soft, 68 * GIB);
-        assert_eq!(l.hard, 76 * GIB);
-        assert_eq!(l.hysteresis, (80 * GIB) / 50);
-        let (l, adj) = resolve_limits(
-            LimitSpec::Bytes(60 * GIB),
-            LimitSpec::Bytes(100 * GIB),
-            LimitSpec::Percent(2.0),
-            80 * GIB,
-        );
-        assert_eq!(l.hard, 80 * GIB);
-        assert!(adj.hard_clamped && !adj.soft_clamped && !adj.soft_lowered);
-    }
-
-    #[test]
-    fn soft_at_or_above_hard_after_resolution_is_lowered() {
-        let (l, adj) = resolve_limits(
-            LimitSpec::Bytes(79 * GIB),
-            LimitSpec::Percent(50.0),
-            LimitSpec::Percent(2.0),
-            80 * GIB,
-        );
-        assert!(adj.soft_lowered);
-        assert!(l.soft < l.hard);
     }
 
     #[test]

@@ -1,26 +1,23 @@
-//! State: folds each poll's samples through the policy and drift trackers into a [`Snapshot`].
+//! The engine and its snapshot: folds each poll's samples through the policy and drift trackers
+//! into an immutable [`Snapshot`].
 //!
 //! The [`Engine`] is owned by the poller thread and is the only writer of policy and drift state.
-//! Each poll produces a new immutable [`Snapshot`] (with its `/metrics` text rendered once), which
-//! is published to readers — HTTP handlers and cleanup — who never see a half-updated state.
+//! Each poll produces a new [`Snapshot`] that the poller publishes (see `publish`) to readers — HTTP
+//! handlers and cleanup — who never see a half-updated state. The engine renders nothing: the
+//! exposition and the JSON API are built from the snapshot downstream.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use serde::Serialize;
-
-use crate::config::{LeakConfig, LimitsConfig};
-use crate::drift::{DriftGeometry, FloorTracker};
+use crate::drift::{DriftGeometry, FloorTracker, LeakConfig};
+use crate::policy::limits::LimitsConfig;
 use crate::policy::{self, Level, Limits, PolicyState};
-use crate::sample::{DeviceIdentity, Memory, MigSample, Operation, PollSample};
+use crate::sample::{DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList};
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// When the poll ran; None before the first poll.
-    #[serde(with = "unix_seconds")]
     pub taken_at: Option<SystemTime>,
     pub nvml_up: bool,
     /// True once a poll with NVML up has completed; it stays true afterwards, so a later NVML
@@ -28,35 +25,24 @@ pub struct Snapshot {
     pub ready: bool,
     pub driver_version: String,
     pub gpus: Vec<GpuView>,
-    /// Top-N processes per GPU published as series.
-    #[serde(skip)]
-    pub max_processes_per_gpu: usize,
-    /// The domain part of `/metrics`, rendered once per poll.
-    #[serde(skip)]
-    pub exposition: Bytes,
 }
 
 impl Snapshot {
     /// The state before the first poll: not ready, NVML not (yet) up.
-    pub fn initial(max_processes_per_gpu: usize) -> Self {
-        let mut s = Snapshot {
+    pub fn initial() -> Self {
+        Snapshot {
             taken_at: None,
             nvml_up: false,
             ready: false,
             driver_version: String::new(),
             gpus: Vec::new(),
-            max_processes_per_gpu,
-            exposition: Bytes::new(),
-        };
-        s.exposition = crate::metrics::render(&s);
-        s
+        }
     }
 }
 
 /// One GPU as published.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GpuView {
-    #[serde(flatten)]
     pub identity: DeviceIdentity,
     pub up: bool,
     pub memory: Option<Memory>,
@@ -71,7 +57,7 @@ pub struct GpuView {
     pub migs: Vec<MigSample>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessView {
     pub pid: u32,
     pub name: String,
@@ -79,7 +65,8 @@ pub struct ProcessView {
     pub leak_drift_bytes: u64,
 }
 
-/// Identity of a process for drift: a reused pid with another start time or name starts fresh.
+/// Identity of a process for drift: a reused pid with another start (clock ticks since boot) or
+/// another name starts fresh.
 type ProcessKey = (u32, u64, String);
 
 struct DeviceState {
@@ -102,17 +89,15 @@ pub const MAX_HELD_PROCESS_POLLS: u32 = 10;
 pub struct Engine {
     limits: LimitsConfig,
     geometry: DriftGeometry,
-    max_processes_per_gpu: usize,
     devices: HashMap<(u32, String), DeviceState>,
     ready: bool,
 }
 
 impl Engine {
-    pub fn new(limits: LimitsConfig, leak: LeakConfig, max_processes_per_gpu: usize) -> Self {
+    pub fn new(limits: LimitsConfig, leak: LeakConfig) -> Self {
         Engine {
             limits,
             geometry: DriftGeometry::new(leak.window, leak.floor_window),
-            max_processes_per_gpu,
             devices: HashMap::new(),
             ready: false,
         }
@@ -121,53 +106,72 @@ impl Engine {
     /// Applies one poll and returns the snapshot to publish.
     pub fn apply(&mut self, sample: &PollSample) -> Snapshot {
         self.ready |= sample.nvml_up;
-        let mut gpus = Vec::with_capacity(sample.devices.len());
-        for dev in &sample.devices {
-            let key = (dev.identity.index, dev.identity.uuid.clone());
-            let state = self.devices.entry(key).or_insert_with(|| DeviceState {
-                policy: PolicyState::default(),
-                limits: None,
-                drift: FloorTracker::new(&self.geometry),
-                processes: HashMap::new(),
-                held_polls: 0,
-            });
-            let mut view = GpuView {
-                identity: dev.identity.clone(),
-                up: dev.up,
-                memory: dev.memory,
-                limits: state.limits.map(|(_, l)| l),
-                level: Level::Ok,
-                soft_violations: state.policy.soft_violations,
-                hard_violations: state.policy.hard_violations,
-                leak_drift_bytes: 0,
-                processes: Vec::new(),
-                migs: if dev.up { dev.migs.clone() } else { Vec::new() },
-            };
-            if let (true, Some(mem)) = (dev.up, dev.memory) {
-                let limits = match state.limits {
-                    Some((total, l)) if total == mem.total => l,
-                    _ => {
-                        let l = resolve_for(&self.limits, &dev.identity, mem.total);
-                        state.limits = Some((mem.total, l));
-                        l
-                    }
-                };
-                let verdict = policy::evaluate(mem.allocated, &state.policy, &limits);
-                state.policy = verdict.state;
-                state
-                    .drift
-                    .observe(&self.geometry, sample.monotonic_ms, mem.allocated);
-                view.limits = Some(limits);
-                view.level = verdict.level;
-                view.soft_violations = verdict.state.soft_violations;
-                view.hard_violations = verdict.state.hard_violations;
-                view.leak_drift_bytes = state.drift.drift(&self.geometry);
-            }
-            let processes_failed = sample
-                .errors
+        let gpus = sample
+            .devices
+            .iter()
+            .map(|dev| self.apply_device(dev, sample.monotonic_ms))
+            .collect();
+        // Devices that no longer enumerate are forgotten; lost ones stay (they are in the sample).
+        self.devices.retain(|(index, uuid), _| {
+            sample
+                .devices
                 .iter()
-                .any(|e| e.gpu == Some(dev.identity.index) && e.operation == Operation::Processes);
-            if dev.up && processes_failed && state.held_polls < MAX_HELD_PROCESS_POLLS {
+                .any(|d| d.identity.index == *index && &d.identity.uuid == uuid)
+        });
+        Snapshot {
+            taken_at: Some(sample.taken_at),
+            nvml_up: sample.nvml_up,
+            ready: self.ready,
+            driver_version: sample.driver_version.clone(),
+            gpus,
+        }
+    }
+
+    fn apply_device(&mut self, dev: &DeviceSample, now_ms: u64) -> GpuView {
+        let geometry = &self.geometry;
+        let key = (dev.identity.index, dev.identity.uuid.clone());
+        let state = self.devices.entry(key).or_insert_with(|| DeviceState {
+            policy: PolicyState::default(),
+            limits: None,
+            drift: FloorTracker::new(geometry),
+            processes: HashMap::new(),
+            held_polls: 0,
+        });
+        let mut view = GpuView {
+            identity: dev.identity.clone(),
+            up: dev.up,
+            memory: dev.memory,
+            limits: state.limits.map(|(_, l)| l),
+            level: Level::Ok,
+            soft_violations: state.policy.soft_violations,
+            hard_violations: state.policy.hard_violations,
+            leak_drift_bytes: 0,
+            processes: Vec::new(),
+            migs: if dev.up { dev.migs.clone() } else { Vec::new() },
+        };
+        if !dev.up {
+            return view;
+        }
+        if let Some(mem) = dev.memory {
+            let limits = match state.limits {
+                Some((total, l)) if total == mem.total => l,
+                _ => {
+                    let l = resolve_for(&self.limits, &dev.identity, mem.total);
+                    state.limits = Some((mem.total, l));
+                    l
+                }
+            };
+            let verdict = policy::evaluate(mem.allocated, &state.policy, &limits);
+            state.policy = verdict.state;
+            state.drift.observe(geometry, now_ms, mem.allocated);
+            view.limits = Some(limits);
+            view.level = verdict.level;
+            view.soft_violations = verdict.state.soft_violations;
+            view.hard_violations = verdict.state.hard_violations;
+            view.leak_drift_bytes = state.drift.drift(geometry);
+        }
+        let listed = match &dev.processes {
+            ProcessList::Failed if state.held_polls < MAX_HELD_PROCESS_POLLS => {
                 // A failed process query (not NOT_SUPPORTED, which is no error): republish the
                 // last good list and keep its drift state untouched.
                 state.held_polls += 1;
@@ -178,62 +182,46 @@ impl Engine {
                         pid: *pid,
                         name: name.clone(),
                         allocated: *allocated,
-                        leak_drift_bytes: tracker.drift(&self.geometry),
+                        leak_drift_bytes: tracker.drift(geometry),
                     })
                     .collect();
                 view.processes
                     .sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
-            } else if dev.up {
-                state.held_polls = 0;
-                let mut live: HashMap<ProcessKey, (FloorTracker, u64)> =
-                    HashMap::with_capacity(dev.processes.len());
-                view.processes.reserve(dev.processes.len());
-                for p in &dev.processes {
-                    let key = (p.pid, p.start_time, p.name.clone());
-                    let mut tracker = state
-                        .processes
-                        .remove(&key)
-                        .map(|(t, _)| t)
-                        .unwrap_or_else(|| FloorTracker::new(&self.geometry));
-                    tracker.observe(&self.geometry, sample.monotonic_ms, p.allocated);
-                    view.processes.push(ProcessView {
-                        pid: p.pid,
-                        name: p.name.clone(),
-                        allocated: p.allocated,
-                        leak_drift_bytes: tracker.drift(&self.geometry),
-                    });
-                    live.insert(key, (tracker, p.allocated));
-                }
-                // Trackers of processes that vanished are dropped here.
-                state.processes = live;
+                return view;
             }
-            gpus.push(view);
-        }
-        // Devices that no longer enumerate are forgotten; lost ones stay (they are in the sample).
-        self.devices.retain(|(index, uuid), _| {
-            sample
-                .devices
-                .iter()
-                .any(|d| d.identity.index == *index && &d.identity.uuid == uuid)
-        });
-
-        let mut snapshot = Snapshot {
-            taken_at: Some(sample.taken_at),
-            nvml_up: sample.nvml_up,
-            ready: self.ready,
-            driver_version: sample.driver_version.clone(),
-            gpus,
-            max_processes_per_gpu: self.max_processes_per_gpu,
-            exposition: Bytes::new(),
+            // A lasting failure publishes no processes and drops their trackers.
+            other => other.listed(),
         };
-        snapshot.exposition = crate::metrics::render(&snapshot);
-        snapshot
+        state.held_polls = 0;
+        let mut live: HashMap<ProcessKey, (FloorTracker, u64)> =
+            HashMap::with_capacity(listed.len());
+        view.processes.reserve(listed.len());
+        for p in listed {
+            let key = (p.pid, p.start_ticks, p.name.clone());
+            let mut tracker = state
+                .processes
+                .remove(&key)
+                .map(|(t, _)| t)
+                .unwrap_or_else(|| FloorTracker::new(geometry));
+            tracker.observe(geometry, now_ms, p.allocated);
+            view.processes.push(ProcessView {
+                pid: p.pid,
+                name: p.name.clone(),
+                allocated: p.allocated,
+                leak_drift_bytes: tracker.drift(geometry),
+            });
+            live.insert(key, (tracker, p.allocated));
+        }
+        // Trackers of processes that vanished are dropped here.
+        state.processes = live;
+        view
     }
 }
 
+/// The device's limits in bytes; a set that had to be adjusted to fit the device is logged.
 fn resolve_for(config: &LimitsConfig, identity: &DeviceIdentity, total: u64) -> Limits {
     let set = config.for_device(identity.index, &identity.uuid, &identity.model);
-    let (limits, adjustments) = policy::resolve_limits(set.soft, set.hard, set.hysteresis, total);
+    let (limits, adjustments) = set.resolve(total);
     if adjustments.any() {
         tracing::warn!(
             gpu = identity.index,
@@ -250,27 +238,12 @@ fn resolve_for(config: &LimitsConfig, identity: &DeviceIdentity, total: u64) -> 
     limits
 }
 
-/// A shared handle to the newest snapshot, for readers.
-pub type SharedSnapshot = Arc<Snapshot>;
-
-mod unix_seconds {
-    use serde::Serializer;
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LimitSet;
+    use crate::policy::limits::LimitSet;
     use crate::policy::LimitSpec;
-    use crate::sample::{DeviceSample, ProcessSample};
+    use crate::sample::ProcessSample;
     use std::time::Duration;
 
     const GIB: u64 = 1 << 30;
@@ -289,7 +262,6 @@ mod tests {
                 window: Duration::from_secs(60),
                 floor_window: Duration::from_secs(4),
             },
-            2,
         )
     }
 
@@ -313,15 +285,17 @@ mod tests {
                     free: 80 * GIB - GIB / 2 - allocated,
                     allocated,
                 }),
-                processes: procs
-                    .iter()
-                    .map(|&(pid, name, allocated)| ProcessSample {
-                        pid,
-                        name: name.into(),
-                        start_time: 0,
-                        allocated,
-                    })
-                    .collect(),
+                processes: ProcessList::Listed(
+                    procs
+                        .iter()
+                        .map(|&(pid, name, allocated)| ProcessSample {
+                            pid,
+                            name: name.into(),
+                            start_ticks: 0,
+                            allocated,
+                        })
+                        .collect(),
+                ),
                 migs: vec![],
             }],
             errors: vec![],
@@ -376,10 +350,7 @@ mod tests {
         assert!(drift > 0);
         let failed = |ms| {
             let mut s = sample(ms, 10 * GIB, &[]);
-            s.errors.push(crate::sample::PollError {
-                gpu: Some(0),
-                operation: Operation::Processes,
-            });
+            s.devices[0].processes = ProcessList::Failed;
             s
         };
         for i in 0..MAX_HELD_PROCESS_POLLS as u64 {
@@ -404,10 +375,7 @@ mod tests {
             ));
         }
         let mut failed = sample(31_000, 10 * GIB, &[]);
-        failed.errors.push(crate::sample::PollError {
-            gpu: Some(0),
-            operation: Operation::Processes,
-        });
+        failed.devices[0].processes = ProcessList::Failed;
         e.apply(&failed);
         let s = e.apply(&sample(
             32_000,

@@ -1,0 +1,156 @@
+//! The JSON API's response (`/api/v1/gpus`): an edge type built from a snapshot, so internal types
+//! carry no serialisation concerns and the JSON shape is a contract of its own.
+
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+
+use crate::engine::{GpuView, ProcessView, Snapshot};
+use crate::sample::{Memory, MigSample};
+
+/// The body of `/api/v1/gpus`.
+#[derive(Debug, Serialize)]
+pub struct GpusResponse<'a> {
+    /// Unix time of the poll, in seconds; null before the first poll.
+    pub taken_at: Option<f64>,
+    pub nvml_up: bool,
+    pub ready: bool,
+    pub driver_version: &'a str,
+    pub gpus: Vec<Gpu<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Gpu<'a> {
+    pub index: u32,
+    pub uuid: &'a str,
+    pub model: &'a str,
+    pub pci_bus_id: &'a str,
+    pub up: bool,
+    pub memory: Option<MemoryBytes>,
+    pub limits: Option<LimitBytes>,
+    /// "ok", "soft" or "hard".
+    pub level: &'static str,
+    pub soft_violations: u64,
+    pub hard_violations: u64,
+    pub leak_drift_bytes: u64,
+    /// Every process on the GPU, largest first.
+    pub processes: Vec<Process<'a>>,
+    pub migs: Vec<Mig<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryBytes {
+    pub total: u64,
+    pub reserved: u64,
+    pub free: u64,
+    pub allocated: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitBytes {
+    pub soft: u64,
+    pub hard: u64,
+    pub hysteresis: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Process<'a> {
+    pub pid: u32,
+    pub name: &'a str,
+    pub allocated: u64,
+    pub leak_drift_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Mig<'a> {
+    pub index: u32,
+    pub uuid: &'a str,
+    pub profile: &'a str,
+    pub memory: Option<MemoryBytes>,
+}
+
+impl<'a> GpusResponse<'a> {
+    pub fn new(s: &'a Snapshot) -> Self {
+        GpusResponse {
+            taken_at: s
+                .taken_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+            nvml_up: s.nvml_up,
+            ready: s.ready,
+            driver_version: &s.driver_version,
+            gpus: s.gpus.iter().map(Gpu::new).collect(),
+        }
+    }
+}
+
+impl<'a> Gpu<'a> {
+    fn new(g: &'a GpuView) -> Self {
+        Gpu {
+            index: g.identity.index,
+            uuid: &g.identity.uuid,
+            model: &g.identity.model,
+            pci_bus_id: &g.identity.pci_bus_id,
+            up: g.up,
+            memory: g.memory.map(MemoryBytes::from),
+            limits: g.limits.map(|l| LimitBytes {
+                soft: l.soft,
+                hard: l.hard,
+                hysteresis: l.hysteresis,
+            }),
+            level: g.level.as_str(),
+            soft_violations: g.soft_violations,
+            hard_violations: g.hard_violations,
+            leak_drift_bytes: g.leak_drift_bytes,
+            processes: g.processes.iter().map(Process::new).collect(),
+            migs: g.migs.iter().map(Mig::new).collect(),
+        }
+    }
+}
+
+impl From<Memory> for MemoryBytes {
+    fn from(m: Memory) -> Self {
+        MemoryBytes {
+            total: m.total,
+            reserved: m.reserved,
+            free: m.free,
+            allocated: m.allocated,
+        }
+    }
+}
+
+impl<'a> Process<'a> {
+    fn new(p: &'a ProcessView) -> Self {
+        Process {
+            pid: p.pid,
+            name: &p.name,
+            allocated: p.allocated,
+            leak_drift_bytes: p.leak_drift_bytes,
+        }
+    }
+}
+
+impl<'a> Mig<'a> {
+    fn new(m: &'a MigSample) -> Self {
+        Mig {
+            index: m.index,
+            uuid: &m.uuid,
+            profile: &m.profile,
+            memory: m.memory.map(MemoryBytes::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_snapshot_has_null_time_and_no_gpus() {
+        let s = Snapshot::initial();
+        let v = serde_json::to_value(GpusResponse::new(&s)).unwrap();
+        assert!(v["taken_at"].is_null());
+        assert_eq!(v["nvml_up"], false);
+        assert_eq!(v["gpus"].as_array().unwrap().len(), 0);
+    }
+}

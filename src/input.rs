@@ -1,0 +1,99 @@
+//! What every configuration section shares: the error that names key, value and reason, and the
+//! parsers for sizes, durations and listen addresses.
+//!
+//! A leaf module: each section (limits in `policy`, leak in `drift`, web, cleanup, ...) validates
+//! its own keys with these, and `config` only layers the input and dispatches to the sections.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration error: which key, which value, and why it was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: invalid value {value:?}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Load(String),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a size such as "70GiB", "512 MB" or "1073741824".
+pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    bytesize::ByteSize::from_str(value.trim())
+        .map(|b| b.as_u64())
+        .map_err(|_| {
+            ConfigError::invalid(
+                key,
+                value,
+                "is not a size like \"70GiB\", \"512MB\" or a number of bytes, nor a percentage like \"90%\"",
+            )
+        })
+}
+
+/// Parses a duration such as "250ms", "1s" or "15m".
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            value,
+            format!("is not a duration like \"250ms\" or \"15m\" ({e})"),
+        )
+    })
+}
+
+/// Parses a listen address: "0.0.0.0:9862", "[::]:9862" or ":9862" (every IPv4 interface).
+pub fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let v = value.trim();
+    let candidate = if let Some(port) = v.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        v.to_string()
+    };
+    candidate.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            value,
+            "is not an address like \"0.0.0.0:9862\", \"[::]:9862\" or \":9862\"",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("web.listen", ":9862").unwrap().port(), 9862);
+        assert!(parse_listen("web.listen", "[::]:9862").is_ok());
+        assert!(parse_listen("web.listen", "localhost").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_name_the_key() {
+        assert_eq!(parse_size("k", "1GiB").unwrap(), 1 << 30);
+        let e = parse_duration("leak.window", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("leak.window: invalid value \"soon\""), "{e}");
+    }
+}
