@@ -124,14 +124,13 @@ fn speed_offset_loop_and_linear_follow_the_simulated_clock() {
         shipped_trace().display().to_string()
     )));
     let nvml = sim.init().unwrap();
+    let rows = read_rows(&shipped_trace());
     for (scenario_t, trace_t) in [(0.5, 5.0), (1.0, 10.0), (2.2, 22.0), (3.8, 38.0)] {
         sim.set_time(scenario_t);
         let fast = process_used(&nvml, 5_000_001).unwrap();
-        let rows = read_rows(&shipped_trace());
         let expected = rows
             .iter()
-            .filter(|r| r.t.parse::<f64>().unwrap() <= trace_t)
-            .last()
+            .rfind(|r| r.t.parse::<f64>().unwrap() <= trace_t)
             .unwrap()
             .process;
         assert_eq!(fast, expected, "scenario t={scenario_t}");

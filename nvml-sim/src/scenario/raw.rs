@@ -1,7 +1,7 @@
 //! The raw scenario format: serde structs that mirror the TOML as closely as possible.
 //!
 //! Unknown keys are rejected here; nothing else is checked. [`parse_raw`] reports the key path and
-//! the line of the first problem, which the caller turns into one [`super::ScenarioError`] line.
+//! the line of the first problem, which the caller turns into one `ScenarioError` line.
 
 use serde::de::{self, MapAccess};
 use serde::Deserialize;
