@@ -28,7 +28,7 @@ pub enum Scalar<'a> {
 #[derive(Debug)]
 pub enum Refusal {
     /// The kind of value is wrong (e.g. a float where bytes are expected); serde then says
-    /// "invalid type: ..., expected <what the unit expects>".
+    /// "invalid type: ..., expected ..." with the unit's `EXPECTING`.
     WrongType,
     /// The value is of the right kind but not acceptable; the message says why.
     Invalid(String),

@@ -2,10 +2,10 @@
 //!
 //! Parsing is two-stage, split by job:
 //!
-//! - [`raw`]: serde structs mirroring the TOML (unknown keys rejected), with key paths and lines;
-//! - [`build`]: devices, pools, processes and memory curves, every cross-field rule checked once;
-//! - [`trace`]: recorded `(time, bytes)` CSV traces that a `trace` memory curve replays;
-//! - [`faults`]: `[[fault]]` tables, each kind with only the keys it uses;
+//! - `raw`: serde structs mirroring the TOML (unknown keys rejected), with key paths and lines;
+//! - `build`: devices, pools, processes and memory curves, every cross-field rule checked once;
+//! - `trace`: recorded `(time, bytes)` CSV traces that a `trace` memory curve replays;
+//! - `faults`: `[[fault]]` tables, each kind with only the keys it uses;
 //! - this module: [`load_file`] / [`load_str`], top-level keys and whole-scenario rules.
 //!
 //! The submodules depend on each other one way (`build` → `trace` → `raw`, `faults` → `raw`) and

@@ -146,8 +146,8 @@ pub(super) struct RawProcess {
     pub(super) stop: Option<Secs>,
 }
 
-/// A fault as written: one flat table, checked per `kind` in [`build_fault`] so errors can name
-/// the exact key.
+/// A fault as written: one flat table, checked per `kind` when faults are built, so errors can
+/// name the exact key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
