@@ -1,11 +1,10 @@
 //! Scheduled faults: which NVML calls misbehave, on which device, during which scenario window.
 //!
-//! Faults are data; the FFI layer asks [`Faults`]-style questions (`lost`, `latency`, ...) before
-//! doing the real work of a call, so every entry point gets fault behaviour the same way.
+//! Faults are plain data with no knowledge of the rest of the scenario. The FFI layer asks the
+//! scenario (`model::Scenario`: `device_lost`, `latency`, ...) before doing the real work
+//! of a call, so every entry point gets fault behaviour the same way.
 
 use std::time::Duration;
-
-use crate::model::Scenario;
 
 /// A half-open scenario-time window `[from, until)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,7 +64,8 @@ impl CallClass {
         })
     }
 
-    fn matches(list: &[CallClass], call: CallClass) -> bool {
+    /// Whether `list` (a fault's `calls`) covers `call`.
+    pub fn matches(list: &[CallClass], call: CallClass) -> bool {
         list.iter().any(|c| *c == CallClass::All || *c == call)
     }
 }
@@ -127,105 +127,9 @@ impl InitFailure {
     }
 }
 
-impl Scenario {
-    fn active(&self, device: Option<usize>, t: f64) -> impl Iterator<Item = &Fault> {
-        self.faults.iter().filter(move |f| {
-            f.window.contains(t) && (f.device.is_none() || device.is_none() || f.device == device)
-        })
-    }
-
-    /// Whether a driver reset happened after a session initialised at `init_t` and by `t`.
-    pub fn reset_since(&self, init_t: f64, t: f64) -> bool {
-        self.faults.iter().any(|f| {
-            f.kind == FaultKind::DriverReset && f.window.from > init_t && f.window.from <= t
-        })
-    }
-
-    /// Whether device `index` is lost at `t`.
-    pub fn device_lost(&self, index: usize, t: f64) -> bool {
-        self.active(Some(index), t)
-            .any(|f| f.device.is_some() && f.kind == FaultKind::DeviceLost)
-    }
-
-    /// Whether process queries on device `index` are unsupported at `t`.
-    pub fn processes_unsupported(&self, index: usize, t: f64) -> bool {
-        self.active(Some(index), t)
-            .any(|f| f.kind == FaultKind::ProcessesNotSupported)
-    }
-
-    /// Total injected delay for a call of class `call` on `device` (or a device-less call).
-    pub fn latency(&self, call: CallClass, device: Option<usize>, t: f64) -> Duration {
-        self.active(device, t)
-            .filter(|f| device.is_some() || f.device.is_none())
-            .filter_map(|f| match &f.kind {
-                FaultKind::Latency { delay, calls } if CallClass::matches(calls, call) => {
-                    Some(*delay)
-                }
-                _ => None,
-            })
-            .sum()
-    }
-
-    /// Extra processes a fill call on `device` sees at `t`.
-    pub fn churn(&self, index: usize, t: f64) -> u32 {
-        self.active(Some(index), t)
-            .filter_map(|f| match f.kind {
-                FaultKind::ProcessChurn { extra } => Some(extra),
-                _ => None,
-            })
-            .fold(0u32, u32::saturating_add)
-    }
-
-    /// Whether a call of class `call` on `device` hits an injected internal error at `t`.
-    pub fn internal_error(&self, call: CallClass, device: Option<usize>, t: f64) -> bool {
-        self.active(device, t)
-            .filter(|f| device.is_some() || f.device.is_none())
-            .any(|f| matches!(&f.kind, FaultKind::InternalError { calls } if CallClass::matches(calls, call)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn scenario(faults: &str) -> Scenario {
-        let text = format!("[[device]]\ntotal = 100\n[[device]]\ntotal = 100\n{faults}");
-        crate::scenario::load_str(&text, Path::new("t.toml"), &|_| None, &mut Vec::new()).unwrap()
-    }
-
-    #[test]
-    fn windows_and_targets() {
-        let s = scenario(
-            "[[fault]]\nkind = \"device_lost\"\ndevice = 1\nfrom = \"10s\"\nuntil = 20\n\
-             [[fault]]\nkind = \"latency\"\ncalls = [\"memory\"]\ndelay = \"250ms\"\n\
-             [[fault]]\nkind = \"latency\"\ndevice = 0\ndelay = \"1s\"\n\
-             [[fault]]\nkind = \"process_churn\"\ndevice = 0\nextra = 6\n",
-        );
-        assert!(!s.device_lost(1, 9.9));
-        assert!(s.device_lost(1, 10.0));
-        assert!(!s.device_lost(1, 20.0));
-        assert!(!s.device_lost(0, 15.0));
-        assert_eq!(
-            s.latency(CallClass::Memory, Some(1), 0.0),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            s.latency(CallClass::Memory, Some(0), 0.0),
-            Duration::from_millis(1250)
-        );
-        assert_eq!(
-            s.latency(CallClass::Info, Some(0), 0.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            s.latency(CallClass::Memory, None, 0.0),
-            Duration::from_millis(250)
-        );
-        assert_eq!(s.latency(CallClass::System, None, 0.0), Duration::ZERO);
-        assert_eq!(s.churn(0, 0.0), 6);
-        assert_eq!(s.churn(1, 0.0), 0);
-    }
 
     #[test]
     fn init_failure_rules() {

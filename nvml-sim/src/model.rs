@@ -7,6 +7,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::faults::{CallClass, Fault, FaultKind, InitFailure};
 
 /// A loaded scenario.
 #[derive(Debug)]
@@ -26,9 +29,9 @@ pub struct Scenario {
     /// Physical GPUs, in index order.
     pub devices: Vec<Device>,
     /// Scheduled per-call faults.
-    pub faults: Vec<crate::faults::Fault>,
+    pub faults: Vec<Fault>,
     /// Failing init attempts, if configured.
-    pub init_failure: Option<crate::faults::InitFailure>,
+    pub init_failure: Option<InitFailure>,
 }
 
 /// A physical GPU.
@@ -232,7 +235,7 @@ impl MemorySource {
             MemorySource::File { path, last_good } => {
                 let parsed = std::fs::read_to_string(path)
                     .ok()
-                    .and_then(|t| crate::scenario::parse_size(t.trim()).ok());
+                    .and_then(|t| crate::units::parse_size(t.trim()).ok());
                 match parsed {
                     Some(v) => {
                         last_good.store(v, Ordering::Relaxed);
@@ -270,6 +273,67 @@ pub enum Curve {
         /// Cycle length in seconds.
         period: f64,
     },
+    /// A recorded trace, replayed.
+    Trace(Trace),
+}
+
+/// A recorded `(time, bytes)` trace replayed as a curve.
+///
+/// At process age `a` the trace is read at trace time `τ = offset + a × speed`. Before the first
+/// row and after the last the first / last value holds; with `looped`, `τ` wraps around over
+/// `[first time, last time)` instead, so the trace repeats every `last − first` trace seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// `(trace seconds, bytes)`, at least one row, times strictly increasing.
+    pub rows: Vec<(f64, u64)>,
+    /// How values between rows are read.
+    pub interpolation: Interpolation,
+    /// Whether the trace repeats.
+    pub looped: bool,
+    /// Trace seconds per scenario second (> 0).
+    pub speed: f64,
+    /// Trace time at process age 0.
+    pub offset: f64,
+}
+
+/// How a trace is read between two rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    /// A row's value holds until the next row (what a sampler saw).
+    Step,
+    /// Straight lines between rows.
+    Linear,
+}
+
+impl Trace {
+    /// Bytes at process age `age`.
+    pub fn at(&self, age: f64) -> u64 {
+        let (Some(first), Some(last)) = (self.rows.first(), self.rows.last()) else {
+            return 0;
+        };
+        let mut tau = self.offset + age * self.speed;
+        let span = last.0 - first.0;
+        if self.looped && span > 0.0 && tau.is_finite() {
+            tau = first.0 + (tau - first.0).rem_euclid(span);
+        }
+        if tau.is_nan() || tau <= first.0 {
+            return first.1;
+        }
+        if tau >= last.0 {
+            return last.1;
+        }
+        // The first row later than tau; 1..len since first.0 < tau < last.0.
+        let next = self.rows.partition_point(|r| r.0 <= tau);
+        let (t0, b0) = self.rows[next - 1];
+        match self.interpolation {
+            Interpolation::Step => b0,
+            Interpolation::Linear => {
+                let (t1, b1) = self.rows[next];
+                let f = (tau - t0) / (t1 - t0);
+                to_bytes(b0 as f64 + (b1 as f64 - b0 as f64) * f)
+            }
+        }
+    }
 }
 
 impl Curve {
@@ -306,6 +370,7 @@ impl Curve {
                 let phase = (age % period) / period;
                 to_bytes(*low as f64 + (*high as f64 - *low as f64) * phase)
             }
+            Curve::Trace(trace) => trace.at(age),
         }
     }
 }
@@ -468,6 +533,64 @@ impl Scenario {
     }
 }
 
+/// The fault questions the FFI layer asks before doing the work of a call.
+impl Scenario {
+    fn active(&self, device: Option<usize>, t: f64) -> impl Iterator<Item = &Fault> {
+        self.faults.iter().filter(move |f| {
+            f.window.contains(t) && (f.device.is_none() || device.is_none() || f.device == device)
+        })
+    }
+
+    /// Whether a driver reset happened after a session initialised at `init_t` and by `t`.
+    pub fn reset_since(&self, init_t: f64, t: f64) -> bool {
+        self.faults.iter().any(|f| {
+            f.kind == FaultKind::DriverReset && f.window.from > init_t && f.window.from <= t
+        })
+    }
+
+    /// Whether device `index` is lost at `t`.
+    pub fn device_lost(&self, index: usize, t: f64) -> bool {
+        self.active(Some(index), t)
+            .any(|f| f.device.is_some() && f.kind == FaultKind::DeviceLost)
+    }
+
+    /// Whether process queries on device `index` are unsupported at `t`.
+    pub fn processes_unsupported(&self, index: usize, t: f64) -> bool {
+        self.active(Some(index), t)
+            .any(|f| f.kind == FaultKind::ProcessesNotSupported)
+    }
+
+    /// Total injected delay for a call of class `call` on `device` (or a device-less call).
+    pub fn latency(&self, call: CallClass, device: Option<usize>, t: f64) -> Duration {
+        self.active(device, t)
+            .filter(|f| device.is_some() || f.device.is_none())
+            .filter_map(|f| match &f.kind {
+                FaultKind::Latency { delay, calls } if CallClass::matches(calls, call) => {
+                    Some(*delay)
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// Extra processes a fill call on `device` sees at `t`.
+    pub fn churn(&self, index: usize, t: f64) -> u32 {
+        self.active(Some(index), t)
+            .filter_map(|f| match f.kind {
+                FaultKind::ProcessChurn { extra } => Some(extra),
+                _ => None,
+            })
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// Whether a call of class `call` on `device` hits an injected internal error at `t`.
+    pub fn internal_error(&self, call: CallClass, device: Option<usize>, t: f64) -> bool {
+        self.active(device, t)
+            .filter(|f| device.is_some() || f.device.is_none())
+            .any(|f| matches!(&f.kind, FaultKind::InternalError { calls } if CallClass::matches(calls, call)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +625,35 @@ mod tests {
         assert_eq!(saw.at(5.0), 50);
         assert_eq!(saw.at(10.0), 0);
         assert_eq!(saw.at(19.0), 90);
+    }
+
+    #[test]
+    fn trace_steps_interpolates_and_loops() {
+        let mut trace = Trace {
+            rows: vec![(-1.0, 10), (0.0, 100), (2.0, 300), (4.0, 0)],
+            interpolation: Interpolation::Step,
+            looped: false,
+            speed: 1.0,
+            offset: 0.0,
+        };
+        assert_eq!(trace.at(0.0), 100);
+        assert_eq!(trace.at(1.9), 100);
+        assert_eq!(trace.at(2.0), 300);
+        assert_eq!(trace.at(99.0), 0);
+        assert_eq!(trace.at(f64::MAX), 0);
+        trace.interpolation = Interpolation::Linear;
+        assert_eq!(trace.at(1.0), 200);
+        assert_eq!(trace.at(3.0), 150);
+        trace.offset = -1.0;
+        assert_eq!(trace.at(0.5), 55);
+        trace.speed = 10.0;
+        trace.offset = 0.0;
+        assert_eq!(trace.at(0.1), 200);
+        trace.looped = true;
+        // Span 5 s: age 0.6 -> tau 6 -> 1 s into the second pass.
+        assert_eq!(trace.at(0.6), 200);
+        assert_eq!(trace.at(0.45), 55);
+        assert_eq!(trace.at(f64::MAX), 0);
     }
 
     fn proc(pid: u32, bytes: u64, start: f64, stop: Option<f64>) -> Process {

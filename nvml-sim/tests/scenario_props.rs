@@ -1,4 +1,4 @@
-//! Hostile scenario files (issue 8): property tests of the scenario parser — arbitrary and
+//! Hostile scenario files: property tests of the scenario parser — arbitrary and
 //! almost-valid TOML must give a one-line `ScenarioError` naming a key, never a panic, and a
 //! scenario that is accepted must evaluate (memory, processes, faults) at any time without
 //! panicking or breaking `used + reserved + free = total`.

@@ -73,12 +73,15 @@ impl Sim {
         }
     }
 
-    /// A private library running a shipped scenario from `nvml-sim/scenarios/`.
+    /// A private library running a shipped scenario from `nvml-sim/scenarios/`; the shipped
+    /// `traces/` folder is linked beside the copy so relative trace paths resolve.
     pub fn shipped(name: &str) -> Sim {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scenarios")
-            .join(name);
-        Sim::new(&std::fs::read_to_string(&path).expect("read shipped scenario"))
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let sim =
+            Sim::new(&std::fs::read_to_string(dir.join(name)).expect("read shipped scenario"));
+        std::os::unix::fs::symlink(dir.join("traces"), sim.dir.path().join("traces"))
+            .expect("link traces");
+        sim
     }
 
     /// Sets scenario time through the time file.
