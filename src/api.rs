@@ -33,6 +33,9 @@ pub struct Gpu<'a> {
     pub soft_violations: u64,
     pub hard_violations: u64,
     pub leak_drift_bytes: u64,
+    pub leak_rate_bytes_per_second: f64,
+    /// Null while nothing grows; 0 at or above the hard limit.
+    pub hard_limit_eta_seconds: Option<f64>,
     /// Every process on the GPU, largest first.
     pub processes: Vec<Process<'a>>,
     pub migs: Vec<Mig<'a>>,
@@ -59,6 +62,7 @@ pub struct Process<'a> {
     pub name: &'a str,
     pub allocated: u64,
     pub leak_drift_bytes: u64,
+    pub leak_rate_bytes_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +106,8 @@ impl<'a> Gpu<'a> {
             soft_violations: g.soft_violations,
             hard_violations: g.hard_violations,
             leak_drift_bytes: g.leak_drift_bytes,
+            leak_rate_bytes_per_second: g.leak_rate,
+            hard_limit_eta_seconds: g.hard_limit_eta,
             processes: g.processes.iter().map(Process::new).collect(),
             migs: g.migs.iter().map(Mig::new).collect(),
         }
@@ -126,6 +132,7 @@ impl<'a> Process<'a> {
             name: &p.name,
             allocated: p.allocated,
             leak_drift_bytes: p.leak_drift_bytes,
+            leak_rate_bytes_per_second: p.leak_rate,
         }
     }
 }

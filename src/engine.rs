@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::drift::{DriftGeometry, FloorTracker, LeakConfig};
+use crate::drift::{self, DriftGeometry, FloorTracker, LeakConfig};
 use crate::policy::limits::LimitsConfig;
 use crate::policy::{self, Level, Limits, PolicyState};
 use crate::sample::{DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList};
@@ -50,19 +50,27 @@ pub struct GpuView {
     pub level: Level,
     pub soft_violations: u64,
     pub hard_violations: u64,
+    /// Memory the GPU's leak has taken so far (0 when its floor is not growing).
     pub leak_drift_bytes: u64,
+    /// Sustained growth rate of the GPU's allocation floor, bytes per second (0 when not growing).
+    pub leak_rate: f64,
+    /// Seconds until allocation reaches the hard limit at `leak_rate`: 0 at or above it, None
+    /// when nothing grows or the limits are unknown.
+    pub hard_limit_eta: Option<f64>,
     /// Every process on the GPU, largest first.
     pub processes: Vec<ProcessView>,
     /// MIG instances, when the GPU is up and in MIG mode.
     pub migs: Vec<MigSample>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessView {
     pub pid: u32,
     pub name: String,
     pub allocated: u64,
     pub leak_drift_bytes: u64,
+    /// Bytes per second; 0 when the process's floor is not growing.
+    pub leak_rate: f64,
 }
 
 /// Identity of a process for drift: a reused pid with another start (clock ticks since boot) or
@@ -146,6 +154,8 @@ impl Engine {
             soft_violations: state.policy.soft_violations,
             hard_violations: state.policy.hard_violations,
             leak_drift_bytes: 0,
+            leak_rate: 0.0,
+            hard_limit_eta: None,
             processes: Vec::new(),
             migs: if dev.up { dev.migs.clone() } else { Vec::new() },
         };
@@ -168,7 +178,10 @@ impl Engine {
             view.level = verdict.level;
             view.soft_violations = verdict.state.soft_violations;
             view.hard_violations = verdict.state.hard_violations;
-            view.leak_drift_bytes = state.drift.drift(geometry);
+            let leak = state.drift.leak();
+            view.leak_drift_bytes = leak.drift;
+            view.leak_rate = leak.rate;
+            view.hard_limit_eta = drift::seconds_until(mem.allocated, limits.hard, leak.rate);
         }
         let listed = match &dev.processes {
             ProcessList::Failed if state.held_polls < MAX_HELD_PROCESS_POLLS => {
@@ -182,7 +195,8 @@ impl Engine {
                         pid: *pid,
                         name: name.clone(),
                         allocated: *allocated,
-                        leak_drift_bytes: tracker.drift(geometry),
+                        leak_drift_bytes: tracker.leak().drift,
+                        leak_rate: tracker.leak().rate,
                     })
                     .collect();
                 view.processes
@@ -208,7 +222,8 @@ impl Engine {
                 pid: p.pid,
                 name: p.name.clone(),
                 allocated: p.allocated,
-                leak_drift_bytes: tracker.drift(geometry),
+                leak_drift_bytes: tracker.leak().drift,
+                leak_rate: tracker.leak().rate,
             });
             live.insert(key, (tracker, p.allocated));
         }

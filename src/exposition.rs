@@ -188,8 +188,24 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         s,
         "vram_leak_drift_bytes",
         "gauge",
-        "How much the GPU's allocation floor (rolling minimum) rose over the leak window.",
+        "Memory a leak has taken on the GPU: sustained growth of the allocation floor (rolling minimum) times how long it has grown, within the leak window; 0 when the floor is not growing.",
         |g| g.memory.filter(|_| g.up).map(|_| g.leak_drift_bytes),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_leak_rate_bytes_per_second",
+        "gauge",
+        "Sustained growth rate of the GPU's allocation floor (rolling minimum); 0 when it is not growing.",
+        |g| g.memory.filter(|_| g.up).map(|_| g.leak_rate),
+    );
+    per_gpu(
+        w,
+        s,
+        "vram_hard_limit_eta_seconds",
+        "gauge",
+        "Seconds until allocation reaches the hard limit at the current leak rate; 0 at or above it, absent while nothing grows.",
+        |g| g.hard_limit_eta.filter(|_| g.up),
     );
 
     if s.gpus.iter().any(|g| !g.migs.is_empty()) {
@@ -255,10 +271,19 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             w,
             "vram_process_leak_drift_bytes",
             "gauge",
-            "How much a process's allocation floor rose over the leak window (same processes as vram_process_allocated_bytes).",
+            "Memory a leak has taken in a process: sustained growth of its allocation floor times how long it has grown, within the leak window (same processes as vram_process_allocated_bytes).",
         );
         per_process(w, s, n, "vram_process_leak_drift_bytes", |p| {
             p.leak_drift_bytes
+        });
+        family(
+            w,
+            "vram_process_leak_rate_bytes_per_second",
+            "gauge",
+            "Sustained growth rate of a process's allocation floor; 0 when it is not growing (same processes as vram_process_allocated_bytes).",
+        );
+        per_process(w, s, n, "vram_process_leak_rate_bytes_per_second", |p| {
+            p.leak_rate
         });
     }
     Bytes::from(out)
@@ -269,13 +294,13 @@ fn family(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# TYPE {name} {kind}");
 }
 
-fn per_gpu(
+fn per_gpu<V: std::fmt::Display>(
     w: &mut String,
     s: &Snapshot,
     name: &str,
     kind: &str,
     help: &str,
-    value: impl Fn(&GpuView) -> Option<u64>,
+    value: impl Fn(&GpuView) -> Option<V>,
 ) {
     let mut wrote_header = false;
     for g in &s.gpus {
@@ -313,12 +338,12 @@ fn per_mig(w: &mut String, s: &Snapshot, name: &str, help: &str, value: impl Fn(
     }
 }
 
-fn per_process(
+fn per_process<V: std::fmt::Display>(
     w: &mut String,
     s: &Snapshot,
     max_per_gpu: usize,
     name: &str,
-    value: impl Fn(&ProcessView) -> u64,
+    value: impl Fn(&ProcessView) -> V,
 ) {
     for g in s.gpus.iter().filter(|g| g.up) {
         for p in g.processes.iter().take(max_per_gpu) {

@@ -116,23 +116,35 @@ fn gpu_card(h: &mut String, g: &GpuView) {
     if let Some(l) = g.limits {
         let _ = write!(h, " · soft {} · hard {}", gib(l.soft), gib(l.hard));
     }
+    let _ = write!(
+        h,
+        "<br>leak <span class=\"drift\">{}</span> at <span class=\"rate\">{}/s</span>",
+        gib(g.leak_drift_bytes),
+        mib(g.leak_rate)
+    );
+    if let Some(eta) = g.hard_limit_eta {
+        let _ = write!(
+            h,
+            " · hard limit in <span class=\"eta\">{}</span>",
+            duration(eta)
+        );
+    }
     let _ = writeln!(
         h,
-        "<br>drift <span class=\"drift\">{}</span> · violations soft {} / hard {}</p>",
-        gib(g.leak_drift_bytes),
-        g.soft_violations,
-        g.hard_violations
+        " · violations soft {} / hard {}</p>",
+        g.soft_violations, g.hard_violations
     );
     if !g.processes.is_empty() {
-        h.push_str("<table><tr><th>pid</th><th>process</th><th class=\"n\">allocated</th><th class=\"n\">drift</th></tr>\n");
+        h.push_str("<table><tr><th>pid</th><th>process</th><th class=\"n\">allocated</th><th class=\"n\">leak</th><th class=\"n\">rate</th></tr>\n");
         for p in g.processes.iter().take(CARD_PROCESSES) {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}/s</td></tr>",
                 p.pid,
                 Html(&p.name),
                 gib(p.allocated),
-                gib(p.leak_drift_bytes)
+                gib(p.leak_drift_bytes),
+                mib(p.leak_rate)
             );
         }
         h.push_str("</table>\n");
@@ -142,6 +154,21 @@ fn gpu_card(h: &mut String, g: &GpuView) {
 
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
+}
+
+/// A duration for people: seconds, minutes or hours.
+fn duration(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
 }
 
 /// Text escaped for HTML element content and attribute values.

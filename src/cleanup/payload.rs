@@ -130,12 +130,15 @@ mod tests {
             soft_violations: 1,
             hard_violations: 1,
             leak_drift_bytes: 0,
+            leak_rate: 0.0,
+            hard_limit_eta: None,
             processes: (0..20)
                 .map(|i| ProcessView {
                     pid: 100 + i,
                     name: format!("p{i}"),
                     allocated: 50 - u64::from(i),
                     leak_drift_bytes: 0,
+                    leak_rate: 0.0,
                 })
                 .collect(),
             migs: vec![],

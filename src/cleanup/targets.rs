@@ -116,6 +116,7 @@ mod tests {
             name: name.into(),
             allocated: gib << 30,
             leak_drift_bytes: 0,
+            leak_rate: 0.0,
         }
     }
 

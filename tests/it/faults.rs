@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Exporter, Metrics, Options, GIB};
+use crate::harness::{Exporter, Metrics, Options, GIB, MIB};
 
 /// Two GPUs. GPU 0 holds two constant processes; GPU 1's trainer crosses the hard limit
 /// (76 GiB of 80) before t = 10, stays there until t = 30, drops to 10 GiB, and breaches again
@@ -435,7 +435,8 @@ fn process_lists_growing_between_count_and_fill_are_an_error_then_recover() {
 
 #[test]
 fn a_reused_pid_restarts_drift_and_is_relabelled() {
-    // pid 5000240 runs "old-job" (growing 1 → 3 GiB) until t = 30, then "new-job" (4 GiB).
+    // pid 5000240 runs "old-job" (leaking 100 MiB per scenario second) until t = 30, then
+    // "new-job" (4 GiB).
     let scenario = r#"
 [[device]]
 uuid = "GPU-reuse"
@@ -446,7 +447,7 @@ overhead = "0"
 [[device.process]]
 pid = 5000240
 name = "old-job"
-memory = { points = [[0, "1GiB"], [10, "3GiB"]] }
+memory = { linear = { start = "1GiB", rate = "100MiB/s" } }
 stop = 30
 
 [[device.process]]
@@ -461,20 +462,31 @@ start = 30
         ..Default::default()
     });
     e.next_poll();
-    // Hold 1 GiB for longer than the floor window, then 3 GiB: the old process's floor rises.
-    std::thread::sleep(Duration::from_millis(1500));
-    e.set_time(20.0);
-    let m = e.wait_metrics("old-job drift", Duration::from_secs(15), |m| {
+    // Scenario time advances 1 s every 200 ms: the old process leaks 500 MiB per real second.
+    let mut leaking = None;
+    for t in 0..=28 {
+        e.set_time(f64::from(t));
+        std::thread::sleep(Duration::from_millis(200));
+        let m = e.metrics();
+        let drift = m
+            .value(
+                "vram_process_leak_drift_bytes",
+                &[("pid", "5000240"), ("process", "old-job")],
+            )
+            .unwrap_or(0.0);
+        if drift >= 256.0 * MIB {
+            leaking = Some(m);
+            break;
+        }
+    }
+    let m = leaking.expect("the old process's leak is reported");
+    assert!(
         m.value(
-            "vram_process_leak_drift_bytes",
-            &[("pid", "5000240"), ("process", "old-job")],
+            "vram_process_leak_rate_bytes_per_second",
+            &[("pid", "5000240"), ("process", "old-job")]
         )
         .unwrap_or(0.0)
-            >= GIB
-    });
-    assert_eq!(
-        m.value("vram_process_allocated_bytes", &[("pid", "5000240")]),
-        Some(3.0 * GIB)
+            > 0.0
     );
 
     e.set_time(40.0);

@@ -9,5 +9,6 @@ mod faults;
 mod golden;
 mod harness;
 mod hostile_input;
+mod leak;
 mod status_page;
 mod tls;

@@ -144,11 +144,14 @@ pub fn published_one_gpu(level: Level, pid: u32, name: &str) -> SharedPublished 
         soft_violations: 0,
         hard_violations: 0,
         leak_drift_bytes: 0,
+        leak_rate: 0.0,
+        hard_limit_eta: None,
         processes: vec![ProcessView {
             pid,
             name: name.into(),
             allocated,
             leak_drift_bytes: 0,
+            leak_rate: 0.0,
         }],
         migs: vec![],
     }];
