@@ -1,5 +1,4 @@
-//! TLS for the web configuration: turns `tls_server_config` into a rustls `ServerConfig`, and a
-//! listener that terminates TLS for `axum::serve` using whichever config is current.
+//! TLS for the web configuration: maps `tls_server_config` onto a rustls `ServerConfig`.
 //!
 //! How exporter-toolkit's keys map onto rustls, and where they cannot:
 //! - `min_version`/`max_version`: TLS12 and TLS13. rustls has no TLS 1.0 or 1.1, so TLS10/TLS11
@@ -11,46 +10,27 @@
 //! - `prefer_server_cipher_suites` maps exactly onto rustls' `ignore_client_order`.
 //! - `curve_preferences`: CurveP256, CurveP384 and X25519 in the given order. CurveP521 is refused:
 //!   the ring provider has no P-521 key exchange.
-//! - `client_auth_type`: RequestClientCert and RequireAnyClientCert take any certificate without
-//!   chain checks (the handshake signature is still verified), as Go does; VerifyClientCertIfGiven
-//!   and RequireAndVerifyClientCert use rustls' WebPKI verifier with the `client_ca_file` roots,
-//!   which they require (Go would fall back to the system roots; trusting every public CA to
-//!   identify scrapers is never what a file means).
-//! - `client_allowed_sans`: an exact match against the DNS, e-mail, IP and URI SANs of the client
-//!   certificate, checked after the chain, as in exporter-toolkit.
+//! - `cert`/`cert_file`, `key`/`key_file`, `client_ca`/`client_ca_file`: PEM inline or in a file
+//!   ([`pem`]).
+//! - `client_auth_type`, `client_ca_file` and `client_allowed_sans`: see [`client_auth`].
 //!
 //! HTTP/2 is not offered (ALPN advertises http/1.1 only): Prometheus scrapes over HTTP/1.1, and
 //! serving one protocol keeps the request limits simple. `http_server_config.http2` is accepted
-//! and the startup log says HTTP/2 is off.
+//! and the startup log says HTTP/2 is off. Connections are accepted and handshaken in `serve`.
 
-use std::io;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod client_auth;
+mod pem;
+
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, SupportedKxGroup, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedCipherSuite, SupportedProtocolVersion,
-};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
 use super::RawTls;
 use crate::input::ConfigError;
-
-/// A built TLS configuration and the files it was read from.
-pub struct Built {
-    pub config: Arc<ServerConfig>,
-    pub files: Vec<PathBuf>,
-}
+use client_auth::ClientAuth;
+use pem::Material;
 
 /// Go's names of the suites rustls (ring) implements.
 const SUITES: &[(&str, SupportedCipherSuite)] = {
@@ -109,88 +89,39 @@ const UNSUPPORTED_SUITES: &[&str] = &[
     "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
 ];
 
-/// Go's `tls.ClientAuthType` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ClientAuth {
-    None,
-    Request,
-    RequireAny,
-    VerifyIfGiven,
-    RequireAndVerify,
-}
-
-/// Builds the rustls server configuration from `tls_server_config`.
-pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
+/// Builds the rustls server configuration from `tls_server_config`; relative paths are read
+/// from `base`.
+pub fn build(raw: &RawTls, base: &Path) -> Result<Arc<ServerConfig>, ConfigError> {
     const K: &str = "tls_server_config";
-    let mut files = Vec::new();
 
     // The keys that need no file first, so their errors are not hidden behind a missing one.
     let versions = versions(raw)?;
     let suites = cipher_suites(raw.cipher_suites.as_deref().unwrap_or_default())?;
     let groups = curves(raw.curve_preferences.as_deref().unwrap_or_default())?;
 
-    let cert_pem = material(
-        &raw.cert_file,
-        &raw.cert,
-        "cert_file",
-        "cert",
-        base,
-        &mut files,
-    )?
-    .ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{K}.cert_file"),
-            "",
-            "missing: set cert_file or cert",
-        )
-    })?;
-    let key_pem = material(&raw.key_file, &raw.key, "key_file", "key", base, &mut files)?
+    let cert_pem = Material::load(&raw.cert_file, &raw.cert, "cert_file", "cert", base)?
         .ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{K}.cert_file"),
+                "",
+                "missing: set cert_file or cert",
+            )
+        })?;
+    let key_pem =
+        Material::load(&raw.key_file, &raw.key, "key_file", "key", base)?.ok_or_else(|| {
             ConfigError::invalid(format!("{K}.key_file"), "", "missing: set key_file or key")
         })?;
-    let cert_key = cert_pem.key_name(raw.cert_file.is_some(), "cert_file", "cert");
-    let chain = cert_pem.certificates(&cert_key)?;
-    let key_key = key_pem.key_name(raw.key_file.is_some(), "key_file", "key");
-    let key = PrivateKeyDer::from_pem_slice(&key_pem.bytes).map_err(|e| {
-        ConfigError::invalid(
-            &key_key,
-            &key_pem.shown,
-            format!("contains no usable PEM private key: {e}"),
-        )
-    })?;
+    let chain = cert_pem.certificates()?;
+    let key = key_pem.private_key()?;
 
-    let auth = match raw.client_auth_type.as_deref().unwrap_or("") {
-        "" | "NoClientCert" => ClientAuth::None,
-        "RequestClientCert" => ClientAuth::Request,
-        // "RequireClientCert" is exporter-toolkit's older spelling, still accepted there.
-        "RequireAnyClientCert" | "RequireClientCert" => ClientAuth::RequireAny,
-        "VerifyClientCertIfGiven" => ClientAuth::VerifyIfGiven,
-        "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerify,
-        other => {
-            return Err(ConfigError::invalid(
-                format!("{K}.client_auth_type"),
-                other,
-                "must be one of NoClientCert, RequestClientCert, RequireAnyClientCert, \
-                 VerifyClientCertIfGiven, RequireAndVerifyClientCert",
-            ))
-        }
-    };
-    let ca_pem = material(
+    let auth = ClientAuth::parse(raw.client_auth_type.as_deref())?;
+    let ca_pem = Material::load(
         &raw.client_ca_file,
         &raw.client_ca,
         "client_ca_file",
         "client_ca",
         base,
-        &mut files,
     )?;
-    if ca_pem.is_some() && auth == ClientAuth::None {
-        return Err(ConfigError::invalid(
-            format!("{K}.client_auth_type"),
-            raw.client_auth_type.as_deref().unwrap_or("NoClientCert"),
-            "a client CA is configured but no client certificate is asked for; \
-             set client_auth_type to RequireAndVerifyClientCert",
-        ));
-    }
 
     let base_provider = rustls::crypto::ring::default_provider();
     let provider = Arc::new(CryptoProvider {
@@ -198,60 +129,13 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
         kx_groups: groups.unwrap_or(base_provider.kx_groups.clone()),
         ..base_provider
     });
-
-    let verifier: Option<Arc<dyn ClientCertVerifier>> = match auth {
-        ClientAuth::None => None,
-        ClientAuth::Request | ClientAuth::RequireAny => Some(Arc::new(AnyClientCert {
-            mandatory: auth == ClientAuth::RequireAny,
-            algorithms: provider.signature_verification_algorithms,
-        })),
-        ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify => {
-            let Some(ca) = &ca_pem else {
-                return Err(ConfigError::invalid(
-                    format!("{K}.client_ca_file"),
-                    "",
-                    format!(
-                        "is required with client_auth_type {}",
-                        raw.client_auth_type.as_deref().unwrap_or_default()
-                    ),
-                ));
-            };
-            let ca_key = ca.key_name(raw.client_ca_file.is_some(), "client_ca_file", "client_ca");
-            let mut roots = RootCertStore::empty();
-            for cert in ca.certificates(&ca_key)? {
-                roots.add(cert).map_err(|e| {
-                    ConfigError::invalid(&ca_key, &ca.shown, format!("bad CA certificate: {e}"))
-                })?;
-            }
-            let mut builder =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            if auth == ClientAuth::VerifyIfGiven {
-                builder = builder.allow_unauthenticated();
-            }
-            Some(builder.build().map_err(|e| {
-                ConfigError::invalid(ca_key, &ca.shown, format!("cannot be used: {e}"))
-            })?)
-        }
-    };
-    let verifier = match (&raw.client_allowed_sans, verifier) {
-        (None, v) => v,
-        (Some(sans), Some(inner))
-            if matches!(auth, ClientAuth::RequireAny | ClientAuth::RequireAndVerify) =>
-        {
-            let checked: Arc<dyn ClientCertVerifier> = Arc::new(AllowedSans {
-                inner,
-                allowed: sans.clone(),
-            });
-            Some(checked)
-        }
-        (Some(sans), _) => {
-            return Err(ConfigError::invalid(
-                format!("{K}.client_allowed_sans"),
-                sans.join(","),
-                "requires client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert",
-            ))
-        }
-    };
+    let verifier = client_auth::verifier(
+        auth,
+        raw.client_auth_type.as_deref(),
+        ca_pem.as_ref(),
+        raw.client_allowed_sans.as_deref(),
+        &provider,
+    )?;
 
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
@@ -268,87 +152,14 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Built, ConfigError> {
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         ConfigError::invalid(
-            key_key,
+            &key_pem.key,
             &key_pem.shown,
-            format!("does not fit the certificate in {cert_key}: {e}"),
+            format!("does not fit the certificate in {}: {e}", cert_pem.key),
         )
     })?;
     config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Built {
-        config: Arc::new(config),
-        files,
-    })
-}
-
-/// PEM read from a file or given inline.
-struct Material {
-    bytes: Vec<u8>,
-    /// What an error message may show: the path, or "(inline)" — never the secret itself.
-    shown: String,
-}
-
-impl Material {
-    fn key_name(&self, from_file: bool, file_key: &str, inline_key: &str) -> String {
-        format!(
-            "tls_server_config.{}",
-            if from_file { file_key } else { inline_key }
-        )
-    }
-
-    /// The PEM certificates in this material; at least one, else an error naming `key`.
-    fn certificates(&self, key: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| ConfigError::invalid(key, &self.shown, format!("is not PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(ConfigError::invalid(
-                key,
-                &self.shown,
-                "contains no PEM certificate",
-            ));
-        }
-        Ok(certs)
-    }
-}
-
-fn material(
-    file: &Option<String>,
-    inline: &Option<String>,
-    file_key: &str,
-    inline_key: &str,
-    base: &Path,
-    files: &mut Vec<PathBuf>,
-) -> Result<Option<Material>, ConfigError> {
-    let file = file.as_deref().filter(|s| !s.is_empty());
-    let inline = inline.as_deref().filter(|s| !s.is_empty());
-    match (file, inline) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            format!("tls_server_config.{file_key}"),
-            "(set)",
-            format!("set either {file_key} or {inline_key}, not both"),
-        )),
-        (Some(f), None) => {
-            let path = base.join(f);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("tls_server_config.{file_key}"),
-                    path.display(),
-                    format!("cannot be read: {e}"),
-                )
-            })?;
-            files.push(path.clone());
-            Ok(Some(Material {
-                bytes,
-                shown: path.display().to_string(),
-            }))
-        }
-        (None, Some(text)) => Ok(Some(Material {
-            bytes: text.as_bytes().to_vec(),
-            shown: "(inline)".into(),
-        })),
-        (None, None) => Ok(None),
-    }
+    Ok(Arc::new(config))
 }
 
 fn version(key: &str, value: &str) -> Result<u8, ConfigError> {
@@ -460,258 +271,6 @@ fn curves(names: &[String]) -> Result<Option<Vec<&'static dyn SupportedKxGroup>>
     Ok(Some(out))
 }
 
-/// RequestClientCert / RequireAnyClientCert: any certificate is taken without a chain check, but
-/// the client must still prove it holds the key (the handshake signature is verified).
-#[derive(Debug)]
-struct AnyClientCert {
-    mandatory: bool,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for AnyClientCert {
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `client_allowed_sans`: the inner verifier's checks, then an exact SAN match.
-#[derive(Debug)]
-struct AllowedSans {
-    inner: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<String>,
-}
-
-impl ClientCertVerifier for AllowedSans {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let sans = subject_alt_names(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        if sans.iter().any(|s| self.allowed.contains(s)) {
-            Ok(verified)
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The DNS, e-mail, IP and URI SANs of a certificate, written as Go's `x509` prints them.
-fn subject_alt_names(der: &[u8]) -> Result<Vec<String>, ()> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| ())?;
-    let Some(ext) = cert.subject_alternative_name().map_err(|_| ())? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for name in &ext.value.general_names {
-        match name {
-            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
-                out.push((*s).to_string())
-            }
-            GeneralName::IPAddress(bytes) => {
-                let ip = match bytes.len() {
-                    4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|_| ())?),
-                    16 => {
-                        let v6 =
-                            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).map_err(|_| ())?);
-                        // Go prints an IPv4-mapped address in its IPv4 form.
-                        v6.to_ipv4_mapped()
-                            .map(std::net::IpAddr::from)
-                            .unwrap_or(v6.into())
-                    }
-                    _ => continue,
-                };
-                out.push(ip.to_string());
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// Where the listener gets the TLS configuration for each new connection.
-pub trait TlsSource: Send + Sync + 'static {
-    fn current(&self) -> Option<Arc<ServerConfig>>;
-}
-
-/// Handshakes in flight at once; more connections wait in the kernel's accept queue.
-const MAX_HANDSHAKES: usize = 256;
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A listener for `axum::serve` that hands over only connections whose TLS handshake succeeded.
-///
-/// Handshakes run in their own tasks, so one slow client never holds up the next accept; each
-/// uses the configuration current when it was accepted, which is how a reloaded certificate is
-/// served without a restart.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, source: Arc<dyn TlsSource>) -> io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(listener, source, tx));
-        Ok(TlsListener {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    source: Arc<dyn TlsSource>,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(config) = source.current() else {
-            tracing::error!("no TLS configuration; dropping the connection");
-            continue;
-        };
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    drop(permit);
-                    let _ = ready.send((stream, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accept loop only ends when the listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,20 +331,5 @@ mod tests {
             msg.contains("curve_preferences") && msg.contains("CurveP521"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn sans_are_read_like_go_prints_them() {
-        let mut params = rcgen::CertificateParams::new(vec!["scraper.example".into()]).unwrap();
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(
-            std::net::Ipv4Addr::new(10, 1, 2, 3).into(),
-        ));
-        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
-            "ops@example.org".try_into().unwrap(),
-        ));
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let sans = subject_alt_names(cert.der()).unwrap();
-        assert_eq!(sans, vec!["scraper.example", "10.1.2.3", "ops@example.org"]);
     }
 }
