@@ -38,9 +38,9 @@ impl AppState {
     }
 }
 
-/// Limits applied to every request.
+/// Load limits applied to every request (not the memory limits of `policy`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct RequestLimits {
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
 }
@@ -50,7 +50,7 @@ pub struct Limits {
 /// With a web configuration (`access`), layers from the outside in: rate limit and configured
 /// headers (so even a 503 carries them), the load limits, then basic auth (so a flood of
 /// password checks is shed like any other load), then the routes.
-pub fn app(state: AppState, limits: Limits, access: Option<Arc<Live>>) -> Router {
+pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) -> Router {
     let mut router = Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
@@ -135,76 +135,4 @@ async fn not_found() -> Response {
         "not found; see / for the endpoints\n",
     )
         .into_response()
-}
-
-/// Serves `app` on `listener` (plain TCP or the TLS listener) until `shutdown` resolves.
-///
-/// Unlike `axum::serve`, every connection gets a header read timeout: a client must deliver a
-/// complete request head within `header_read_timeout` of starting one (or of the connection
-/// going idle), else the connection is closed. Slow clients holding connections open
-/// ("slowloris") therefore cost a socket for a bounded time only. On shutdown, connections
-/// still open are given `header_read_timeout` to finish before they are dropped.
-pub async fn serve<L>(
-    mut listener: L,
-    app: Router,
-    header_read_timeout: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-{
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (io, _peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(header_read_timeout) => {
-            tracing::debug!("connections still open at shutdown were dropped");
-        }
-    }
-    Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

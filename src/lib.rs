@@ -20,6 +20,7 @@ pub mod poller;
 pub mod procfs;
 pub mod publish;
 pub mod sample;
+pub mod serve;
 pub mod simulate;
 pub mod status_page;
 pub mod telemetry;
@@ -91,40 +92,38 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(|(w, l)| web::reload::spawn(w, l));
     let app = http::app(
         state,
-        http::Limits {
+        http::RequestLimits {
             max_concurrent_requests: config.web.max_concurrent_requests,
             request_timeout: config.web.request_timeout,
         },
         live.clone(),
     );
-    let served = match (&web, live) {
+    // TLS when the web configuration has a certificate; each handshake uses the current one.
+    let tls = match (&web, live) {
         (Some(w), Some(live)) if w.tls.is_some() => {
             if w.http2 {
                 tracing::info!("HTTP/2 is not offered; TLS clients are served HTTP/1.1");
             }
-            tracing::info!(address = %local, http2 = false, "TLS is enabled");
-            let listener = web::tls::TlsListener::new(listener, live).map_err(RunError::Serve)?;
-            tracing::info!(address = %local, tls = true, poll_interval = ?config.poll_interval, "listening");
-            http::serve(
-                listener,
-                app,
-                config.web.request_timeout,
-                http::shutdown_signal(),
-            )
-            .await
+            Some(live as Arc<dyn serve::TlsSource>)
         }
-        _ => {
-            tracing::info!(address = %local, http2 = false, "TLS is disabled");
-            tracing::info!(address = %local, tls = false, poll_interval = ?config.poll_interval, "listening");
-            http::serve(
-                listener,
-                app,
-                config.web.request_timeout,
-                http::shutdown_signal(),
-            )
-            .await
-        }
+        _ => None,
     };
+    let tls_on = tls.is_some();
+    tracing::info!(
+        address = %local,
+        http2 = false,
+        "TLS is {}",
+        if tls_on { "enabled" } else { "disabled" }
+    );
+    tracing::info!(address = %local, tls = tls_on, poll_interval = ?config.poll_interval, "listening");
+    let served = serve::serve(
+        listener,
+        tls,
+        app,
+        config.web.request_timeout,
+        serve::shutdown_signal(),
+    )
+    .await;
     if let Some(watcher) = watcher {
         watcher.abort();
     }

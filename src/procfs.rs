@@ -9,7 +9,7 @@ pub struct ProcStat {
     pub start_ticks: u64,
 }
 
-/// Reads a process's state and start time; None if our `/proc` cannot see it.
+/// Reads a process's state and start ticks; None if our `/proc` cannot see it.
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)

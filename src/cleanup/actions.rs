@@ -19,27 +19,27 @@ use crate::policy::Level;
 
 /// The `result` label of `vram_cleanups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ActionResult {
     Ok,
     Failed,
     Skipped,
     DryRun,
 }
 
-impl Verdict {
-    pub const ALL: [Verdict; 4] = [
-        Verdict::Ok,
-        Verdict::Failed,
-        Verdict::Skipped,
-        Verdict::DryRun,
+impl ActionResult {
+    pub const ALL: [ActionResult; 4] = [
+        ActionResult::Ok,
+        ActionResult::Failed,
+        ActionResult::Skipped,
+        ActionResult::DryRun,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
-            Verdict::Ok => "ok",
-            Verdict::Failed => "failed",
-            Verdict::Skipped => "skipped",
-            Verdict::DryRun => "dry_run",
+            ActionResult::Ok => "ok",
+            ActionResult::Failed => "failed",
+            ActionResult::Skipped => "skipped",
+            ActionResult::DryRun => "dry_run",
         }
     }
 }
@@ -47,7 +47,7 @@ impl Verdict {
 /// What one action did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub verdict: Verdict,
+    pub result: ActionResult,
     /// The processes it touched (or would have, in a dry run); for exec, the command's pid.
     pub pids: Vec<u32>,
     /// A sentence for the audit log.
@@ -55,9 +55,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(verdict: Verdict, pids: Vec<u32>, detail: impl Into<String>) -> Self {
+    pub fn new(result: ActionResult, pids: Vec<u32>, detail: impl Into<String>) -> Self {
         Outcome {
-            verdict,
+            result,
             pids,
             detail: detail.into(),
         }
@@ -76,14 +76,14 @@ pub fn signal(
     let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
     if pids.is_empty() {
         return Outcome::new(
-            Verdict::Skipped,
+            ActionResult::Skipped,
             pids,
             "no process on the GPU matches the target",
         );
     }
     if dry_run {
         return Outcome::new(
-            Verdict::DryRun,
+            ActionResult::DryRun,
             pids,
             format!("would send {}", a.signal.name),
         );
@@ -110,15 +110,15 @@ pub fn signal(
     if !refused.is_empty() {
         detail.push_str(&format!("; not signalled: {}", refused.join(", ")));
     }
-    let verdict = if !failed.is_empty() {
-        Verdict::Failed
+    let result = if !failed.is_empty() {
+        ActionResult::Failed
     } else if sent.is_empty() {
-        Verdict::Skipped
+        ActionResult::Skipped
     } else {
-        Verdict::Ok
+        ActionResult::Ok
     };
     sent.extend(failed.iter().map(|(p, _)| *p));
-    Outcome::new(verdict, sent, detail)
+    Outcome::new(result, sent, detail)
 }
 
 /// Terminates the GPU's largest eligible process: SIGTERM, then SIGKILL after `grace` if the
@@ -132,14 +132,14 @@ pub async fn kill(
 ) -> Outcome {
     if gpu.level != Level::Hard {
         return Outcome::new(
-            Verdict::Skipped,
+            ActionResult::Skipped,
             vec![],
             "the GPU is no longer above its hard limit",
         );
     }
     let Some(victim) = targets::kill_victim(&gpu.processes, a, own_pid) else {
         return Outcome::new(
-            Verdict::Skipped,
+            ActionResult::Skipped,
             vec![],
             "no eligible process (avoid, PID 1 and the exporter are never killed)",
         );
@@ -153,7 +153,7 @@ pub async fn kill(
     );
     if dry_run {
         return Outcome::new(
-            Verdict::DryRun,
+            ActionResult::DryRun,
             vec![pid],
             format!(
                 "would send SIGTERM to {what}, then SIGKILL after {}",
@@ -161,41 +161,43 @@ pub async fn kill(
             ),
         );
     }
-    let start = match targets::verify(pid, own_pid, listed_at) {
+    let start_ticks = match targets::verify(pid, own_pid, listed_at) {
         Ok(s) => s,
-        Err(why) => return Outcome::new(Verdict::Skipped, vec![pid], format!("{what}: {why}")),
+        Err(why) => {
+            return Outcome::new(ActionResult::Skipped, vec![pid], format!("{what}: {why}"))
+        }
     };
     // SAFETY: kill(2) on a verified pid > 1 that is not the exporter.
     if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
         let e = std::io::Error::last_os_error();
         return Outcome::new(
-            Verdict::Failed,
+            ActionResult::Failed,
             vec![pid],
             format!("SIGTERM to {what}: {e}"),
         );
     }
-    if wait_gone(pid, start, a.grace).await {
+    if wait_gone(pid, start_ticks, a.grace).await {
         return Outcome::new(
-            Verdict::Ok,
+            ActionResult::Ok,
             vec![pid],
             format!("{what} exited after SIGTERM"),
         );
     }
-    // Still the same process (start time unchanged, not a zombie): escalate.
-    if alive(proc_stat(pid), start) {
-        // SAFETY: as above; the start time check makes sure the pid was not reused.
+    // Still the same process (start ticks unchanged, not a zombie): escalate.
+    if alive(proc_stat(pid), start_ticks) {
+        // SAFETY: as above; the start ticks check makes sure the pid was not reused.
         if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
             let e = std::io::Error::last_os_error();
             return Outcome::new(
-                Verdict::Failed,
+                ActionResult::Failed,
                 vec![pid],
                 format!("SIGKILL to {what}: {e}"),
             );
         }
     }
-    if wait_gone(pid, start, Duration::from_secs(5)).await {
+    if wait_gone(pid, start_ticks, Duration::from_secs(5)).await {
         Outcome::new(
-            Verdict::Ok,
+            ActionResult::Ok,
             vec![pid],
             format!(
                 "{what} ignored SIGTERM for {}; killed with SIGKILL",
@@ -204,18 +206,18 @@ pub async fn kill(
         )
     } else {
         Outcome::new(
-            Verdict::Failed,
+            ActionResult::Failed,
             vec![pid],
             format!("{what} still running 5s after SIGKILL"),
         )
     }
 }
 
-/// Waits until the process with this start time is gone (or a zombie); false on timeout.
-async fn wait_gone(pid: u32, start: u64, within: Duration) -> bool {
+/// Waits until the process with these start ticks is gone (or a zombie); false on timeout.
+async fn wait_gone(pid: u32, start_ticks: u64, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        if !alive(proc_stat(pid), start) {
+        if !alive(proc_stat(pid), start_ticks) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -243,7 +245,11 @@ pub async fn webhook(
     dry_run: bool,
 ) -> Outcome {
     if dry_run {
-        return Outcome::new(Verdict::DryRun, vec![], format!("would POST to {}", a.url));
+        return Outcome::new(
+            ActionResult::DryRun,
+            vec![],
+            format!("would POST to {}", a.url),
+        );
     }
     let (url, retries) = (a.url.clone(), a.retries);
     let attempts = retries + 1;
@@ -279,11 +285,11 @@ pub async fn webhook(
     // The blocking task is bounded by the agent's timeout; this outer bound only guards a bug.
     let bound = (a.timeout + Duration::from_secs(3)) * attempts;
     match tokio::time::timeout(bound, task).await {
-        Ok(Ok((true, detail))) => Outcome::new(Verdict::Ok, vec![], detail),
-        Ok(Ok((false, detail))) => Outcome::new(Verdict::Failed, vec![], detail),
-        Ok(Err(e)) => Outcome::new(Verdict::Failed, vec![], format!("webhook task: {e}")),
+        Ok(Ok((true, detail))) => Outcome::new(ActionResult::Ok, vec![], detail),
+        Ok(Ok((false, detail))) => Outcome::new(ActionResult::Failed, vec![], detail),
+        Ok(Err(e)) => Outcome::new(ActionResult::Failed, vec![], format!("webhook task: {e}")),
         Err(_) => Outcome::new(
-            Verdict::Failed,
+            ActionResult::Failed,
             vec![],
             format!("POST {}: no answer within {bound:?}", a.url),
         ),
@@ -298,7 +304,11 @@ fn backoff(attempt: u32) -> Duration {
 /// and as JSON on stdin; a non-zero exit or the timeout is a failure.
 pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
     if dry_run {
-        return Outcome::new(Verdict::DryRun, vec![], format!("would run {:?}", a.argv));
+        return Outcome::new(
+            ActionResult::DryRun,
+            vec![],
+            format!("would run {:?}", a.argv),
+        );
     }
     let mut cmd = tokio::process::Command::new(&a.argv[0]);
     cmd.args(&a.argv[1..])
@@ -313,7 +323,7 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             return Outcome::new(
-                Verdict::Failed,
+                ActionResult::Failed,
                 vec![],
                 format!("cannot start {:?}: {e}", a.argv[0]),
             )
@@ -335,10 +345,18 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
         })
     });
     let waited = tokio::time::timeout(a.timeout, child.wait()).await;
-    let (verdict, mut detail) = match waited {
-        Ok(Ok(status)) if status.success() => (Verdict::Ok, format!("{:?} exited 0", a.argv[0])),
-        Ok(Ok(status)) => (Verdict::Failed, format!("{:?} failed: {status}", a.argv[0])),
-        Ok(Err(e)) => (Verdict::Failed, format!("waiting for {:?}: {e}", a.argv[0])),
+    let (result, mut detail) = match waited {
+        Ok(Ok(status)) if status.success() => {
+            (ActionResult::Ok, format!("{:?} exited 0", a.argv[0]))
+        }
+        Ok(Ok(status)) => (
+            ActionResult::Failed,
+            format!("{:?} failed: {status}", a.argv[0]),
+        ),
+        Ok(Err(e)) => (
+            ActionResult::Failed,
+            format!("waiting for {:?}: {e}", a.argv[0]),
+        ),
         Err(_) => {
             if pid > 0 {
                 // SAFETY: the group was created for this child (process_group(0) above).
@@ -348,7 +366,7 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
             }
             let _ = child.kill().await;
             (
-                Verdict::Failed,
+                ActionResult::Failed,
                 format!(
                     "{:?} timed out after {}; killed",
                     a.argv[0],
@@ -357,7 +375,7 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
             )
         }
     };
-    if verdict == Verdict::Failed {
+    if result == ActionResult::Failed {
         if let Some(task) = stderr {
             if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_millis(200), task).await {
                 if !text.is_empty() {
@@ -366,5 +384,5 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
             }
         }
     }
-    Outcome::new(verdict, vec![pid], detail)
+    Outcome::new(result, vec![pid], detail)
 }

@@ -108,11 +108,12 @@ impl Action {
     /// The `action` label value: the action's type.
     pub fn label(&self) -> &'static str {
         match self {
-            Action::Signal(_) => "signal",
-            Action::Webhook(_) => "webhook",
-            Action::Exec(_) => "exec",
-            Action::Kill(_) => "kill",
+            Action::Signal(_) => Kind::Signal,
+            Action::Webhook(_) => Kind::Webhook,
+            Action::Exec(_) => Kind::Exec,
+            Action::Kill(_) => Kind::Kill,
         }
+        .as_str()
     }
 }
 
@@ -232,190 +233,110 @@ impl RawCleanup {
     }
 }
 
+/// The four action types and the keys each one takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Signal,
+    Webhook,
+    Exec,
+    Kill,
+}
+
+impl Kind {
+    fn parse(written: &str) -> Option<Kind> {
+        match written.trim() {
+            "signal" => Some(Kind::Signal),
+            "webhook" => Some(Kind::Webhook),
+            "exec" => Some(Kind::Exec),
+            "kill" => Some(Kind::Kill),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Signal => "signal",
+            Kind::Webhook => "webhook",
+            Kind::Exec => "exec",
+            Kind::Kill => "kill",
+        }
+    }
+
+    /// The optional keys an action of this type takes; any other one given is refused.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Signal => &["signal", "target", "top", "name_regex"],
+            Kind::Webhook => &["url", "timeout", "retries"],
+            Kind::Exec => &["argv", "timeout"],
+            Kind::Kill => &["grace", "avoid", "prefer", "after"],
+        }
+    }
+}
+
+/// `prefix.name`, e.g. `cleanup.actions[1].url`.
+fn key(prefix: &str, name: &str) -> String {
+    format!("{prefix}.{name}")
+}
+
 impl RawAction {
+    /// Checks the type and that every key given belongs to it, then the type's own keys.
     fn validate(&self, prefix: &str, allow_kill: bool) -> Result<Action, ConfigError> {
-        let key = |k: &str| format!("{prefix}.{k}");
-        let kind = self.kind.trim();
-        let allowed: &[&str] = match kind {
-            "signal" => &["signal", "target", "top", "name_regex"],
-            "webhook" => &["url", "timeout", "retries"],
-            "exec" => &["argv", "timeout"],
-            "kill" => &["grace", "avoid", "prefer", "after"],
-            _ => {
-                return Err(ConfigError::invalid(
-                    key("type"),
-                    &self.kind,
-                    "expected one of signal, webhook, exec, kill",
-                ))
-            }
-        };
-        for (name, present) in self.present() {
-            if present && !allowed.contains(&name) {
-                return Err(ConfigError::invalid(
-                    key(name),
-                    self.describe(name),
-                    format!(
-                        "is not a key of a {kind} action (its keys: {})",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+        let kind = Kind::parse(&self.kind).ok_or_else(|| {
+            ConfigError::invalid(
+                key(prefix, "type"),
+                &self.kind,
+                "expected one of signal, webhook, exec, kill",
+            )
+        })?;
+        let allowed = kind.keys();
+        if let Some((name, value)) = self
+            .given()
+            .into_iter()
+            .find(|(name, _)| !allowed.contains(name))
+        {
+            return Err(ConfigError::invalid(
+                key(prefix, name),
+                value,
+                format!(
+                    "is not a key of a {} action (its keys: {})",
+                    kind.as_str(),
+                    allowed.join(", ")
+                ),
+            ));
         }
         Ok(match kind {
-            "signal" => Action::Signal(self.signal_action(prefix, allow_kill)?),
-            "webhook" => {
-                let url = self.url.as_deref().unwrap_or_default().trim().to_string();
-                check_url(&key("url"), &url)?;
-                let timeout = bounded_duration(
-                    &key("timeout"),
-                    self.timeout.as_deref().unwrap_or(DEFAULT_WEBHOOK_TIMEOUT),
-                    MIN_TIMEOUT,
-                    MAX_TIMEOUT,
-                )?;
-                let retries = self.retries.unwrap_or(DEFAULT_RETRIES);
-                if retries > MAX_RETRIES {
-                    return Err(ConfigError::invalid(
-                        key("retries"),
-                        retries,
-                        format!("must be at most {MAX_RETRIES}"),
-                    ));
-                }
-                Action::Webhook(WebhookAction {
-                    url,
-                    timeout,
-                    retries,
-                })
-            }
-            "exec" => {
-                let argv = self.argv.clone().unwrap_or_default();
-                if argv.first().is_none_or(|a| a.trim().is_empty()) {
-                    return Err(ConfigError::invalid(
-                        key("argv"),
-                        format_args!("{argv:?}"),
-                        "must name a program: argv = [\"/path/to/program\", \"arg\", ...] (it is run directly, never through a shell)",
-                    ));
-                }
-                if argv.iter().any(|a| a.contains('\0')) {
-                    return Err(ConfigError::invalid(
-                        key("argv"),
-                        format_args!("{argv:?}"),
-                        "an argument contains a NUL byte",
-                    ));
-                }
-                let timeout = bounded_duration(
-                    &key("timeout"),
-                    self.timeout.as_deref().unwrap_or(DEFAULT_EXEC_TIMEOUT),
-                    MIN_TIMEOUT,
-                    MAX_TIMEOUT,
-                )?;
-                Action::Exec(ExecAction { argv, timeout })
-            }
-            _ => {
-                if !allow_kill {
-                    return Err(ConfigError::invalid(
-                        key("type"),
-                        "kill",
-                        "a kill action needs cleanup.allow_kill = true",
-                    ));
-                }
-                let grace = bounded_duration(
-                    &key("grace"),
-                    self.grace.as_deref().unwrap_or(DEFAULT_GRACE),
-                    MIN_TIMEOUT,
-                    MAX_TIMEOUT,
-                )?;
-                let after = match &self.after {
-                    None => Duration::ZERO,
-                    Some(a) => {
-                        let d = parse_duration(&key("after"), a)?;
-                        if d > MAX_AFTER {
-                            return Err(ConfigError::invalid(
-                                key("after"),
-                                a,
-                                "must be at most 24h",
-                            ));
-                        }
-                        d
-                    }
-                };
-                Action::Kill(KillAction {
-                    grace,
-                    avoid: self
-                        .avoid
-                        .as_deref()
-                        .map(|r| regex(&key("avoid"), r))
-                        .transpose()?,
-                    prefer: self
-                        .prefer
-                        .as_deref()
-                        .map(|r| regex(&key("prefer"), r))
-                        .transpose()?,
-                    after,
-                })
-            }
+            Kind::Signal => Action::Signal(self.signal_action(prefix, allow_kill)?),
+            Kind::Webhook => Action::Webhook(self.webhook_action(prefix)?),
+            Kind::Exec => Action::Exec(self.exec_action(prefix)?),
+            Kind::Kill => Action::Kill(self.kill_action(prefix, allow_kill)?),
         })
     }
 
     fn signal_action(&self, prefix: &str, allow_kill: bool) -> Result<SignalAction, ConfigError> {
-        let key = |k: &str| format!("{prefix}.{k}");
         let written = self.signal.as_deref().unwrap_or("SIGUSR1");
-        let signal = parse_signal(&key("signal"), written)?;
+        let signal = parse_signal(&key(prefix, "signal"), written)?;
         if SIGNALS
             .iter()
             .any(|(n, _, terminating)| *n == signal.name && *terminating)
             && !allow_kill
         {
             return Err(ConfigError::invalid(
-                key("signal"),
+                key(prefix, "signal"),
                 written,
                 "terminates the process; set cleanup.allow_kill = true to send it (or use a kill action)",
             ));
         }
-        let target = match self.target.as_deref().map(str::trim) {
-            Some("all") => Target::All,
-            Some("top") => {
-                let n = self.top.unwrap_or(1);
-                if n == 0 || n > MAX_TOP {
-                    return Err(ConfigError::invalid(
-                        key("top"),
-                        n,
-                        format!("must be between 1 and {MAX_TOP}"),
-                    ));
-                }
-                Target::Top(n)
-            }
-            Some("match") => match &self.name_regex {
-                Some(r) => Target::Match(regex(&key("name_regex"), r)?),
-                None => {
-                    return Err(ConfigError::invalid(
-                        key("name_regex"),
-                        "(missing)",
-                        "target = \"match\" needs name_regex, a regex on the process name",
-                    ))
-                }
-            },
-            other => {
-                return Err(ConfigError::invalid(
-                    key("target"),
-                    other.unwrap_or("(missing)"),
-                    format!(
-                        "expected all, top (with top = N) or match (with name_regex); choose deliberately: \
-                         a process with no handler for {} is terminated by it",
-                        signal.name
-                    ),
-                ))
-            }
-        };
+        let target = self.target(prefix, signal)?;
         if self.top.is_some() && !matches!(target, Target::Top(_)) {
             return Err(ConfigError::invalid(
-                key("top"),
+                key(prefix, "top"),
                 self.top.unwrap_or_default(),
                 "is only used with target = \"top\"",
             ));
         }
         if self.name_regex.is_some() && !matches!(target, Target::Match(_)) {
             return Err(ConfigError::invalid(
-                key("name_regex"),
+                key(prefix, "name_regex"),
                 self.name_regex.as_deref().unwrap_or_default(),
                 "is only used with target = \"match\"",
             ));
@@ -423,41 +344,146 @@ impl RawAction {
         Ok(SignalAction { signal, target })
     }
 
-    /// Every optional key and whether it was given.
-    fn present(&self) -> [(&'static str, bool); 12] {
-        [
-            ("signal", self.signal.is_some()),
-            ("target", self.target.is_some()),
-            ("top", self.top.is_some()),
-            ("name_regex", self.name_regex.is_some()),
-            ("url", self.url.is_some()),
-            ("retries", self.retries.is_some()),
-            ("timeout", self.timeout.is_some()),
-            ("argv", self.argv.is_some()),
-            ("grace", self.grace.is_some()),
-            ("avoid", self.avoid.is_some()),
-            ("prefer", self.prefer.is_some()),
-            ("after", self.after.is_some()),
-        ]
+    /// `target` (with `top` or `name_regex`): which processes a signal action reaches. There is
+    /// no default, because a process with no handler for the signal is terminated by it.
+    fn target(&self, prefix: &str, signal: Signal) -> Result<Target, ConfigError> {
+        match self.target.as_deref().map(str::trim) {
+            Some("all") => Ok(Target::All),
+            Some("top") => {
+                let n = self.top.unwrap_or(1);
+                if n == 0 || n > MAX_TOP {
+                    return Err(ConfigError::invalid(
+                        key(prefix, "top"),
+                        n,
+                        format!("must be between 1 and {MAX_TOP}"),
+                    ));
+                }
+                Ok(Target::Top(n))
+            }
+            Some("match") => match &self.name_regex {
+                Some(r) => Ok(Target::Match(regex(&key(prefix, "name_regex"), r)?)),
+                None => Err(ConfigError::invalid(
+                    key(prefix, "name_regex"),
+                    "(missing)",
+                    "target = \"match\" needs name_regex, a regex on the process name",
+                )),
+            },
+            other => Err(ConfigError::invalid(
+                key(prefix, "target"),
+                other.unwrap_or("(missing)"),
+                format!(
+                    "expected all, top (with top = N) or match (with name_regex); choose deliberately: \
+                     a process with no handler for {} is terminated by it",
+                    signal.name
+                ),
+            )),
+        }
     }
 
-    fn describe(&self, name: &str) -> String {
-        let s = |o: &Option<String>| o.clone().unwrap_or_default();
-        match name {
-            "signal" => s(&self.signal),
-            "target" => s(&self.target),
-            "top" => self.top.map(|t| t.to_string()).unwrap_or_default(),
-            "name_regex" => s(&self.name_regex),
-            "url" => s(&self.url),
-            "retries" => self.retries.map(|t| t.to_string()).unwrap_or_default(),
-            "timeout" => s(&self.timeout),
-            "argv" => format!("{:?}", self.argv.clone().unwrap_or_default()),
-            "grace" => s(&self.grace),
-            "avoid" => s(&self.avoid),
-            "prefer" => s(&self.prefer),
-            "after" => s(&self.after),
-            _ => String::new(),
+    fn webhook_action(&self, prefix: &str) -> Result<WebhookAction, ConfigError> {
+        let url = self.url.as_deref().unwrap_or_default().trim().to_string();
+        check_url(&key(prefix, "url"), &url)?;
+        let timeout = action_timeout(
+            &key(prefix, "timeout"),
+            self.timeout.as_deref(),
+            DEFAULT_WEBHOOK_TIMEOUT,
+        )?;
+        let retries = self.retries.unwrap_or(DEFAULT_RETRIES);
+        if retries > MAX_RETRIES {
+            return Err(ConfigError::invalid(
+                key(prefix, "retries"),
+                retries,
+                format!("must be at most {MAX_RETRIES}"),
+            ));
         }
+        Ok(WebhookAction {
+            url,
+            timeout,
+            retries,
+        })
+    }
+
+    fn exec_action(&self, prefix: &str) -> Result<ExecAction, ConfigError> {
+        let argv = self.argv.clone().unwrap_or_default();
+        if argv.first().is_none_or(|a| a.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                key(prefix, "argv"),
+                format_args!("{argv:?}"),
+                "must name a program: argv = [\"/path/to/program\", \"arg\", ...] (it is run directly, never through a shell)",
+            ));
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            return Err(ConfigError::invalid(
+                key(prefix, "argv"),
+                format_args!("{argv:?}"),
+                "an argument contains a NUL byte",
+            ));
+        }
+        let timeout = action_timeout(
+            &key(prefix, "timeout"),
+            self.timeout.as_deref(),
+            DEFAULT_EXEC_TIMEOUT,
+        )?;
+        Ok(ExecAction { argv, timeout })
+    }
+
+    fn kill_action(&self, prefix: &str, allow_kill: bool) -> Result<KillAction, ConfigError> {
+        if !allow_kill {
+            return Err(ConfigError::invalid(
+                key(prefix, "type"),
+                "kill",
+                "a kill action needs cleanup.allow_kill = true",
+            ));
+        }
+        let grace = action_timeout(&key(prefix, "grace"), self.grace.as_deref(), DEFAULT_GRACE)?;
+        let after = match &self.after {
+            None => Duration::ZERO,
+            Some(a) => {
+                let d = parse_duration(&key(prefix, "after"), a)?;
+                if d > MAX_AFTER {
+                    return Err(ConfigError::invalid(
+                        key(prefix, "after"),
+                        a,
+                        "must be at most 24h",
+                    ));
+                }
+                d
+            }
+        };
+        let name_filter = |name: &str, written: &Option<String>| {
+            written
+                .as_deref()
+                .map(|r| regex(&key(prefix, name), r))
+                .transpose()
+        };
+        Ok(KillAction {
+            grace,
+            avoid: name_filter("avoid", &self.avoid)?,
+            prefer: name_filter("prefer", &self.prefer)?,
+            after,
+        })
+    }
+
+    /// Every optional key that was given, in a fixed order, with its value as an error shows it.
+    fn given(&self) -> Vec<(&'static str, String)> {
+        let text = |o: &Option<String>| o.clone();
+        [
+            ("signal", text(&self.signal)),
+            ("target", text(&self.target)),
+            ("top", self.top.map(|t| t.to_string())),
+            ("name_regex", text(&self.name_regex)),
+            ("url", text(&self.url)),
+            ("retries", self.retries.map(|t| t.to_string())),
+            ("timeout", text(&self.timeout)),
+            ("argv", self.argv.as_ref().map(|a| format!("{a:?}"))),
+            ("grace", text(&self.grace)),
+            ("avoid", text(&self.avoid)),
+            ("prefer", text(&self.prefer)),
+            ("after", text(&self.after)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
     }
 }
 
@@ -526,6 +552,15 @@ fn bounded_duration(
         ));
     }
     Ok(d)
+}
+
+/// A webhook or exec `timeout`, or a kill `grace`: `default` when not given.
+fn action_timeout(
+    key: &str,
+    written: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    bounded_duration(key, written.unwrap_or(default), MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
 fn regex(key: &str, pattern: &str) -> Result<Regex, ConfigError> {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::cleanup::actions::{self, Outcome, Verdict};
+use crate::cleanup::actions::{self, ActionResult, Outcome};
 use crate::cleanup::config::{Action, CleanupConfig};
 use crate::cleanup::decide::{decide, Decision, Inputs, Reason, Track};
 use crate::cleanup::payload::{hostname, Payload};
@@ -154,7 +154,7 @@ impl Dispatcher {
                 Decision::Skip { reason } => {
                     for action in &self.shared.config.actions {
                         let outcome = Outcome::new(
-                            Verdict::Skipped,
+                            ActionResult::Skipped,
                             vec![],
                             "the previous cleanup run for this GPU is still in progress",
                         );
@@ -254,7 +254,7 @@ impl Run {
                 break;
             };
             let outcome = if !gpu.up {
-                Outcome::new(Verdict::Skipped, vec![], "the GPU is not answering")
+                Outcome::new(ActionResult::Skipped, vec![], "the GPU is not answering")
             } else {
                 self.step(i, action, gpu, snapshot).await
             };
@@ -298,7 +298,7 @@ impl Shared {
         reclaimed: &AtomicU64,
     ) {
         let label = action.label();
-        self.metrics.count(gpu, label, outcome.verdict);
+        self.metrics.count(gpu, label, outcome.result);
         let pids = outcome
             .pids
             .iter()
@@ -314,7 +314,7 @@ impl Shared {
                     uuid = %gpu.identity.uuid,
                     reason = reason.as_str(),
                     pids = %pids,
-                    result = outcome.verdict.label(),
+                    result = outcome.result.label(),
                     detail = %outcome.detail,
                     allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),
                     reclaimed_bytes = reclaimed,
@@ -323,8 +323,8 @@ impl Shared {
                 )
             };
         }
-        match outcome.verdict {
-            Verdict::Failed => audit!(warn),
+        match outcome.result {
+            ActionResult::Failed => audit!(warn),
             _ => audit!(info),
         }
         if let Some(tx) = &self.observer {

@@ -70,7 +70,7 @@ pub fn alive(stat: Option<ProcStat>, start_ticks: u64) -> bool {
     matches!(stat, Some(s) if s.start_ticks == start_ticks && s.state != 'Z' && s.state != 'X')
 }
 
-/// Checks a target right before signalling it; returns its start time, or why it is refused.
+/// Checks a target right before signalling it; returns its start ticks, or why it is refused.
 pub fn verify(pid: u32, own_pid: u32, listed_at: Option<SystemTime>) -> Result<u64, &'static str> {
     if forbidden(pid, own_pid) {
         return Err("pid 1 and the exporter itself are never signalled");

@@ -8,7 +8,7 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::cleanup::actions::Verdict;
+use crate::cleanup::actions::ActionResult;
 use crate::cleanup::config::CleanupConfig;
 use crate::engine::GpuView;
 
@@ -52,7 +52,7 @@ impl CleanupMetrics {
     pub fn init_gpu(&self, gpu: &GpuView, config: &CleanupConfig) {
         let idx = gpu.identity.index.to_string();
         for action in &config.actions {
-            for v in Verdict::ALL {
+            for v in ActionResult::ALL {
                 self.cleanups.with_label_values(&[
                     &idx,
                     &gpu.identity.uuid,
@@ -66,13 +66,13 @@ impl CleanupMetrics {
             .set(0);
     }
 
-    pub fn count(&self, gpu: &GpuView, action: &str, verdict: Verdict) {
+    pub fn count(&self, gpu: &GpuView, action: &str, result: ActionResult) {
         self.cleanups
             .with_label_values(&[
                 &gpu.identity.index.to_string(),
                 &gpu.identity.uuid,
                 action,
-                verdict.label(),
+                result.label(),
             ])
             .inc();
     }

@@ -241,7 +241,7 @@ impl Live {
     }
 }
 
-impl super::tls::TlsSource for Live {
+impl crate::serve::TlsSource for Live {
     fn current(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -6,10 +6,11 @@
 //! parses every bcrypt hash, builds the rustls `ServerConfig` — and names the key of the first
 //! problem in a [`ConfigError`], so a bad file stops the exporter at startup with exit status 2.
 //! At run time [`reload`] re-runs the same load when a file changes; [`auth`] holds the live
-//! settings the HTTP middleware reads, and [`tls`] the listener that terminates TLS.
+//! settings the HTTP middleware and the TLS accept loop (`serve`) read, and [`tls`] maps the
+//! TLS keys onto rustls.
 //!
 //! Relative paths in the file are resolved against the file's own directory, as exporter-toolkit
-//! does. Keys rustls cannot honour are refused rather than silently weakened; `tls.rs` says which.
+//! does. Keys rustls cannot honour are refused rather than silently weakened; [`tls`] says which.
 
 pub mod auth;
 pub mod reload;
@@ -125,10 +126,8 @@ pub struct WebSettings {
     /// `None`: plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub access: Arc<auth::Access>,
-    /// `http_server_config.http2` (default true); HTTP/2 is not offered either way, see `tls.rs`.
+    /// `http_server_config.http2` (default true); HTTP/2 is not offered either way, see [`tls`].
     pub http2: bool,
-    /// Every file this configuration was read from, watched for changes by [`reload`].
-    pub watched: Vec<PathBuf>,
 }
 
 impl fmt::Debug for WebSettings {
@@ -155,14 +154,9 @@ impl WebSettings {
         })?;
         let raw = parse(&text)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let mut watched = vec![path.to_path_buf()];
 
         let tls = match &raw.tls_server_config {
-            Some(t) if t.enabled() => {
-                let built = tls::build(t, base)?;
-                watched.extend(built.files);
-                Some(built.config)
-            }
+            Some(t) if t.enabled() => Some(tls::build(t, base)?),
             Some(t) => {
                 // Versions, suites or curves without a certificate: exporter-toolkit serves plain
                 // HTTP here; say so rather than let the file look like it enabled TLS.
@@ -192,7 +186,6 @@ impl WebSettings {
             tls,
             access: Arc::new(access),
             http2: http.http2.unwrap_or(true),
-            watched,
         })
     }
 
