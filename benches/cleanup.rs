@@ -93,7 +93,7 @@ impl Rig {
             .block_on(self.reports.recv())
             .expect("dispatcher running");
         let took = start.elapsed();
-        assert_eq!(report.outcome.result.label(), "ok", "{:?}", report.outcome);
+        assert_eq!(report.outcome.result.as_str(), "ok", "{:?}", report.outcome);
         took
     }
 }

@@ -5,12 +5,11 @@
 //! [`RawConfig::validate`] turns it into [`Config`], whose types are already checked. Each section
 //! is owned and validated by the module that uses it (`[poll]` by `poller`, `[limits]` by
 //! `policy::limits`, `[leak]` by `drift`, `[processes]` by `exposition`, `[nvml]` by `nvml`,
-//! `[cleanup]` by `cleanup`); this module only layers the input and dispatches. Nothing downstream
-//! re-validates. Every error names the key, the value and why, and nothing is applied until the
-//! whole configuration is valid.
+//! `[web]` by `web::section`, `[cleanup]` by `cleanup`); this module only layers the input and
+//! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
+//! nothing is applied until the whole configuration is valid.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::cleanup::{CleanupConfig, RawCleanup};
 use crate::drift::{LeakConfig, RawLeak};
 use crate::exposition::RawProcesses;
-use crate::input::{parse_duration, parse_listen, ConfigError};
+use crate::input::ConfigError;
 use crate::nvml::RawNvml;
 use crate::policy::limits::{LimitsConfig, RawLimits};
 use crate::poller::RawPoll;
+use crate::web::section::{RawWeb, WebConfig};
 
 /// The prefix of environment overrides: `VRAM_EXPORTER__POLL__INTERVAL=250ms`.
 pub const ENV_PREFIX: &str = "VRAM_EXPORTER";
@@ -38,31 +38,6 @@ pub struct RawConfig {
     pub web: RawWeb,
     pub nvml: RawNvml,
     pub cleanup: RawCleanup,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawWeb {
-    /// Address to listen on: "0.0.0.0:9862", "[::]:9862" or ":9862".
-    pub listen: String,
-    /// Requests served at once; more are answered 503 at once rather than queued.
-    pub max_concurrent_requests: usize,
-    /// A request that takes longer is answered 408.
-    pub request_timeout: String,
-    /// An exporter-toolkit web configuration file (TLS, basic auth, headers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config_file: Option<PathBuf>,
-}
-
-impl Default for RawWeb {
-    fn default() -> Self {
-        RawWeb {
-            listen: "0.0.0.0:9862".into(),
-            max_concurrent_requests: 64,
-            request_timeout: "10s".into(),
-            config_file: None,
-        }
-    }
 }
 
 /// Values given on the command line; they override every other layer.
@@ -151,15 +126,6 @@ pub struct Config {
     pub cleanup: CleanupConfig,
 }
 
-#[derive(Debug, Clone)]
-pub struct WebConfig {
-    pub listen: SocketAddr,
-    pub max_concurrent_requests: usize,
-    pub request_timeout: Duration,
-    /// The loaded and checked `config_file`: TLS, basic auth, headers (see `web/`).
-    pub security: Option<crate::web::WebSettings>,
-}
-
 impl RawConfig {
     /// Checks every value and builds the typed configuration; the first problem is returned.
     pub fn validate(&self) -> Result<Config, ConfigError> {
@@ -186,34 +152,6 @@ impl RawConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
-    }
-}
-
-impl RawWeb {
-    /// Checks the server settings; the web configuration file is loaded by the caller.
-    fn validate(&self) -> Result<WebConfig, ConfigError> {
-        let listen = parse_listen("web.listen", &self.listen)?;
-        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 65_536 {
-            return Err(ConfigError::invalid(
-                "web.max_concurrent_requests",
-                self.max_concurrent_requests,
-                "must be between 1 and 65536",
-            ));
-        }
-        let request_timeout = parse_duration("web.request_timeout", &self.request_timeout)?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "web.request_timeout",
-                &self.request_timeout,
-                "must be greater than zero",
-            ));
-        }
-        Ok(WebConfig {
-            listen,
-            max_concurrent_requests: self.max_concurrent_requests,
-            request_timeout,
-            security: None,
-        })
     }
 }
 

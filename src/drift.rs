@@ -19,6 +19,7 @@
 //!   rise between consecutive points over four times the median rise is a one-time allocation),
 //!   so a step inside a leak does not inflate it; the drift is `rate × time since growth began`,
 //!   capped at what the floor actually rose.
+//!
 //! Worked example (README, "Leak detection"): the H200 trace in `nvml-sim/scenarios/traces/`.
 
 use std::collections::VecDeque;

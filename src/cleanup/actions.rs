@@ -34,7 +34,7 @@ impl ActionResult {
         ActionResult::DryRun,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ActionResult::Ok => "ok",
             ActionResult::Failed => "failed",

@@ -106,7 +106,7 @@ pub enum Action {
 
 impl Action {
     /// The `action` label value: the action's type.
-    pub fn label(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Action::Signal(_) => Kind::Signal,
             Action::Webhook(_) => Kind::Webhook,
@@ -656,7 +656,7 @@ avoid = "^sshd$"
 "#,
         )
         .unwrap();
-        let labels: Vec<_> = c.actions.iter().map(Action::label).collect();
+        let labels: Vec<_> = c.actions.iter().map(Action::as_str).collect();
         assert_eq!(labels, ["signal", "webhook", "exec", "kill"]);
         match &c.actions[0] {
             Action::Signal(s) => {

@@ -297,7 +297,7 @@ impl Shared {
         outcome: Outcome,
         reclaimed: &AtomicU64,
     ) {
-        let label = action.label();
+        let label = action.as_str();
         self.metrics.count(gpu, label, outcome.result);
         let pids = outcome
             .pids
@@ -314,7 +314,7 @@ impl Shared {
                     uuid = %gpu.identity.uuid,
                     reason = reason.as_str(),
                     pids = %pids,
-                    result = outcome.result.label(),
+                    result = outcome.result.as_str(),
                     detail = %outcome.detail,
                     allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),
                     reclaimed_bytes = reclaimed,

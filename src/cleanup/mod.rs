@@ -46,7 +46,7 @@ pub fn start(
     if let Err(e) = metrics.register(&telemetry.registry) {
         tracing::error!(error = %e, "cleanup metrics could not be registered");
     }
-    let actions: Vec<&str> = config.actions.iter().map(Action::label).collect();
+    let actions: Vec<&str> = config.actions.iter().map(Action::as_str).collect();
     tracing::info!(
         actions = %actions.join(","),
         cooldown = %humantime::format_duration(config.cooldown),

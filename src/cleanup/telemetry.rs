@@ -56,8 +56,8 @@ impl CleanupMetrics {
                 self.cleanups.with_label_values(&[
                     &idx,
                     &gpu.identity.uuid,
-                    action.label(),
-                    v.label(),
+                    action.as_str(),
+                    v.as_str(),
                 ]);
             }
         }
@@ -72,7 +72,7 @@ impl CleanupMetrics {
                 &gpu.identity.index.to_string(),
                 &gpu.identity.uuid,
                 action,
-                result.label(),
+                result.as_str(),
             ])
             .inc();
     }

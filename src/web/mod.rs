@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod reload;
+pub mod section;
 pub mod tls;
 
 use std::collections::BTreeMap;
