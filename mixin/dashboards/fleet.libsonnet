@@ -41,8 +41,10 @@ local p = import '../lib/promql.libsonnet';
         g.stat(4, 'At hard limit', 'GPUs whose pressure level is 2 (hard limit). Alert: VramHardLimitBreached.', g.grid(9, 1, 3, 4),
                g.targets([['sum(cluster:vram_gpus_hard:count{%s})' % C, 'hard']]), 'none',
                g.thresholdColors([['green', null], ['red', 1]])),
-        g.stat(5, 'Hard-limit episodes', "Hard-limit breach episodes (rising edges, also those shorter than a scrape) in the dashboard's time range, summed from 5-minute increases per cluster.", g.grid(12, 1, 4, 4),
-               g.targets([['sum(sum_over_time(cluster:vram_hard_limit_violations:increase5m{%s}[$__range:5m]))' % C, 'episodes']]), 'none',
+        // The one top-row panel on a raw counter: an increase over the dashboard's range needs the counter
+        // itself (cluster:vram_hard_limit_violations:increase5m serves federation and graphs instead).
+        g.stat(5, 'Hard-limit episodes', "Hard-limit breach episodes (rising edges, also those shorter than a scrape) in the dashboard's time range.", g.grid(12, 1, 4, 4),
+               g.targets([['sum(increase(vram_hard_limit_violations_total{%s}[$__range]))' % C, 'episodes']]), 'none',
                g.thresholdColors([['green', null], ['red', 1]])) + { fieldConfig+: { defaults+: { decimals: 0 } } },
         g.stat(6, 'Fleet VRAM allocated', 'Allocated memory of the selected clusters as a share of their total memory.', g.grid(16, 1, 4, 4),
                g.targets([['sum(cluster:vram_allocated_bytes:sum{%s}) / sum(cluster:vram_total_bytes:sum{%s})' % [C, C], 'allocated']]), 'percentunit',
