@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Checks the Kubernetes manifests in deploy/kubernetes without a cluster.
 
-1. The committed PrometheusRule equals what scripts/gen-prometheusrule.py makes from
-   alerts/vram-exporter.rules.yml, as text and as parsed YAML.
+1. The committed PrometheusRule carries the same rules as alerts/vram-exporter.rules.yml (both are generated
+   from mixin/ by scripts/gen-mixin.py, whose --check proves they are fresh).
 2. The kustomize base renders (with `kustomize build`, or the kustomize built into `kubectl`), alone and
    with each optional component, and every document parses as a Kubernetes object of the expected kinds.
 3. The pieces agree: probes point at the exporter's real paths, the DaemonSet, Service, ServiceMonitor and
    config.toml agree on the port, selectors match, the config file is mounted where --config says, and
-   the security settings are those documented in docs/deploy.md.
+   the security settings are those documented in docs/deploy.md, the ServiceMonitor gives every target the
+   node's name as `instance`, and the grafana-dashboards component ships every dashboards/*.json unchanged
+   in a ConfigMap labelled grafana_dashboard: "1".
 
 Needs PyYAML (deploy/requirements.txt). Without a kustomize binary it says so loudly and checks the base
 through a minimal built-in renderer (resources, configMapGenerator, images; no components) instead;
@@ -18,8 +20,7 @@ the rendered config.toml is also passed to `vram-exporter --check-config`.
 from __future__ import annotations
 
 import argparse
-import difflib
-import importlib.util
+import json
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - the message is the point.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE = REPO_ROOT / "deploy" / "kubernetes"
-COMPONENTS = ("cleanup", "nvidia-runtime")
+COMPONENTS = ("cleanup", "nvidia-runtime", "grafana-dashboards")
 
 # The exporter's HTTP routes (README); a probe or scrape path outside this set is a typo.
 EXPORTER_PATHS = {"/", "/metrics", "/-/healthy", "/-/ready", "/api/v1/gpus"}
@@ -58,47 +59,26 @@ class Checker:
         return ok
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location("gen_prometheusrule", REPO_ROOT / "scripts" / "gen-prometheusrule.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+RULES = Path("alerts/vram-exporter.rules.yml")
+PROMETHEUSRULE = Path("deploy/kubernetes/prometheusrule.yaml")
 
 
 def check_prometheusrule_fresh(c: Checker, rules_path: Path) -> object:
     """Returns the parsed rule file, for comparing with the rendered PrometheusRule later."""
-    gen = load_generator()
-    committed_path = REPO_ROOT / gen.OUTPUT
-    if not c.check(rules_path.exists(), f"{gen.RULES} is missing"):
+    committed_path = REPO_ROOT / PROMETHEUSRULE
+    if not c.check(rules_path.exists(), f"{RULES} is missing"):
         return None
-    if not c.check(committed_path.exists(), f"{gen.OUTPUT} is missing; run python3 scripts/gen-prometheusrule.py"):
+    if not c.check(committed_path.exists(), f"{PROMETHEUSRULE} is missing; run python3 scripts/gen-mixin.py"):
         return None
-    rules_text = rules_path.read_text(encoding="utf-8")
-    try:
-        expected = gen.render(rules_text)
-    except gen.RuleFileError as err:
-        c.check(False, f"{gen.RULES}: {err}")
-        return None
-    committed = committed_path.read_text(encoding="utf-8")
-    if not c.check(committed == expected, f"{gen.OUTPUT} is stale; run python3 scripts/gen-prometheusrule.py"):
-        sys.stderr.writelines(
-            difflib.unified_diff(
-                committed.splitlines(keepends=True),
-                expected.splitlines(keepends=True),
-                fromfile=f"{gen.OUTPUT} (committed)",
-                tofile=f"{gen.OUTPUT} (regenerated)",
-            )
-        )
-    rules = yaml.safe_load(rules_text)
+    rules = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
     c.check(
         isinstance(rules, dict) and isinstance(rules.get("groups"), list) and len(rules["groups"]) > 0,
-        f"{gen.RULES}: expected a non-empty groups list",
+        f"{RULES}: expected a non-empty groups list",
     )
-    committed_doc = yaml.safe_load(committed)
+    committed_doc = yaml.safe_load(committed_path.read_text(encoding="utf-8"))
     c.check(
         isinstance(committed_doc, dict) and committed_doc.get("spec") == rules,
-        f"{gen.OUTPUT}: spec does not parse to the same rules as {gen.RULES}",
+        f"{PROMETHEUSRULE}: spec does not parse to the same rules as {RULES}; run python3 scripts/gen-mixin.py",
     )
     return rules
 
@@ -188,8 +168,15 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
         c.check("namespace" not in meta, f"{where} ({doc.get('kind')}) sets a namespace; the base must not")
         by_kind.setdefault(doc.get("kind"), doc)
     kinds = sorted(str(d.get("kind")) for d in docs if isinstance(d, dict))
-    if not c.check(kinds == EXPECTED_KINDS, f"[{label}] kinds are {kinds}, expected {EXPECTED_KINDS}"):
+    expected_kinds = sorted(EXPECTED_KINDS + (["ConfigMap"] if "grafana-dashboards" in components else []))
+    if not c.check(kinds == expected_kinds, f"[{label}] kinds are {kinds}, expected {expected_kinds}"):
         return
+    dashboard_maps = [d for d in docs if d.get("kind") == "ConfigMap" and "grafana_dashboard" in (d["metadata"].get("labels") or {})]
+    by_kind["ConfigMap"] = next(d for d in docs if d.get("kind") == "ConfigMap" and d not in dashboard_maps)
+    if "grafana-dashboards" in components:
+        check_dashboard_configmap(c, label, dashboard_maps)
+    else:
+        c.check(not dashboard_maps, f"[{label}] a grafana_dashboard ConfigMap without the grafana-dashboards component")
 
     ds, svc, sm = by_kind["DaemonSet"], by_kind["Service"], by_kind["ServiceMonitor"]
     cm, rule = by_kind["ConfigMap"], by_kind["PrometheusRule"]
@@ -289,6 +276,11 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
     for ep in endpoints:
         c.check(ep.get("port") in svc_ports, f"[{label}] ServiceMonitor port {ep.get('port')!r} is not a Service port name")
         c.check(ep.get("path", "/metrics") == "/metrics", f"[{label}] ServiceMonitor path {ep.get('path')!r} is not /metrics")
+        # Stable identity: instance is the node's name, not the pod address, so a rollout keeps the series.
+        relabel = ep.get("relabelings") or []
+        c.check(any(r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"] and r.get("targetLabel") == "instance"
+                    and r.get("action", "replace") == "replace" for r in relabel),
+                f"[{label}] ServiceMonitor endpoint {ep.get('port')!r} does not relabel the node name into instance")
 
     # PrometheusRule carries exactly the bundled rules, and their job selector is the Service's name
     # (the job label the Prometheus operator gives targets of a ServiceMonitor without jobLabel).
@@ -299,6 +291,24 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
         if "jobLabel" not in sm["spec"]:
             c.check(jobs <= {svc["metadata"]["name"]},
                     f"[{label}] the rules select job {sorted(jobs)} but the Service (hence job) is {svc['metadata']['name']!r}")
+
+
+def check_dashboard_configmap(c: Checker, label: str, maps: list[dict]) -> None:
+    """The component's ConfigMap carries every committed dashboard, unchanged, for the Grafana sidecar."""
+    if not c.check(len(maps) == 1, f"[{label}] expected one grafana_dashboard ConfigMap, found {len(maps)}"):
+        return
+    cm = maps[0]
+    c.check(cm["metadata"]["labels"].get("grafana_dashboard") == "1",
+            f"[{label}] dashboards ConfigMap label grafana_dashboard is not the string \"1\"")
+    data = cm.get("data") or {}
+    files = {p.name: p for p in sorted((REPO_ROOT / "dashboards").glob("*.json"))}
+    c.check(sorted(data) == sorted(files), f"[{label}] dashboards ConfigMap keys {sorted(data)} are not {sorted(files)}")
+    for name, path in files.items():
+        if name in data:
+            c.check(json.loads(data[name]) == json.loads(path.read_text(encoding="utf-8")),
+                    f"[{label}] dashboards ConfigMap {name} differs from dashboards/{name}")
+    size = sum(len(v.encode()) for v in data.values())
+    c.check(size < 900 * 1024, f"[{label}] dashboards ConfigMap is {size} bytes; a ConfigMap holds at most 1 MiB")
 
 
 def check_config_with_exporter(c: Checker, label: str, exporter_bin: str, name: str, text: str) -> None:
@@ -315,7 +325,7 @@ def check_config_with_exporter(c: Checker, label: str, exporter_bin: str, name: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rules", type=Path, default=REPO_ROOT / "alerts" / "vram-exporter.rules.yml",
-                        help="the Prometheus rule file the PrometheusRule is generated from")
+                        help="the Prometheus rule file the PrometheusRule must carry")
     parser.add_argument("--exporter-bin", default=os.environ.get("VRAM_EXPORTER_BIN"),
                         help="a built vram-exporter, to validate config.toml with --check-config")
     args = parser.parse_args(argv)
@@ -324,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     rules = check_prometheusrule_fresh(c, args.rules)
 
     kustomize = find_kustomize()
-    variants: list[tuple[str, ...]] = [(), ("cleanup",), ("nvidia-runtime",), COMPONENTS]
+    variants: list[tuple[str, ...]] = [(), ("cleanup",), ("nvidia-runtime",), ("grafana-dashboards",), COMPONENTS]
     if kustomize is None:
         banner = "#" * 78
         print(f"{banner}\n# check-deploy: NO kustomize OR kubectl FOUND. The base is checked through a\n"

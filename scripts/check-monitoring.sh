@@ -115,12 +115,12 @@ step "Grafana dashboards (dashboards/*.json)"
 for f in dashboards/*.json; do
     run "$f is valid JSON (python3 -m json.tool)" python3 -m json.tool "$f" /dev/null
 done
-run "dashboard structure: uids, unique panel ids, datasource variable, no hard-coded uid, allowed variables" \
+run "dashboard structure: uids, unique panel ids, datasource/cluster/node variables, units, cluster in by/on" \
     python3 - "$tmp/exprs.yml" <<'PY'
 import glob, json, re, sys
 DS = {"type": "prometheus", "uid": "${datasource}"}
-ALLOWED = {"job", "instance", "gpu", "__rate_interval", "__interval", "__range"}
-SUBST = {"job": "vram-exporter", "instance": "localhost:9862", "gpu": "0",
+ALLOWED = {"cluster", "job", "node", "gpu", "__rate_interval", "__interval", "__range"}
+SUBST = {"cluster": ".*", "job": "vram-exporter", "node": "localhost:9862", "gpu": "0",
          "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 EXPECTED_UIDS = {"vram-fleet.json": "vram-fleet", "vram-gpu.json": "vram-gpu"}
 errors, exprs = [], []
@@ -159,7 +159,7 @@ for path in sorted(glob.glob("dashboards/*.json")):
     ds = variables.get("datasource")
     if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         errors.append(f"{where}: needs a `datasource` variable of type datasource (prometheus)")
-    for v in ("job", "instance", "gpu"):
+    for v in ("cluster", "job", "node", "gpu"):
         var = variables.get(v)
         if not var or var.get("type") != "query" or "label_values(" not in json.dumps(var.get("query")):
             errors.append(f"{where}: needs a `{v}` query variable using label_values")
@@ -180,6 +180,14 @@ for path in sorted(glob.glob("dashboards/*.json")):
             errors.append(f"{where}: panel {pid} datasource is {panel.get('datasource')!r}, want {DS}")
         if not panel.get("targets"):
             errors.append(f"{where}: panel {pid} has no query")
+        if not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+            errors.append(f"{where}: panel {pid} ({panel.get('title')!r}) has no unit (fieldConfig.defaults.unit)")
+        # Every by()/on() keeps the cluster label, so two clusters' series never merge.
+        for t in panel.get("targets", []):
+            for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", t.get("expr", "")):
+                labels = [l.strip() for l in clause.split(",")]
+                if "cluster" not in labels:
+                    errors.append(f"{where}: panel {pid} groups by ({clause}) without cluster")
         for t in panel.get("targets", []):
             if t.get("datasource") != DS:
                 errors.append(f"{where}: panel {pid} target {t.get('refId')} datasource is not {DS}")

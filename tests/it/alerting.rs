@@ -416,8 +416,10 @@ fn check_dashboards(prom: &str, instance: &str) {
         ("$__rate_interval", "1m"),
         ("$__interval", "15s"),
         ("$__range", "5m"),
+        // No cluster label here: the All value (.*) matches series without one.
+        ("$cluster", ".*"),
         ("$job", "vram-exporter"),
-        ("$instance", instance),
+        ("$node", instance),
         ("$gpu", "0"),
     ]
     .into_iter()

@@ -1,0 +1,203 @@
+// Alerting rules: they carry the exporter's soft/hard VRAM policy to Prometheus by comparing against the
+// exporter's own limit gauges, pressure level and violation counters, so a change of limits in the
+// exporter's configuration changes alerting with no edit here. Alert names, labels and semantics are a
+// public contract; thresholds and durations come from config.libsonnet.
+local p = import '../lib/promql.libsonnet';
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local on = p.onGpu(c),
+    local sel(m, extra='') = p.sel(c, m, extra),
+    local runbook(name) = '%s#%s' % [c.runbookURLBase, std.asciiLower(name)],
+    // A Go template that looks up another family of the alerting GPU and prints it humanized, e.g.
+    // `{{ with printf "vram_hard_limit_bytes{cluster=%q,job=%q,...}" ... | query }}...{{ end }}`.
+    // An unset cluster label is "" in $labels, and `cluster=""` matches series without it.
+    local lookup(metric) =
+      '{{ with printf "' + metric + '{' + c.clusterLabel + '=%q,job=%q,instance=%q,gpu=%q}" $labels.' + c.clusterLabel
+      + ' $labels.job $labels.instance $labels.gpu | query }}{{ . | first | value | humanize1024 }}B{{ end }}',
+    local gpu = 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}',
+    local peak = 'instance_gpu:vram_allocated_bytes:max5m',
+
+    groups+: [
+      {
+        name: 'vram-exporter.alerts',
+        rules: [
+          // Critical: the exporter saw a hard-limit breach. The level catches a breach that lasts; the
+          // counter counts episodes (rising edges, latched by the exporter between scrapes), so a breach
+          // shorter than the scrape interval still raises it. increase() treats an exporter restart
+          // (counter back to 0) as a reset, never as a breach. [2m] stays >= 2 samples wide with a 15s
+          // scrape and an eval interval up to 1m; the alert keeps firing up to 2m after the last episode.
+          {
+            alert: 'VramHardLimitBreached',
+            expr: |||
+              %(alloc)s
+              and %(on)s
+              (
+                %(level)s == 2
+                or
+                increase(%(viol)s[%(w)s]) > 0
+              )
+            ||| % {
+              alloc: sel('vram_allocated_bytes'),
+              on: on,
+              level: sel('vram_pressure_level'),
+              viol: sel('vram_hard_limit_violations_total'),
+              w: c.hardLimitBreachWindow,
+            },
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'GPU memory crossed its hard limit; an out-of-memory error is imminent.',
+              description: gpu + ' is at or has just crossed its hard limit: {{ $value | humanize1024 }}B allocated now, hard limit '
+                           + lookup('vram_hard_limit_bytes') + ' of ' + lookup('vram_total_bytes') + '.',
+              runbook_url: runbook('VramHardLimitBreached'),
+            },
+          },
+          // Warning: the exporter's latched pressure level (with hysteresis) has been at soft or above for
+          // softLimitFor. Brief excursions above soft do not fire; it keeps firing while the hard alert
+          // fires and Alertmanager inhibits it there.
+          {
+            alert: 'VramSoftLimitExceeded',
+            expr: |||
+              %s
+              and %s
+              %s >= 1
+            ||| % [sel('vram_allocated_bytes'), on, sel('vram_pressure_level')],
+            'for': c.softLimitFor,
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'GPU memory has been above its soft limit for %s.' % p.human(c.softLimitFor),
+              description: gpu + ' has been above its soft limit for %s: {{ $value | humanize1024 }}B allocated, soft limit ' % p.human(c.softLimitFor)
+                           + lookup('vram_soft_limit_bytes') + ', hard limit ' + lookup('vram_hard_limit_bytes') + '.',
+              runbook_url: runbook('VramSoftLimitExceeded'),
+            },
+          },
+          // Warning: the usage floor rose by more than leakDriftRatio of the GPU's memory over the
+          // exporter's leak window. A one-time step (a job starting) also raises the floor, but only for one
+          // leak window (default 15m); `for: 30m` outlasts it, a steady leak does not stop.
+          {
+            alert: 'VramLeakSuspected',
+            expr: |||
+              %s
+                > %s
+              (%g * %s)
+            ||| % [sel('vram_leak_drift_bytes'), on, c.leakDriftRatio, sel('vram_total_bytes')],
+            'for': c.leakFor,
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'GPU memory usage floor keeps rising; a memory leak is suspected.',
+              description: 'The usage floor of ' + gpu + ' rose by {{ $value | humanize1024 }}B over the leak window, more than '
+                           + ('%g' % (c.leakDriftRatio * 100)) + '% of its ' + lookup('vram_total_bytes') + ', for ' + p.human(c.leakFor) + '.',
+              runbook_url: runbook('VramLeakSuspected'),
+            },
+          },
+          // Warning: the peak allocation, extrapolated ahead, reaches the hard limit; both the long and the
+          // short trend must agree (a one-time step satisfies one of them only briefly), the GPU must be
+          // under its hard limit now, and one long window of history must exist (a fresh series is one
+          // steep ramp).
+          {
+            alert: 'VramHardLimitPredicted',
+            expr: |||
+              (
+                predict_linear(%(peak)s[%(long)s], %(h)d)
+                  >= %(on)s %(hard)s
+              )
+              and %(on)s
+              (
+                predict_linear(%(peak)s[%(short)s], %(h)d)
+                  >= %(on)s %(hard)s
+              )
+              and %(on)s
+              (
+                %(alloc)s
+                  < %(on)s %(hard)s
+              )
+              and %(on)s
+              %(level)s < 2
+              and %(on)s
+              (%(peak)s offset %(long)s)
+            ||| % {
+              peak: sel(peak),
+              long: c.predictLongWindow,
+              short: c.predictShortWindow,
+              h: c.predictHorizonSeconds,
+              on: on,
+              hard: sel('vram_hard_limit_bytes'),
+              alloc: sel('vram_allocated_bytes'),
+              level: sel('vram_pressure_level'),
+            },
+            'for': c.predictFor,
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'GPU memory is predicted to reach its hard limit within an hour.',
+              description: gpu + ' is predicted to reach {{ $value | humanize1024 }}B within an hour at its current trend, at or above its hard limit '
+                           + lookup('vram_hard_limit_bytes') + '; allocated now ' + lookup('vram_allocated_bytes') + '.',
+              runbook_url: runbook('VramHardLimitPredicted'),
+            },
+          },
+          {
+            alert: 'VramGpuLost',
+            expr: '%s == 0' % sel('vram_device_up'),
+            'for': c.gpuLostFor,
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'A GPU stopped answering NVML.',
+              description: gpu + ' has not answered NVML for %s; its memory, limits and processes are no longer observed.' % p.human(c.gpuLostFor),
+              runbook_url: runbook('VramGpuLost'),
+            },
+          },
+          {
+            alert: 'VramNvmlDown',
+            expr: '%s == 0' % sel('vram_nvml_up'),
+            'for': c.nvmlDownFor,
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'vram-exporter cannot initialise NVML; no GPU on the host is observed.',
+              description: 'vram-exporter on {{ $labels.instance }} has not been able to initialise NVML for %s (driver or libnvidia-ml missing, or no permission); no GPU of that host is watched.' % p.human(c.nvmlDownFor),
+              runbook_url: runbook('VramNvmlDown'),
+            },
+          },
+          {
+            alert: 'VramExporterDown',
+            expr: '%s == 0' % sel('up'),
+            'for': c.exporterDownFor,
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'Prometheus cannot scrape vram-exporter.',
+              description: 'Prometheus has failed to scrape vram-exporter on {{ $labels.instance }} for %s; the GPU memory of that host is not watched and its alerts cannot fire.' % p.human(c.exporterDownFor),
+              runbook_url: runbook('VramExporterDown'),
+            },
+          },
+          // absent() has no labels to split by cluster: in a central Prometheus it fires only when no
+          // cluster has any target; per-cluster absence is what each cluster's own Prometheus alerts on.
+          {
+            alert: 'VramExporterAbsent',
+            expr: 'absent(%s)' % sel('up'),
+            'for': c.exporterAbsentFor,
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'Prometheus has no vram-exporter target at all.',
+              description: 'No target of job {{ $labels.job }} has been known to Prometheus for %s (service discovery or scrape configuration lost it); no GPU memory is watched and no VRAM alert can fire.' % p.human(c.exporterAbsentFor),
+              runbook_url: runbook('VramExporterAbsent'),
+            },
+          },
+          // Warning: a cleanup action (signal, webhook, exec, kill) failed recently. increase() ignores
+          // counter resets from exporter restarts.
+          {
+            alert: 'VramCleanupFailed',
+            expr: |||
+              sum %s (
+                increase(%s[%s])
+              ) > 0
+            ||| % [p.byGpu(c, ['action']), sel('vram_cleanups_total', 'result="failed"'), c.cleanupFailedWindow],
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'An emergency cleanup action on a GPU is failing.',
+              description: 'The {{ $labels.action }} cleanup action for GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }} failed {{ printf "%.0f" $value }} time(s) in the last ' + p.human(c.cleanupFailedWindow) + '; the GPU may stay above its hard limit.',
+              runbook_url: runbook('VramCleanupFailed'),
+            },
+          },
+        ],
+      },
+    ],
+  },
+}

@@ -1,0 +1,57 @@
+// The knobs of the vram-exporter mixin: override `_config` to fit your Prometheus without editing rules.
+//
+//   local vram = (import 'mixin.libsonnet') + {
+//     _config+:: { vramExporterSelector: 'job="gpu-nodes"', softLimitFor: '10m' },
+//   };
+{
+  _config+:: {
+    // Label matchers that select the exporter's series in every rule and dashboard query. Annotations
+    // read the job from the alert's labels, so any selector works.
+    vramExporterSelector: 'job="vram-exporter"',
+
+    // The label that tells clusters (or Prometheus shards) apart, as in kubernetes-mixin. It is part of
+    // every on()/by(), so series of two clusters never meet in one match group; joining on a label that
+    // nobody sets is harmless (it is empty on both sides).
+    clusterLabel: 'cluster',
+
+    // The labels that identify one GPU's series within a cluster. `instance` is the node: on Kubernetes
+    // the shipped ServiceMonitor relabels the node name into it (see docs/deploy.md, stable identity).
+    instanceLabel: 'instance',
+    gpuLabels: ['job', self.instanceLabel, 'gpu', 'uuid'],
+
+    // Thresholds and durations of the alerts (see docs/runbook.md for what each alert means).
+    hardLimitBreachWindow: '2m',  // increase() window of the hard-limit episode counter
+    softLimitFor: '5m',
+    leakDriftRatio: 0.05,  // drift above this share of the GPU's total memory is a suspected leak
+    leakFor: '30m',
+    predictHorizonSeconds: 3600,  // VramHardLimitPredicted looks this far ahead...
+    predictLongWindow: '1h',  // ...from a trend over this window...
+    predictShortWindow: '15m',  // ...confirmed by this one
+    predictFor: '15m',
+    peakWindow: '5m',  // instance_gpu:vram_allocated_bytes:max5m
+    gpuLostFor: '1m',
+    nvmlDownFor: '2m',
+    exporterDownFor: '5m',
+    exporterAbsentFor: '10m',
+    cleanupFailedWindow: '10m',
+
+    // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).
+    criticalSeverity: 'critical',
+    warningSeverity: 'warning',
+
+    runbookURLBase: 'https://github.com/vram-exporter/vram-exporter/blob/main/docs/runbook.md',
+
+    // Dashboards.
+    grafanaDashboardTags: ['vram-exporter', 'gpu'],
+    dashboardUIDs: {
+      'vram-fleet.json': 'vram-fleet',
+      'vram-gpu.json': 'vram-gpu',
+    },
+    dashboardRefresh: '30s',
+    dashboardTimezone: 'browser',
+    // Soft/hard colour steps for ratios of the hard limit (the exporter's default soft limit is 85%).
+    softRatioThreshold: 0.85,
+    // The Grafana Prometheus data source picked by default (a regex on data source names).
+    datasourceRegex: '',
+  },
+}
