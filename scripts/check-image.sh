@@ -110,6 +110,7 @@ else
 fi
 echo "check-image: scraped $(grep -c '^vram_' "$work/sim.metrics") vram_* samples from the host"
 healthcheck "$sim"
+# shellcheck disable=SC2016 # awk's $2, not the shell's
 uid=$(in_ctr "$sim" awk '/^Uid:/ { print $2 }' /proc/1/status)
 [[ $uid == 65532 ]] || fail "run 1: PID 1 runs as UID $uid, not 65532"
 if err=$(in_ctr "$sim" touch /probe 2>&1); then fail "run 1: the root filesystem accepted a write"; fi
