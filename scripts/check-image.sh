@@ -129,8 +129,10 @@ step "run 1 passed: ready, scraped, healthy, UID 65532, read-only, ldd clean, ex
 port=$(free_port)
 step "run 2: no NVML library at all, published on 127.0.0.1:$port"
 start "$nodrv" "$port" --mount type=tmpfs,destination=/usr/local/lib/vram-exporter,notmpcopyup "$image"
-[[ -z $(in_ctr "$nodrv" ls -A /usr/local/lib/vram-exporter) ]] || fail "run 2: nvml-sim still visible"
-if in_ctr "$nodrv" sh -c 'ldconfig -p | grep -q libnvidia-ml'; then fail "run 2: a libnvidia-ml is installed"; fi
+listing=$(in_ctr "$nodrv" ls -A /usr/local/lib/vram-exporter) || fail "run 2: cannot list nvml-sim's directory"
+[[ -z $listing ]] || fail "run 2: nvml-sim still visible: $listing"
+ld_cache=$(in_ctr "$nodrv" ldconfig -p) || fail "run 2: ldconfig -p failed"
+if grep -q libnvidia-ml <<<"$ld_cache"; then fail "run 2: a libnvidia-ml is installed: $(grep libnvidia-ml <<<"$ld_cache")"; fi
 wait_status "http://127.0.0.1:$port/-/healthy" 200 30
 sleep 3 # a few poll and retry cycles
 curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" >"$work/nodrv.metrics" || fail "run 2: scrape failed"
