@@ -11,6 +11,10 @@
 #      `vram_nvml_up 0`, stays up, stays healthy and not ready.
 #   Both containers must stop cleanly on SIGTERM (exit status 0) and log no panic.
 #
+#   scripts/check-image.sh                 build localhost/vram-exporter:check, then test it
+#   scripts/check-image.sh --image NAME    test an image already in the local containers storage
+#                                          (e.g. one built with `podman build --format docker`)
+#
 # Runs as root. Installs the Debian packages it needs (buildah, mmdebstrap, podman, runc, curl) when
 # missing. Podman runs with runc (Debian's crun refuses hybrid cgroup v1/v2 hosts) and with
 # RLIMIT_NOFILE/NPROC lowered to 4096 (setting podman's defaults, or even the limits podman itself runs
@@ -21,13 +25,22 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 fail() { echo "check-image: FAIL: $*" >&2; exit 1; }
+usage_error() { echo "check-image: $* (usage: scripts/check-image.sh [--image NAME])" >&2; exit 2; }
 step() { printf 'check-image: [%3d s] %s\n' "$SECONDS" "$*"; }
+
+image=localhost/vram-exporter:check
+build=1
+case ${1:-} in
+    --image) [[ $# -eq 2 ]] || usage_error "--image needs exactly one image name"; image=$2; build=0 ;;
+    "") ;;
+    *) usage_error "unknown argument $1" ;;
+esac
 
 [[ $(id -u) -eq 0 ]] || fail "must run as root (buildah and podman with the vfs storage driver)"
 
 need=()
-for pair in buildah:buildah mmdebstrap:mmdebstrap podman:podman runc:runc curl:curl; do
-    command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+for tool in buildah mmdebstrap podman runc curl; do # each the name of its Debian package too
+    command -v "$tool" >/dev/null || need+=("$tool")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
     step "installing ${need[*]}"
@@ -36,11 +49,12 @@ if [[ ${#need[@]} -gt 0 ]]; then
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-image=localhost/vram-exporter:check
 driver=${STORAGE_DRIVER:-vfs}
 export STORAGE_DRIVER=$driver
-step "building $image"
-scripts/build-image --tag "$image"
+if [[ $build -eq 1 ]]; then
+    step "building $image"
+    scripts/build-image --tag "$image"
+fi
 
 podman=(podman --storage-driver "$driver" --runtime runc)
 limits=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
@@ -143,5 +157,5 @@ ready=$(status_of "http://127.0.0.1:$port/-/ready")
 healthcheck "$nodrv"
 stop_cleanly "$nodrv"
 step "run 2 passed: vram_nvml_up 0, /-/ready $ready, healthy, stopped cleanly"
-cat "${VRAM_IMAGE_CACHE:-$repo/target/image-cache}/image-size.txt" 2>/dev/null || true
+if [[ $build -eq 1 ]]; then cat "${VRAM_IMAGE_CACHE:-$repo/target/image-cache}/image-size.txt"; fi
 echo "check-image: image smoke tests passed"
