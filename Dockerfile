@@ -1,23 +1,41 @@
 # syntax=docker/dockerfile:1
 # Container image for vram-exporter: the exporter plus nvml-sim and its scenarios, so that
 # `docker run IMAGE --simulate demo` works on a machine without a GPU (see docs/deploy.md).
+#
+# Two final targets share one runtime stage:
+#   runtime (the default)  compiles from source in the builder stage:   docker build .
+#   runtime-prebuilt       takes an already laid-out release directory:
+#       docker build --target runtime-prebuilt --build-arg DIST=dist/vram-exporter-0.1.0-linux-x86_64 .
+# Base images are build arguments so that an offline builder can substitute local ones
+# (scripts/build-image does, with a Debian rootfs made by mmdebstrap).
+ARG RUST_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 
-# ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set.
-FROM rust:1-bookworm AS builder
+# ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set,
+# then lays them out in /dist as a release directory (the layout `scripts/release` produces).
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY . .
-# The registry and git caches survive between builds; target/ stays in this (discarded) stage so the
-# artefacts can be copied out below.
+# The registry and git caches survive between builds; target/ stays in this (discarded) stage.
+# scripts/release --layout-only strips the binaries and adds the example configuration and scenarios;
+# without it (an older tree), scripts/build-image --layout does the same for the files the image uses.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
-    cargo build --release --locked -p vram-exporter -p nvml-sim
+    cargo build --release --locked -p vram-exporter -p nvml-sim \
+ && rm -rf dist \
+ && if [ -x scripts/release ]; then \
+        scripts/release --layout-only && mv dist/vram-exporter-*-linux-*/ /dist; \
+    else \
+        scripts/build-image --layout target/release /dist; \
+    fi
 
-# ---- runtime
+# ---- runtime-base: everything but the exporter's own files.
 # debian:bookworm-slim rather than distroless/cc: the exporter has no health subcommand, and the slim
 # image's bash can probe /-/healthy through /dev/tcp without adding curl; it also matches the builder's
 # glibc, and a shell helps when debugging NVML library injection by the NVIDIA container toolkit.
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE} AS runtime-base
 
+ARG RUNTIME_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -27,19 +45,12 @@ LABEL org.opencontainers.image.title="vram-exporter" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 
 # A fixed numeric UID/GID so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN groupadd --system --gid 65532 vram-exporter \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin vram-exporter
-
-COPY --from=builder /src/target/release/vram-exporter /usr/local/bin/vram-exporter
-# nvml-sim carries the SONAME libnvidia-ml.so.1, so it lives in a private directory that the dynamic
-# linker never searches (ldconfig does not descend into /usr/local/lib/*/); the exporter finds it there
-# only for --simulate, and the real library injected by the NVIDIA container toolkit wins otherwise.
-COPY --from=builder /src/target/release/libnvml_sim.so /usr/local/lib/vram-exporter/libnvml_sim.so
-COPY nvml-sim/scenarios/ /usr/share/vram-exporter/scenarios/
 
 # Read by the NVIDIA container toolkit: expose every GPU, and only the driver parts NVML needs.
 ENV NVIDIA_VISIBLE_DEVICES=all \
@@ -54,3 +65,22 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-9862} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
 
 ENTRYPOINT ["/usr/local/bin/vram-exporter"]
+
+# ---- runtime-prebuilt: the image from a release directory in the build context (scripts/release's
+# dist/vram-exporter-VERSION-linux-ARCH/, or what `scripts/build-image --layout` makes of target/release).
+# nvml-sim carries the SONAME libnvidia-ml.so.1, so it lives in a private directory that the dynamic
+# linker never searches (ldconfig does not descend into /usr/local/lib/*/); the exporter finds it there
+# only for --simulate, and the real library injected by the NVIDIA container toolkit wins otherwise.
+FROM runtime-base AS runtime-prebuilt
+ARG DIST=dist/vram-exporter-0.1.0-linux-x86_64
+COPY ${DIST}/vram-exporter /usr/local/bin/vram-exporter
+COPY ${DIST}/libnvml_sim.so /usr/local/lib/vram-exporter/libnvml_sim.so
+COPY ${DIST}/scenarios/ /usr/share/vram-exporter/scenarios/
+COPY ${DIST}/vram-exporter.toml /usr/share/vram-exporter/vram-exporter.toml
+
+# ---- runtime (the default target): the same files, from the builder stage.
+FROM runtime-base AS runtime
+COPY --from=builder /dist/vram-exporter /usr/local/bin/vram-exporter
+COPY --from=builder /dist/libnvml_sim.so /usr/local/lib/vram-exporter/libnvml_sim.so
+COPY --from=builder /dist/scenarios/ /usr/share/vram-exporter/scenarios/
+COPY --from=builder /dist/vram-exporter.toml /usr/share/vram-exporter/vram-exporter.toml
