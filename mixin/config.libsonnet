@@ -24,10 +24,8 @@
     softLimitFor: '5m',
     leakDriftRatio: 0.05,  // drift above this share of the GPU's total memory is a suspected leak
     leakFor: '30m',
-    predictHorizonSeconds: 3600,  // VramHardLimitPredicted looks this far ahead...
-    predictLongWindow: '1h',  // ...from a trend over this window...
-    predictShortWindow: '15m',  // ...confirmed by this one
-    predictFor: '15m',
+    predictHorizonSeconds: 3600,  // VramHardLimitPredicted fires when the hard limit is nearer than this...
+    predictFor: '10m',  // ...at the exporter's leak rate, held this long
     peakWindow: '5m',  // instance_gpu:vram_allocated_bytes:max5m
     gpuLostFor: '1m',
     nvmlDownFor: '2m',

@@ -16,7 +16,6 @@ local p = import '../lib/promql.libsonnet';
       '{{ with printf "' + metric + '{' + c.clusterLabel + '=%q,job=%q,instance=%q,gpu=%q}" $labels.' + c.clusterLabel
       + ' $labels.job $labels.instance $labels.gpu | query }}{{ . | first | value | humanize1024 }}B{{ end }}',
     local gpu = 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}',
-    local peak = 'instance_gpu:vram_allocated_bytes:max5m',
 
     groups+: [
       {
@@ -71,9 +70,10 @@ local p = import '../lib/promql.libsonnet';
               runbook_url: runbook('VramSoftLimitExceeded'),
             },
           },
-          // Warning: the usage floor rose by more than leakDriftRatio of the GPU's memory over the
-          // exporter's leak window. A one-time step (a job starting) also raises the floor, but only for one
-          // leak window (default 15m); `for: 30m` outlasts it, a steady leak does not stop.
+          // Warning: the memory a leak has taken (the exporter's drift: sustained growth rate of the usage
+          // floor times how long it has grown) is above leakDriftRatio of the GPU's memory, for leakFor. The
+          // exporter reports 0 for a training sawtooth and for one-time steps (a job starting), so the hold
+          // only has to outlast the exporter's short confirmation span.
           {
             alert: 'VramLeakSuspected',
             expr: |||
@@ -85,52 +85,33 @@ local p = import '../lib/promql.libsonnet';
             labels: { severity: c.warningSeverity },
             annotations: {
               summary: 'GPU memory usage floor keeps rising; a memory leak is suspected.',
-              description: 'The usage floor of ' + gpu + ' rose by {{ $value | humanize1024 }}B over the leak window, more than '
+              description: 'The usage floor of ' + gpu + ' keeps growing at ' + lookup('vram_leak_rate_bytes_per_second') + '/s; the leak has taken {{ $value | humanize1024 }}B, more than '
                            + ('%g' % (c.leakDriftRatio * 100)) + '% of its ' + lookup('vram_total_bytes') + ', for ' + p.human(c.leakFor) + '.',
               runbook_url: runbook('VramLeakSuspected'),
             },
           },
-          // Warning: the peak allocation, extrapolated ahead, reaches the hard limit; both the long and the
-          // short trend must agree (a one-time step satisfies one of them only briefly), the GPU must be
-          // under its hard limit now, and one long window of history must exist (a fresh series is one
-          // steep ramp).
+          // Warning: at the GPU's leak rate (the sustained growth of its usage floor, computed by the
+          // exporter) allocation reaches the hard limit within predictHorizonSeconds, and the GPU is not at
+          // hard now. The ETA series exists only while the floor grows, so a training sawtooth, a model load
+          // or a dip never match, and it needs no Prometheus history (a rollout does not reset it).
           {
             alert: 'VramHardLimitPredicted',
             expr: |||
-              (
-                predict_linear(%(peak)s[%(long)s], %(h)d)
-                  >= %(on)s %(hard)s
-              )
-              and %(on)s
-              (
-                predict_linear(%(peak)s[%(short)s], %(h)d)
-                  >= %(on)s %(hard)s
-              )
-              and %(on)s
-              (
-                %(alloc)s
-                  < %(on)s %(hard)s
-              )
+              %(eta)s < %(h)d
               and %(on)s
               %(level)s < 2
-              and %(on)s
-              (%(peak)s offset %(long)s)
             ||| % {
-              peak: sel(peak),
-              long: c.predictLongWindow,
-              short: c.predictShortWindow,
+              eta: sel('vram_hard_limit_eta_seconds'),
               h: c.predictHorizonSeconds,
               on: on,
-              hard: sel('vram_hard_limit_bytes'),
-              alloc: sel('vram_allocated_bytes'),
               level: sel('vram_pressure_level'),
             },
             'for': c.predictFor,
             labels: { severity: c.warningSeverity },
             annotations: {
-              summary: 'GPU memory is predicted to reach its hard limit within an hour.',
-              description: gpu + ' is predicted to reach {{ $value | humanize1024 }}B within an hour at its current trend, at or above its hard limit '
-                           + lookup('vram_hard_limit_bytes') + '; allocated now ' + lookup('vram_allocated_bytes') + '.',
+              summary: 'GPU memory is predicted to reach its hard limit within %s.' % p.humanSeconds(c.predictHorizonSeconds),
+              description: gpu + ' leaks ' + lookup('vram_leak_rate_bytes_per_second') + '/s and reaches its hard limit ' + lookup('vram_hard_limit_bytes')
+                           + ' in {{ $value | humanizeDuration }} at that rate; allocated now ' + lookup('vram_allocated_bytes') + '.',
               runbook_url: runbook('VramHardLimitPredicted'),
             },
           },

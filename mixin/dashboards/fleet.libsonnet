@@ -93,13 +93,19 @@ local p = import '../lib/promql.libsonnet';
                        ['sum by (%s, %s, gpu) (increase(vram_soft_limit_violations_total{%s}[$__rate_interval]))' % [cl, inst, S], legend + ' soft'],
                        ['sum by (%s, %s, gpu) (increase(vram_hard_limit_violations_total{%s}[$__rate_interval]))' % [cl, inst, S], legend + ' hard'],
                      ]), 'short', bars=true),
-        g.timeseries(21, 'Leak drift', "Rise of each GPU's usage floor over the exporter's leak window (default 15m); a training sawtooth stays near 0, a leak grows.", g.grid(8, 37 + o, 8, 8),
+        g.timeseries(21, 'Leak drift', "Memory each GPU's leak has taken: sustained growth rate of the usage floor times how long it has grown, within the exporter's leak window (default 15m); a training sawtooth and a model load stay at 0.", g.grid(8, 37 + o, 8, 8),
                      g.targets([['vram_leak_drift_bytes{%s}' % S, legend]]), 'bytes'),
         g.timeseries(22, 'Leak drift of total', 'Leak drift as a share of total memory; VramLeakSuspected fires above %g%% (red line) held for %s.' % [c.leakDriftRatio * 100, c.leakFor], g.grid(16, 37 + o, 8, 8),
                      g.targets([['vram_leak_drift_bytes{%s} / %s vram_total_bytes{%s}' % [S, on, S], legend]]), 'percentunit')
         + { fieldConfig+: { defaults+: { thresholds: g.steps([['transparent', null], ['red', c.leakDriftRatio]]), custom+: { thresholdsStyle: { mode: 'line+area' } } } } },
 
-        g.row(103, 'Processes', 45 + o),
+        g.timeseries(23, 'Leak rate', "Sustained growth rate of each GPU's usage floor (vram_leak_rate_bytes_per_second): 0 for a flat floor, a training sawtooth or a model load; a leak's rate while it goes on.", g.grid(0, 45 + o, 12, 8),
+                     g.targets([['vram_leak_rate_bytes_per_second{%s}' % S, legend]]), 'Bps') + links,
+        g.timeseries(24, 'Time to hard limit', 'Seconds until allocation reaches the hard limit at the leak rate (vram_hard_limit_eta_seconds); only GPUs whose floor grows have one. VramHardLimitPredicted fires under %s (red line) held for %s.' % [p.humanSeconds(c.predictHorizonSeconds), c.predictFor], g.grid(12, 45 + o, 12, 8),
+                     g.targets([['vram_hard_limit_eta_seconds{%s}' % S, legend]]), 's')
+        + links + { fieldConfig+: { defaults+: { min: 0, thresholds: g.steps([['red', null], ['transparent', c.predictHorizonSeconds]]), custom+: { thresholdsStyle: { mode: 'line+area' } } } } },
+
+        g.row(103, 'Processes', 53 + o),
         g.table(30, 'Top processes by VRAM', 'The 20 processes holding the most GPU memory across the selection, with their leak drift.', g.grid(0, 46 + o, 14, 9),
                 g.targets([
                   ['topk(20, max by (%s, pid, process) (vram_process_allocated_bytes{%s}))' % [gpuBy, S]],
@@ -121,7 +127,7 @@ local p = import '../lib/promql.libsonnet';
                    g.targets([['topk(10, vram_process_allocated_bytes{%s})' % S, '{{process}} ({{pid}}) ' + legend]], instant=true), 'bytes')
         + links + { fieldConfig+: { defaults+: { color: { mode: 'continuous-GrYlRd' } } } },
 
-        g.row(104, 'Cleanups', 55 + o),
+        g.row(104, 'Cleanups', 63 + o),
         g.timeseries(40, 'Cleanup actions', 'Emergency cleanup actions run per GPU by action and result (ok, failed, skipped, dry_run); 0 where cleanup is off. Alert: VramCleanupFailed.', g.grid(0, 56 + o, 12, 8),
                      g.targets([['sum by (%s, %s, gpu, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], legend + ' {{action}} {{result}}']]), 'short', bars=true)
         + { fieldConfig+: { overrides: [g.colorOverride('failed', 'red')] } },
@@ -131,7 +137,7 @@ local p = import '../lib/promql.libsonnet';
                g.targets([['sum(increase(vram_cleanups_total{%s,result="failed"}[$__range])) or vector(0)' % S, 'failed']]), 'none',
                g.thresholdColors([['green', null], ['orange', 1]])) + { fieldConfig+: { defaults+: { decimals: 0 } } },
 
-        g.row(105, 'Exporter health', 64 + o),
+        g.row(105, 'Exporter health', 72 + o),
         g.stateTimeline(50, 'Scrape, NVML and device status', 'Whether Prometheus scrapes each exporter (up), whether it has NVML (vram_nvml_up) and whether each GPU answers (vram_device_up).', g.grid(0, 65 + o, 24, 7),
                         g.targets([
                           ['up{%s}' % N, '{{%s}} scrape' % inst],

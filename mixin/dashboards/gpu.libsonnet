@@ -63,17 +63,27 @@ local p = import '../lib/promql.libsonnet';
                        ['increase(vram_hard_limit_violations_total{%s}[$__rate_interval])' % S, 'hard'],
                      ]), 'short', bars=true)
         + { fieldConfig+: { overrides: [fixed('hard', 'red'), fixed('soft', 'yellow')] } },
-        g.timeseries(14, 'Leak drift', 'Rise of the usage floor over the leak window, for the GPU and for each of its top processes.', g.grid(8, 19, 16, 8),
+        g.timeseries(14, 'Leak drift', 'Memory the leak has taken (sustained floor growth rate times how long it has grown, within the leak window), for the GPU and for each of its top processes.', g.grid(8, 19, 16, 8),
                      g.targets([
                        ['vram_leak_drift_bytes{%s}' % S, 'GPU'],
                        ['vram_process_leak_drift_bytes{%s}' % S, '{{process}} ({{pid}})'],
                      ]), 'bytes'),
 
-        g.row(202, 'Processes', 27),
-        g.timeseries(20, 'Allocation by process', 'GPU memory of each of the top processes on this GPU, stacked.', g.grid(0, 28, 14, 9),
+        g.timeseries(15, 'Leak rate', 'Sustained growth rate of the usage floor for the GPU and for each of its top processes; 0 while the floor is flat.', g.grid(0, 27, 16, 8),
+                     g.targets([
+                       ['vram_leak_rate_bytes_per_second{%s}' % S, 'GPU'],
+                       ['vram_process_leak_rate_bytes_per_second{%s}' % S, '{{process}} ({{pid}})'],
+                     ]), 'Bps'),
+        g.stat(16, 'Time to hard limit', 'Time until allocation reaches the hard limit at the current leak rate (vram_hard_limit_eta_seconds); "no leak" while the floor is not growing. VramHardLimitPredicted fires under %s.' % p.humanSeconds(c.predictHorizonSeconds), g.grid(16, 27, 8, 8),
+               g.targets([['vram_hard_limit_eta_seconds{%s}' % S, 'time to hard limit']]), 's',
+               g.thresholdColors([['red', null], ['yellow', c.predictHorizonSeconds], ['green', 4 * c.predictHorizonSeconds]]))
+        + { options+: { graphMode: 'none' }, fieldConfig+: { defaults+: { noValue: 'no leak' } } },
+
+        g.row(202, 'Processes', 35),
+        g.timeseries(20, 'Allocation by process', 'GPU memory of each of the top processes on this GPU, stacked.', g.grid(0, 36, 14, 9),
                      g.targets([['vram_process_allocated_bytes{%s}' % S, '{{process}} ({{pid}})']]), 'bytes')
         + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
-        g.table(21, 'Processes now', 'Processes on this GPU with their memory and leak drift.', g.grid(14, 28, 10, 9),
+        g.table(21, 'Processes now', 'Processes on this GPU with their memory and leak drift.', g.grid(14, 36, 10, 9),
                 g.targets([
                   ['max by (%s, pid, process) (vram_process_allocated_bytes{%s})' % [gpuBy, S]],
                   ['max by (%s, pid, process) (vram_process_leak_drift_bytes{%s})' % [gpuBy, S]],
@@ -88,20 +98,20 @@ local p = import '../lib/promql.libsonnet';
           transformations: [{ id: 'merge', options: {} }] + super.transformations,
         },
 
-        g.row(203, 'Cleanups', 37),
-        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by action and result; 0 where cleanup is off.', g.grid(0, 38, 12, 8),
+        g.row(203, 'Cleanups', 45),
+        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by action and result; 0 where cleanup is off.', g.grid(0, 46, 12, 8),
                      g.targets([['sum by (%s, %s, gpu, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], '{{action}} {{result}}']]), 'short', bars=true)
         + { fieldConfig+: { overrides: [g.colorOverride('failed', 'red')] } },
-        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 38, 12, 8),
+        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 46, 12, 8),
                      g.targets([['vram_cleanup_reclaimed_bytes{%s} or (vram_total_bytes{%s} * 0)' % [S, S], 'reclaimed']]), 'bytes'),
 
-        g.row(204, 'Exporter', 46),
-        g.timeseries(40, 'Poll duration', "Median and 99th percentile of the exporter's poll cycle on this host.", g.grid(0, 47, 12, 8),
+        g.row(204, 'Exporter', 54),
+        g.timeseries(40, 'Poll duration', "Median and 99th percentile of the exporter's poll cycle on this host.", g.grid(0, 55, 12, 8),
                      g.targets([
                        ['histogram_quantile(0.5, sum by (%s, le) (rate(vram_exporter_poll_duration_seconds_bucket{%s}[$__rate_interval])))' % [cl, N], 'p50'],
                        ['histogram_quantile(0.99, sum by (%s, le) (rate(vram_exporter_poll_duration_seconds_bucket{%s}[$__rate_interval])))' % [cl, N], 'p99'],
                      ]), 's'),
-        g.timeseries(41, 'Poll errors for this GPU', 'NVML call errors per second for this GPU by operation; 0 when there are none.', g.grid(12, 47, 12, 8),
+        g.timeseries(41, 'Poll errors for this GPU', 'NVML call errors per second for this GPU by operation; 0 when there are none.', g.grid(12, 55, 12, 8),
                      g.targets([['sum by (%s, operation) (rate(vram_exporter_poll_errors_total{%s}[$__rate_interval])) or sum by (%s) (vram_device_up{%s} * 0)' % [cl, S, cl, S], '{{operation}}']]), 'reqps'),
       ],
       [g.dashboardLink('Fleet overview', '/d/%s/vram-fleet-overview' % c.dashboardUIDs['vram-fleet.json'], 'Back to all GPUs')],

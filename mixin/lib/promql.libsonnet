@@ -19,4 +19,8 @@
     if std.objectHas(units, u) && std.all([std.member('0123456789', ch) for ch in std.stringChars(n)])
     then '%s %s%s' % [n, units[u], if n == '1' then '' else 's']
     else d,
+
+  // A number of seconds for people, in its largest whole unit: 3600 -> '1 hour', 90 -> '90 seconds'.
+  humanSeconds(n)::
+    self.human(if n % 3600 == 0 then '%dh' % (n / 3600) else if n % 60 == 0 then '%dm' % (n / 60) else '%ds' % n),
 }

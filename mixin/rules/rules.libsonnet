@@ -26,7 +26,8 @@ local p = import '../lib/promql.libsonnet';
           // Leak drift as a share of the GPU's total memory (0-1).
           { record: 'instance_gpu:vram_leak_drift:ratio', expr: ratio('vram_leak_drift_bytes', 'vram_total_bytes') },
           // Peak allocation over 5 minutes: flat for a training sawtooth and blind to dips shorter than 5m,
-          // so the trend taken from it (VramHardLimitPredicted) follows the peaks that actually hit the limit.
+          // for trends of the peaks that actually hit the limit (VramHardLimitPredicted reads the exporter's
+          // own hard-limit ETA instead).
           { record: 'instance_gpu:vram_allocated_bytes:max5m', expr: 'max_over_time(%s[%s])' % [sel('vram_allocated_bytes'), c.peakWindow] },
         ],
       },
