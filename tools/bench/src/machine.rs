@@ -1,4 +1,10 @@
-//! The machine a benchmark ran on, for the report: CPUs, memory, kernel, load and today's date.
+//! The machine a benchmark ran on, for the report: CPUs, memory, kernel, load, today's date and
+//! the versions of the programs measured.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::targets::Paths;
 
 /// nproc, CPU model, memory and kernel of this machine, for the report.
 pub struct Machine {
@@ -59,6 +65,48 @@ pub fn utc_date() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The first line of `--version` of each program measured (nvitop-exporter and Python from `venv`
+/// when it was compared) and of rustc.
+pub fn versions(paths: &Paths, venv: Option<&Path>) -> Vec<(String, String)> {
+    let first_line = |cmd: &mut Command| -> String {
+        cmd.output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut v = vec![(
+        "vram-exporter".to_string(),
+        first_line(Command::new(&paths.exporter).arg("--version")),
+    )];
+    if let Some(venv) = venv {
+        v.push((
+            "nvitop-exporter".into(),
+            first_line(Command::new(&paths.nvitop).arg("--version")),
+        ));
+        v.push((
+            "python".into(),
+            first_line(Command::new(venv.join("bin/python")).arg("--version")),
+        ));
+    }
+    v.push((
+        "rustc".into(),
+        first_line(Command::new("rustc").arg("--version")),
+    ));
+    v
 }
 
 #[cfg(test)]

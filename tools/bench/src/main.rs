@@ -20,7 +20,6 @@ mod targets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vram_testkit::http::load;
@@ -140,7 +139,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         load_after: String::new(),
         short: opts.short,
         plan: plan.clone(),
-        versions: versions(&paths, opts),
+        versions: machine::versions(&paths, (!opts.skip_compare).then_some(opts.venv.as_path())),
         comparisons: Vec::new(),
         scaling: Vec::new(),
         criterion: None,
@@ -207,44 +206,4 @@ fn run(opts: &Opts) -> Result<(), String> {
 
 fn abs(p: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))
-}
-
-fn versions(paths: &Paths, opts: &Opts) -> Vec<(String, String)> {
-    let first_line = |cmd: &mut Command| -> String {
-        cmd.output()
-            .ok()
-            .map(|o| {
-                let text = if o.stdout.is_empty() {
-                    o.stderr
-                } else {
-                    o.stdout
-                };
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_else(|| "?".into())
-    };
-    let mut v = vec![(
-        "vram-exporter".to_string(),
-        first_line(Command::new(&paths.exporter).arg("--version")),
-    )];
-    if !opts.skip_compare {
-        v.push((
-            "nvitop-exporter".into(),
-            first_line(Command::new(&paths.nvitop).arg("--version")),
-        ));
-        v.push((
-            "python".into(),
-            first_line(Command::new(opts.venv.join("bin/python")).arg("--version")),
-        ));
-    }
-    v.push((
-        "rustc".into(),
-        first_line(Command::new("rustc").arg("--version")),
-    ));
-    v
 }

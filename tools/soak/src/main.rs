@@ -1,4 +1,5 @@
-//! `vram-soak`: the load-and-soak program of issue 8.
+//! `vram-soak`: the load-and-soak program: the exporter under many concurrent scrapers for a long
+//! run, with no error, no panic and no memory growth.
 //!
 //! It starts an already built `vram-exporter` on nvml-sim (8 simulated GPUs with processes coming
 //! and going, polled every 100 ms), runs many concurrent keep-alive scrapers against `/metrics`
@@ -15,15 +16,24 @@
 //! ```
 //!
 //! Defaults: the exporter and `libnvml_sim.so` next to this program (same `target/<profile>`),
-//! the scenario `soak/scenarios/churn-8gpu.toml`.
+//! the scenario `tools/soak/scenarios/churn-8gpu.toml`.
+//!
+//! Phases, one function each: start, warm-up (NVML up, 8 GPUs published), load (the scrapers),
+//! measure (memory and liveness while they run), report (figures and verdict), stop (SIGTERM).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use vram_testkit::exporter::{Exporter, Launch};
+use vram_testkit::http::Client;
+use vram_testkit::process::Spawn;
+use vram_testkit::procfs;
+use vram_testkit::stats::percentile;
 
 const MIB: f64 = (1u64 << 20) as f64;
 /// Requests after which the baseline resident memory is taken.
@@ -110,21 +120,14 @@ fn parse_args() -> Args {
     args
 }
 
-/// `soak/scenarios/churn-8gpu.toml` from the working directory, or from this crate's sources.
+/// `tools/soak/scenarios/churn-8gpu.toml` from the working directory (the repository root), or
+/// from this crate's sources.
 fn default_scenario() -> PathBuf {
-    let relative = Path::new("soak/scenarios/churn-8gpu.toml");
+    let relative = Path::new("tools/soak/scenarios/churn-8gpu.toml");
     if relative.is_file() {
         return relative.to_path_buf();
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/churn-8gpu.toml")
-}
-
-struct Exporter {
-    child: Child,
-    addr: String,
-    panics: Arc<AtomicU64>,
-    log_tail: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
 }
 
 /// A private directory removed on drop (std only).
@@ -144,8 +147,8 @@ impl Drop for TempDir {
     }
 }
 
-fn start_exporter(args: &Args) -> Result<Exporter, String> {
-    let dir = TempDir::new().map_err(|e| format!("temporary directory: {e}"))?;
+/// Start: the exporter on the scenario, polling every 100 ms, admitting 256 concurrent requests.
+fn start(args: &Args, dir: &TempDir) -> Result<Exporter, String> {
     let config = dir.0.join("soak.toml");
     std::fs::write(
         &config,
@@ -154,294 +157,128 @@ fn start_exporter(args: &Args) -> Result<Exporter, String> {
     .map_err(|e| format!("write config: {e}"))?;
     let scenario = std::fs::canonicalize(&args.scenario)
         .map_err(|e| format!("scenario {}: {e}", args.scenario.display()))?;
-    let mut cmd = Command::new(&args.exporter);
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut launch = Launch::new(&args.exporter).config(&config).spawn(Spawn {
+        keep_lines: Some(50),
+        ..Spawn::default()
+    });
     if args.simulate {
-        cmd.arg("--simulate").arg(&scenario);
+        launch = launch.simulate(&scenario);
     } else if let Some(lib) = &args.library {
-        cmd.arg("--nvml-library")
-            .arg(lib)
-            .env("NVML_SIM_SCENARIO", &scenario);
+        launch = launch.sim_library(lib, &scenario);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", args.exporter.display()))?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel::<String>();
-    let panics = Arc::new(AtomicU64::new(0));
-    let log_tail = Arc::new(Mutex::new(Vec::new()));
-    {
-        let (panics, log_tail) = (panics.clone(), log_tail.clone());
-        std::thread::spawn(move || {
-            let mut first = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("panicked") {
-                    panics.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(tx) = &first {
-                    if line.contains("\"listening\"") {
-                        let _ = tx.send(line.clone());
-                        first = None;
-                    }
-                }
-                let mut tail = log_tail.lock().unwrap();
-                tail.push(line);
-                if tail.len() > 50 {
-                    tail.remove(0);
-                }
-            }
-        });
-    }
-    let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-        let _ = child.kill();
-        format!(
-            "the exporter did not start; its log:\n{}",
-            log_tail.lock().unwrap().join("\n")
-        )
-    })?;
-    let addr = line
-        .split("\"address\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .ok_or_else(|| format!("no address in {line}"))?
-        .to_string();
-    Ok(Exporter {
-        child,
-        addr,
-        panics,
-        log_tail,
-        _dir: dir,
-    })
+    launch.start()
 }
 
-/// Resident memory of `pid` in bytes, from /proc.
-fn rss(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024.0)
+/// Warm-up: NVML up and the 8 GPUs published before any load.
+fn warm_up(exporter: &mut Exporter) -> Result<(), String> {
+    exporter
+        .wait_for("/metrics", Duration::from_secs(30), |text| {
+            text.contains("vram_nvml_up 1") && text.matches("vram_total_bytes{").count() >= 8
+        })
+        .map_err(|e| format!("the exporter never reported 8 GPUs with NVML up: {e}"))
 }
 
-/// A keep-alive HTTP/1.1 client on one connection; reconnects after an error.
-struct Client {
-    addr: String,
-    stream: Option<BufReader<TcpStream>>,
-}
-
-impl Client {
-    fn get(&mut self, path: &str, body: &mut Vec<u8>) -> Result<(), String> {
-        if self.stream.is_none() {
-            let s = TcpStream::connect(&self.addr).map_err(|e| format!("connect: {e}"))?;
-            s.set_nodelay(true).ok();
-            s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            self.stream = Some(BufReader::new(s));
-        }
-        let result = self.exchange(path, body);
-        if result.is_err() {
-            self.stream = None;
-        }
-        result
-    }
-
-    fn exchange(&mut self, path: &str, body: &mut Vec<u8>) -> Result<(), String> {
-        let stream = self.stream.as_mut().expect("connected");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: soak\r\n\r\n");
-        stream
-            .get_mut()
-            .write_all(request.as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
-        let mut line = String::new();
-        stream
-            .read_line(&mut line)
-            .map_err(|e| format!("read status: {e}"))?;
-        let status = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut length: Option<usize> = None;
-        let mut chunked = false;
-        let mut close = false;
-        loop {
-            line.clear();
-            let n = stream
-                .read_line(&mut line)
-                .map_err(|e| format!("read header: {e}"))?;
-            if n == 0 {
-                return Err("connection closed in headers".into());
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            let lower = l.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().ok();
-            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            } else if lower.starts_with("connection:") && lower.contains("close") {
-                close = true;
-            }
-        }
-        body.clear();
-        if chunked {
-            loop {
-                line.clear();
-                stream
-                    .read_line(&mut line)
-                    .map_err(|e| format!("read chunk: {e}"))?;
-                let size = usize::from_str_radix(line.trim(), 16)
-                    .map_err(|_| format!("bad chunk size {line:?}"))?;
-                let start = body.len();
-                body.resize(start + size + 2, 0);
-                stream
-                    .read_exact(&mut body[start..])
-                    .map_err(|e| format!("read chunk body: {e}"))?;
-                body.truncate(start + size);
-                if size == 0 {
-                    break;
-                }
-            }
-        } else {
-            let n = length.ok_or("no content-length")?;
-            body.resize(n, 0);
-            stream
-                .read_exact(body)
-                .map_err(|e| format!("read body: {e}"))?;
-        }
-        if close {
-            self.stream = None;
-        }
-        if status != "200" {
-            return Err(format!("status {status} for {path}"));
-        }
-        if body.is_empty() {
-            return Err(format!("empty body for {path}"));
-        }
-        Ok(())
+/// One scrape: an error unless the answer is 200 with a body.
+fn scrape(client: &mut Client, path: &str, body: &mut Vec<u8>) -> Result<(), String> {
+    match client.get_into(path, body) {
+        Ok(200) if body.is_empty() => Err(format!("empty body for {path}")),
+        Ok(200) => Ok(()),
+        Ok(status) => Err(format!("status {status} for {path}")),
+        Err(e) => Err(format!("{path}: {e}")),
     }
 }
 
+#[derive(Default)]
 struct Totals {
     requests: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
+    /// The first 10 errors, for the report.
+    first_errors: Mutex<Vec<String>>,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+/// Latencies in µs of successful scrapes, one list per path in `PATHS`.
+type Latencies = [Vec<u32>; 2];
+
+/// The running scrapers.
+struct Load {
+    totals: Arc<Totals>,
+    workers: Vec<JoinHandle<Latencies>>,
+    started: Instant,
 }
 
-fn main() -> ExitCode {
-    let args = parse_args();
-    let mut exporter = match start_exporter(&args) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("vram-soak: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let pid = exporter.child.id();
-    println!(
-        "vram-soak: exporter pid {pid} on {}; {} scrapers; {}",
-        exporter.addr,
-        args.concurrency,
-        match (args.requests, args.duration) {
-            (Some(n), _) => format!("{n} requests"),
-            (None, Some(d)) => format!("{} s", d.as_secs()),
-            _ => unreachable!(),
-        }
-    );
-
-    // Wait for NVML and the 8 GPUs before loading it.
-    let mut probe = Client {
-        addr: exporter.addr.clone(),
-        stream: None,
-    };
-    let mut body = Vec::new();
-    let ready_deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if probe.get("/metrics", &mut body).is_ok() {
-            let text = String::from_utf8_lossy(&body);
-            if text.contains("vram_nvml_up 1") && text.matches("vram_total_bytes{").count() >= 8 {
-                break;
-            }
-        }
-        if Instant::now() > ready_deadline {
-            eprintln!(
-                "vram-soak: the exporter never reported 8 GPUs with NVML up; last /metrics:\n{}\nlog:\n{}",
-                String::from_utf8_lossy(&body),
-                exporter.log_tail.lock().unwrap().join("\n")
-            );
-            let _ = exporter.child.kill();
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(probe);
-    let rss_start = rss(pid).unwrap_or(0.0);
-
-    let totals = Arc::new(Totals {
-        requests: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
-    let first_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+/// Load: `concurrency` keep-alive scrapers alternating between the paths, until stopped or until
+/// `--requests` were sent.
+fn load(args: &Args, addr: SocketAddr) -> Load {
+    let totals = Arc::new(Totals::default());
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..args.concurrency {
-        let totals = totals.clone();
-        let first_errors = first_errors.clone();
-        let addr = exporter.addr.clone();
-        let limit = args.requests;
-        workers.push(std::thread::spawn(move || {
-            let mut client = Client { addr, stream: None };
-            let mut body = Vec::with_capacity(64 << 10);
-            let mut latencies: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-            let mut i = w;
-            while !totals.stop.load(Ordering::Relaxed) {
-                if let Some(n) = limit {
-                    if totals.requests.fetch_add(1, Ordering::Relaxed) >= n {
-                        totals.requests.fetch_sub(1, Ordering::Relaxed);
-                        break;
+    let workers = (0..args.concurrency)
+        .map(|w| {
+            let totals = totals.clone();
+            let limit = args.requests;
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr).timeout(Duration::from_secs(10)).strict();
+                let mut body = Vec::with_capacity(64 << 10);
+                let mut latencies: Latencies = [Vec::new(), Vec::new()];
+                let mut i = w;
+                while !totals.stop.load(Ordering::Relaxed) {
+                    if let Some(n) = limit {
+                        if totals.requests.fetch_add(1, Ordering::Relaxed) >= n {
+                            totals.requests.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                    } else {
+                        totals.requests.fetch_add(1, Ordering::Relaxed);
                     }
-                } else {
-                    totals.requests.fetch_add(1, Ordering::Relaxed);
-                }
-                let which = i % 2;
-                i += 1;
-                let t = Instant::now();
-                let result = client.get(PATHS[which], &mut body);
-                let micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                match result {
-                    Ok(()) => latencies[which].push(micros),
-                    Err(e) => {
-                        totals.errors.fetch_add(1, Ordering::Relaxed);
-                        let mut first = first_errors.lock().unwrap();
-                        if first.len() < 10 {
-                            first.push(e);
+                    let which = i % 2;
+                    i += 1;
+                    let t = Instant::now();
+                    let result = scrape(&mut client, PATHS[which], &mut body);
+                    let micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    match result {
+                        Ok(()) => latencies[which].push(micros),
+                        Err(e) => {
+                            totals.errors.fetch_add(1, Ordering::Relaxed);
+                            let mut first = totals.first_errors.lock().unwrap();
+                            if first.len() < 10 {
+                                first.push(e);
+                            }
                         }
                     }
                 }
-            }
-            latencies
-        }));
+                latencies
+            })
+        })
+        .collect();
+    Load {
+        totals,
+        workers,
+        started,
     }
+}
 
-    // The monitor: baseline memory at 1,000 requests, progress, the stop condition.
-    let mut rss_baseline = None;
-    let mut rss_max = rss_start;
+/// Resident memory of `pid` in bytes.
+fn rss(pid: u32) -> Option<f64> {
+    procfs::memory(pid).map(|m| m.rss_kib as f64 * 1024.0)
+}
+
+/// What the measure phase saw of the exporter.
+struct Memory {
+    start: f64,
+    /// After `BASELINE_AT` requests (the start if never reached).
+    baseline: f64,
+    end: f64,
+    max: f64,
+    alive: bool,
+}
+
+/// Measure: resident memory (baseline at `BASELINE_AT` requests, maximum), progress every minute,
+/// until the duration or request count is reached or the exporter exits; then stops the load.
+fn measure(args: &Args, exporter: &mut Exporter, load: &Load, start: f64) -> Memory {
+    let pid = exporter.pid();
+    let totals = &load.totals;
+    let mut baseline = None;
+    let mut max = start;
     let mut last_report = Instant::now();
     let mut alive = true;
     loop {
@@ -449,104 +286,132 @@ fn main() -> ExitCode {
         let done = totals.requests.load(Ordering::Relaxed);
         let now_rss = rss(pid);
         if let Some(r) = now_rss {
-            rss_max = rss_max.max(r);
+            max = max.max(r);
         }
-        if rss_baseline.is_none() && done >= BASELINE_AT {
-            rss_baseline = now_rss;
+        if baseline.is_none() && done >= BASELINE_AT {
+            baseline = now_rss;
         }
-        if let Ok(Some(status)) = exporter.child.try_wait() {
+        if let Some(status) = exporter.exited() {
             eprintln!("vram-soak: the exporter exited: {status}");
             alive = false;
-            totals.stop.store(true, Ordering::Relaxed);
             break;
         }
         if last_report.elapsed() >= Duration::from_secs(60) {
             last_report = Instant::now();
             println!(
                 "  {:>4} s: {done} requests, {} errors, RSS {:.2} MiB",
-                started.elapsed().as_secs(),
+                load.started.elapsed().as_secs(),
                 totals.errors.load(Ordering::Relaxed),
                 now_rss.unwrap_or(0.0) / MIB
             );
         }
-        let by_time = args.duration.is_some_and(|d| started.elapsed() >= d);
+        let by_time = args.duration.is_some_and(|d| load.started.elapsed() >= d);
         let by_count = args.requests.is_some_and(|n| done >= n);
         if by_time || by_count {
-            totals.stop.store(true, Ordering::Relaxed);
             break;
         }
     }
-    let mut latencies: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-    for w in workers {
-        if let Ok(l) = w.join() {
-            for (all, part) in latencies.iter_mut().zip(l) {
-                all.extend(part);
+    totals.stop.store(true, Ordering::Relaxed);
+    Memory {
+        start,
+        baseline: baseline.unwrap_or(start),
+        end: 0.0,
+        max,
+        alive,
+    }
+}
+
+/// What the load did, once its scrapers have stopped.
+struct Outcome {
+    elapsed: Duration,
+    requests: u64,
+    errors: u64,
+    latencies: Latencies,
+    first_errors: Vec<String>,
+}
+
+impl Load {
+    fn finish(self) -> Outcome {
+        let mut latencies: Latencies = [Vec::new(), Vec::new()];
+        for w in self.workers {
+            if let Ok(l) = w.join() {
+                for (all, part) in latencies.iter_mut().zip(l) {
+                    all.extend(part);
+                }
             }
         }
+        Outcome {
+            elapsed: self.started.elapsed(),
+            requests: self.totals.requests.load(Ordering::Relaxed),
+            errors: self.totals.errors.load(Ordering::Relaxed),
+            latencies,
+            first_errors: self.totals.first_errors.lock().unwrap().clone(),
+        }
     }
-    let elapsed = started.elapsed();
-    // Let allocator caches settle the same way for both readings: the baseline was taken under
-    // load, so the end is read right after the load stops.
-    let rss_end = rss(pid).unwrap_or(0.0);
-    let requests = totals.requests.load(Ordering::Relaxed);
-    let errors = totals.errors.load(Ordering::Relaxed);
+}
 
+fn ms(sorted: &[u32], p: f64) -> f64 {
+    percentile(sorted, p) as f64 / 1000.0
+}
+
+/// Report: the figures, then the verdict; true when the soak failed.
+fn report(args: &Args, out: &mut Outcome, mem: &Memory, exporter: &Exporter) -> bool {
+    let (requests, errors) = (out.requests, out.errors);
     println!("vram-soak results");
     println!(
         "  duration        {:.1} s, {} concurrent scrapers",
-        elapsed.as_secs_f64(),
+        out.elapsed.as_secs_f64(),
         args.concurrency
     );
     println!(
         "  requests        {requests} ({:.0}/s)",
-        requests as f64 / elapsed.as_secs_f64()
+        requests as f64 / out.elapsed.as_secs_f64()
     );
     println!("  errors          {errors}");
-    let mut all: Vec<u32> = Vec::with_capacity(latencies[0].len() + latencies[1].len());
-    for (path, l) in PATHS.iter().zip(latencies.iter_mut()) {
+    let mut all: Vec<u32> = Vec::with_capacity(out.latencies[0].len() + out.latencies[1].len());
+    for (path, l) in PATHS.iter().zip(out.latencies.iter_mut()) {
         l.sort_unstable();
         all.extend_from_slice(l);
         println!(
             "  {path:<15} {} ok, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             l.len(),
-            percentile(l, 0.50),
-            percentile(l, 0.99),
-            percentile(l, 1.0)
+            ms(l, 0.50),
+            ms(l, 0.99),
+            ms(l, 1.0)
         );
     }
     all.sort_unstable();
     println!(
         "  all             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0)
+        ms(&all, 0.50),
+        ms(&all, 0.99),
+        ms(&all, 1.0)
     );
-    let baseline = rss_baseline.unwrap_or(rss_start);
-    let growth = rss_end - baseline;
+    let growth = mem.end - mem.baseline;
     println!(
         "  RSS             start {:.2} MiB, after {BASELINE_AT} scrapes {:.2} MiB, end {:.2} MiB, max {:.2} MiB, growth {:+.3} MiB",
-        rss_start / MIB,
-        baseline / MIB,
-        rss_end / MIB,
-        rss_max / MIB,
+        mem.start / MIB,
+        mem.baseline / MIB,
+        mem.end / MIB,
+        mem.max / MIB,
         growth / MIB
     );
-    let panics = exporter.panics.load(Ordering::Relaxed);
+    let panics = exporter.panics();
     println!("  exporter panics {panics}");
 
     let mut failed = false;
     if errors > 0 {
         failed = true;
         eprintln!("vram-soak: FAIL: {errors} errors; first ones:");
-        for e in first_errors.lock().unwrap().iter() {
+        for e in &out.first_errors {
             eprintln!("  {e}");
         }
     }
-    if panics > 0 || !alive {
+    if panics > 0 || !mem.alive {
         failed = true;
         eprintln!(
             "vram-soak: FAIL: the exporter panicked or died; its log ends:\n{}",
-            exporter.log_tail.lock().unwrap().join("\n")
+            exporter.log_tail(50)
         );
     }
     if requests >= ENFORCE_AT && !args.short {
@@ -569,33 +434,61 @@ fn main() -> ExitCode {
             }
         );
     }
+    failed
+}
 
-    // Graceful stop: SIGTERM, then a bounded wait.
-    if alive {
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
+/// Stop: SIGTERM and a bounded wait; true when the exporter did not exit cleanly.
+fn stop(exporter: &mut Exporter) -> bool {
+    match exporter.terminate(Duration::from_secs(15)) {
+        Ok(status) if status.success() => false,
+        Ok(status) => {
+            eprintln!("vram-soak: FAIL: the exporter exited with {status} on SIGTERM");
+            true
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match exporter.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        failed = true;
-                        eprintln!("vram-soak: FAIL: the exporter exited with {status} on SIGTERM");
-                    }
-                    break;
-                }
-                _ if Instant::now() > deadline => {
-                    failed = true;
-                    eprintln!("vram-soak: FAIL: the exporter did not stop on SIGTERM");
-                    let _ = exporter.child.kill();
-                    let _ = exporter.child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
+        Err(e) => {
+            eprintln!("vram-soak: FAIL: {e}");
+            true
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = parse_args();
+    let started = TempDir::new()
+        .map_err(|e| format!("temporary directory: {e}"))
+        .and_then(|dir| Ok((start(&args, &dir)?, dir)));
+    let (mut exporter, _dir) = match started {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("vram-soak: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid = exporter.pid();
+    println!(
+        "vram-soak: exporter pid {pid} on {}; {} scrapers; {}",
+        exporter.addr,
+        args.concurrency,
+        match (args.requests, args.duration) {
+            (Some(n), _) => format!("{n} requests"),
+            (None, Some(d)) => format!("{} s", d.as_secs()),
+            _ => unreachable!(),
+        }
+    );
+    if let Err(e) = warm_up(&mut exporter) {
+        eprintln!("vram-soak: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rss_start = rss(pid).unwrap_or(0.0);
+    let load = load(&args, exporter.addr);
+    let mut memory = measure(&args, &mut exporter, &load, rss_start);
+    let mut outcome = load.finish();
+    // The baseline was taken under load, so the end is read right after the load stops: allocator
+    // caches settle the same way for both readings.
+    memory.end = rss(pid).unwrap_or(0.0);
+    let mut failed = report(&args, &mut outcome, &memory, &exporter);
+    if memory.alive {
+        failed |= stop(&mut exporter);
     }
     if failed {
         ExitCode::FAILURE
@@ -619,11 +512,12 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_pick_the_rank() {
+    fn percentiles_are_reported_in_milliseconds() {
         let v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
-        assert_eq!(percentile(&v, 0.5), 51.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(ms(&v, 0.5), 50.0);
+        assert_eq!(ms(&v, 0.99), 99.0);
+        assert_eq!(ms(&v, 1.0), 100.0);
+        assert_eq!(ms(&[], 0.5), 0.0);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// What Prometheus asks for when it wants the plain text format without compression.
+pub const EXPOSITION: &str = "text/plain;version=0.0.4";
 
 /// One response: status and body.
 pub struct Response {
@@ -27,6 +29,7 @@ pub struct Client {
     request: Vec<u8>,
     timeout: Duration,
     retry_stale: bool,
+    accept: &'static str,
 }
 
 impl Client {
@@ -37,7 +40,14 @@ impl Client {
             request: Vec::with_capacity(256),
             timeout: IO_TIMEOUT,
             retry_stale: true,
+            accept: EXPOSITION,
         }
+    }
+
+    /// The `Accept` header (the plain text exposition format unless set).
+    pub fn accept(mut self, accept: &'static str) -> Self {
+        self.accept = accept;
+        self
     }
 
     /// Connect, read and write timeout (30 s unless set).
@@ -58,8 +68,8 @@ impl Client {
         self.request.clear();
         write!(
             self.request,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: text/plain;version=0.0.4\r\n\r\n",
-            self.addr
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n\r\n",
+            self.addr, self.accept
         )?;
         // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
         let reused = self.conn.is_some();
@@ -108,7 +118,8 @@ impl Client {
     }
 }
 
-/// One `GET` of an `http://host:port/path` URL on a fresh connection: status and body as text.
+/// One `GET` of an `http://host:port/path` URL on a fresh connection, accepting any media type:
+/// status and body as text.
 pub fn get_url(url: &str, timeout: Duration) -> io::Result<(u16, String)> {
     let rest = url
         .strip_prefix("http://")
@@ -121,7 +132,7 @@ pub fn get_url(url: &str, timeout: Duration) -> io::Result<(u16, String)> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| bad(format!("{host} has no address")))?;
-    let r = Client::new(addr).timeout(timeout).get(path)?;
+    let r = Client::new(addr).timeout(timeout).accept("*/*").get(path)?;
     Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
 }
 
