@@ -160,9 +160,12 @@ where
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // Shutdown first: its first poll installs the signal handlers, which must happen before the
+        // first connection is served (else a SIGTERM right after it kills the process outright).
         let (io, _peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
         };
         let service = TowerToHyperService::new(app.clone());
         let connection = hyper::server::conn::http1::Builder::new()

@@ -2,13 +2,14 @@
 //! same nvml-sim node, plus the exporter alone on generated nodes of growing size.
 //!
 //! Run it through the `tools/bench/compare` script, which builds the release binaries and prepares
-//! the venv first. Every figure printed comes from this run: medians of repeated rounds for latency,
-//! /proc readings for memory and CPU. Nothing here asserts a timing; the process fails only when a
-//! measurement could not be taken (an exporter did not start, a scrape failed, metrics missing).
+//! the venv first. Every figure printed comes from this run: medians of repeated rounds for
+//! latency, /proc readings for memory and CPU. Nothing here asserts a timing; the process fails
+//! only when a measurement could not be taken (an exporter did not start, a scrape failed, metrics
+//! missing).
 //!
 //! By job: `targets` starts the exporters, `measure` compares them on one scenario, `scaling` runs
-//! the exporter alone on generated nodes (`scenarios`), `report` writes the Markdown; this file reads
-//! the flags and wires them.
+//! the exporter alone on generated nodes (`scenarios`), `report` writes the Markdown; this file
+//! reads the flags and wires them.
 
 mod machine;
 mod measure;

@@ -1,8 +1,8 @@
 //! The one HTTP/1.1 client of the tests, benchmarks and tools, and a load generator built on it.
 //!
-//! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when the
-//! server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect time
-//! is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
+//! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when
+//! the server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect
+//! time is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
 //! without compression, so every exporter sends the same kind of body. Every load loop is bounded
 //! by a request count and a deadline. Plain HTTP on loopback only: TLS tests use their own client.
 

@@ -91,7 +91,7 @@ pub fn cpu_resolution() -> f64 {
     1.0 / clock_ticks()
 }
 
-/// Sends a signal to a process this program started (errors, such as one already gone, are ignored).
+/// Sends a signal to a process this program started (errors, such as it being gone, are ignored).
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid of a child we own; errors (already gone) are ignored.
     unsafe {
