@@ -21,6 +21,7 @@ use vram_exporter::cleanup::{CleanupMetrics, Dispatcher, Report};
 use vram_exporter::policy::Level;
 use vram_exporter::publish::SharedPublished;
 use vram_testkit::builders::published_one_gpu;
+use vram_testkit::stats::percentile;
 
 fn snapshot(level: Level, pid: u32) -> SharedPublished {
     published_one_gpu(level, pid, "sh")
@@ -104,8 +105,8 @@ fn bench(c: &mut Criterion) {
     samples.sort();
     eprintln!(
         "cleanup/breach_to_signal: median {:?}, p99 {:?} over {} breaches (target ≤ 5 ms)",
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
+        percentile(&samples, 0.50),
+        percentile(&samples, 0.99),
         samples.len()
     );
 

@@ -8,8 +8,8 @@
 //!
 //! After measuring, it prints a Markdown table (per GPU and per GPU × process costs, to show the
 //! growth is linear) and, when `VRAM_SCALING_TABLE` names a file, writes the table there for
-//! `bench/compare`. MIG devices are not modelled here (they add a few gauges per instance to the
-//! render); the real binary on a 56-MIG-instance scenario is measured by `bench/compare`.
+//! `tools/bench/compare`. MIG devices are not modelled here (they add a few gauges per instance to
+//! the render); the real binary on a 56-MIG-instance scenario is measured by `tools/bench/compare`.
 
 use std::fmt::Write as _;
 use std::hint::black_box;

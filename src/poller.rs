@@ -98,7 +98,7 @@ impl Poller {
                     publish.send_replace(Arc::new(published));
                     // glibc keeps heap pages freed after a burst of concurrent scrapes; hand them
                     // back once per poll so resident memory returns to its steady size (measured
-                    // by bench/compare's RSS after scrapes, see BENCHMARKS.md).
+                    // by tools/bench/compare's RSS after scrapes, see BENCHMARKS.md).
                     #[cfg(all(target_os = "linux", target_env = "gnu"))]
                     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
                     unsafe {

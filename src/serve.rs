@@ -66,9 +66,12 @@ where
     loop {
         // `accept` retries by itself: axum's TcpListener and the TLS accept loop both skip
         // connection errors and wait a second after others (out of file descriptors).
+        // Shutdown is polled first: its first poll installs the signal handlers, which must happen
+        // before the first connection is served (else a SIGTERM right after it kills the process).
         let (io, _peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
         };
         let service = TowerToHyperService::new(app.clone());
         let connection = hyper::server::conn::http1::Builder::new()

@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
+
+use vram_testkit::process::{Running, Spawn};
 
 use crate::harness::{get, repo, Exporter, Options};
 
@@ -50,24 +52,15 @@ name = "notebook"
 memory = "20GiB"
 "#;
 
-/// A child process killed when the test ends, however it ends.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
+/// A child process killed when the test ends, however it ends (the test kit's process); the end of
+/// its output is printed when the test failed.
+struct Daemon(Running);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("--- last lines of {} ---", self.name);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            eprintln!("--- last lines of {} ---", self.0.name);
+            eprintln!("{}", self.0.log_tail(30));
         }
     }
 }
@@ -397,17 +390,13 @@ fn wait_ready(url: &str) {
 }
 
 fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) -> Daemon {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(bin)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    Daemon { name, child, log }
+    let mut cmd = Command::new(bin);
+    cmd.args(args).current_dir(dir);
+    let keep = Spawn {
+        log_file: Some(dir.join(format!("{name}.log"))),
+        ..Spawn::default()
+    };
+    Daemon(Running::spawn(name, cmd, &keep).unwrap_or_else(|e| panic!("start {name}: {e}")))
 }
 
 /// Substitutes the dashboard variables and runs every panel target against Prometheus.

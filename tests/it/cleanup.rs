@@ -181,7 +181,7 @@ fn audit_line(e: &mut Exporter, action: &str, result: &str) -> serde_json::Value
         .unwrap_or_else(|| {
             panic!(
                 "no {action}/{result} audit line; log:\n{}",
-                e.log.join("\n")
+                e.log().join("\n")
             )
         });
     serde_json::from_str(&line).expect("json log line")

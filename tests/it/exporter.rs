@@ -245,7 +245,6 @@ hard = "200GiB"
         Some(80.0 * GIB),
         "clamped to total"
     );
-    let mut e = e;
     assert!(e
         .wait_log(
             |l| l.contains("limits adjusted") && l.contains("hard_clamped\":true"),

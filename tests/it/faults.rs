@@ -48,7 +48,7 @@ fn with_fault(fault: &str) -> String {
 
 /// No "panicked" line anywhere in the exporter's stderr, and it still answers.
 fn assert_survived(e: &mut Exporter) {
-    // Drains what the exporter has written so far into `e.log`.
+    // Waits a moment for log lines still on their way.
     let panic = e.wait_log(|l| l.contains("panicked"), Duration::from_millis(300));
     assert!(panic.is_none(), "the exporter panicked: {panic:?}");
     assert_eq!(e.get("/-/healthy").0, 200, "still serving");
@@ -162,7 +162,7 @@ fn nvml_loadable_only_later_recovers_without_a_restart() {
         .wait_log(|l| l.contains("NVML initialised"), Duration::from_secs(5))
         .is_some());
     let warnings = e
-        .log
+        .log()
         .iter()
         .filter(|l| l.contains("NVML cannot be initialised"))
         .count();
@@ -262,7 +262,7 @@ fn process_queries_not_supported_keep_memory_and_drop_process_series() {
     assert_eq!(v["gpus"][0]["processes"].as_array().map(Vec::len), Some(0));
     assert_survived(&mut e);
     let warnings = e
-        .log
+        .log()
         .iter()
         .filter(|l| l.contains("\"level\":\"WARN\""))
         .count();

@@ -1,15 +1,16 @@
-//! The test harness: builds nvml-sim if needed, starts the real exporter binary on a scenario, and
-//! reads its endpoints over real HTTP.
+//! The test harness: builds nvml-sim if needed, starts the real exporter binary on a scenario
+//! (through the test kit's launcher), and reads its endpoints over real HTTP (the kit's client).
 //!
 //! Each exporter runs in its own process with its own scenario, time file and port, so parallel
 //! tests never share NVML state.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use vram_testkit::exporter::Launch;
+use vram_testkit::http;
 
 /// The directory cargo builds into for this profile (target/debug).
 pub fn profile_dir() -> PathBuf {
@@ -48,14 +49,13 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A running exporter on a scenario.
+/// A running exporter on a scenario (the test kit's launcher), with its scenario, configuration
+/// and time file in a private directory.
 pub struct Exporter {
-    child: Child,
+    inner: vram_testkit::exporter::Exporter,
     pub addr: String,
     pub dir: tempfile::TempDir,
     pub time_file: PathBuf,
-    stderr_lines: mpsc::Receiver<String>,
-    pub log: Vec<String>,
 }
 
 pub struct Options<'a> {
@@ -90,71 +90,38 @@ impl Exporter {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, opts.config).unwrap();
         let time_file = dir.path().join("time");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-exporter"));
+        let library = opts.library.unwrap_or_else(sim_library);
+        let mut launch = Launch::new(env!("CARGO_BIN_EXE_vram-exporter"))
+            .config(&config)
+            .sim_library(&library, &scenario)
+            .args(&opts.args)
+            .start_timeout(Duration::from_secs(20));
         if let Some(t) = opts.time {
             std::fs::write(&time_file, format!("{t}")).unwrap();
-            cmd.env("NVML_SIM_TIME_FILE", &time_file);
+            launch = launch.env("NVML_SIM_TIME_FILE", &time_file);
         }
-        let library = opts.library.unwrap_or_else(sim_library);
-        cmd.env("NVML_SIM_SCENARIO", &scenario)
-            .env("RUST_LOG", "info")
-            .arg("--config")
-            .arg(&config)
-            .arg("--nvml-library")
-            .arg(&library)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(&opts.args)
-            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn vram-exporter");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut exporter = Exporter {
-            child,
-            addr: String::new(),
+        for (k, v) in &opts.env {
+            launch = launch.env(k, v);
+        }
+        let inner = launch
+            .start()
+            .unwrap_or_else(|e| panic!("exporter did not start: {e}"));
+        Exporter {
+            addr: inner.addr.to_string(),
+            inner,
             dir,
             time_file,
-            stderr_lines: rx,
-            log: Vec::new(),
-        };
-        let line = exporter
-            .wait_log(|l| l.contains("\"listening\""), Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("exporter did not start; log:\n{}", exporter.log.join("\n")));
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        exporter.addr = v["fields"]["address"]
-            .as_str()
-            .expect("address field")
-            .to_string();
-        exporter
+        }
     }
 
-    /// Waits for a stderr line matching `pred`, keeping every line read in `log`.
-    pub fn wait_log(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        if let Some(l) = self.log.iter().find(|l| pred(l)) {
-            return Some(l.clone());
-        }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.stderr_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if pred(&line) {
-                        return Some(line);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-        None
+    /// Waits for a log line matching `pred` (lines already logged count).
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        self.inner.wait_log(pred, timeout)
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.inner.log()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -223,44 +190,15 @@ impl Exporter {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "exporter did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner
+            .terminate(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 /// GET a URL: (status, body); non-2xx statuses are returned, not errors.
 pub fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, body)
+    http::get_url(url, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// One sample line: (metric name, labels, value).

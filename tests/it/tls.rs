@@ -242,7 +242,7 @@ fn https_scrape_succeeds_and_plain_http_to_it_fails() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     pki.write(dir.path());
-    let mut e = start(dir.path(), TLS_ONLY);
+    let e = start(dir.path(), TLS_ONLY);
     assert!(e
         .wait_log(|l| l.contains("TLS is enabled"), Duration::from_secs(5))
         .is_some());
@@ -376,7 +376,7 @@ fn basic_auth_and_headers_over_tls() {
 #[test]
 fn basic_auth_without_tls_and_the_health_extension() {
     let dir = tempfile::tempdir().unwrap();
-    let mut e = start(
+    let e = start(
         dir.path(),
         &format!(
             "basic_auth_users:\n  alice: '{}'\nvram_exporter:\n  unauthenticated_health: true\n",
@@ -411,7 +411,7 @@ fn a_certificate_swapped_on_disk_is_served_without_restart() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     pki.write(dir.path());
-    let mut e = start(dir.path(), TLS_ONLY);
+    let e = start(dir.path(), TLS_ONLY);
     let tls = pki.client_config(None);
     let before = https(&e.addr, "/-/healthy", &tls, None).unwrap();
     assert_eq!(before.server_cert, pki.server.der);
@@ -439,7 +439,7 @@ fn a_certificate_swapped_on_disk_is_served_without_restart() {
 fn users_changed_in_the_file_take_effect_and_a_bad_edit_keeps_the_last_good_one() {
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
-    let mut e = start(
+    let e = start(
         dir.path(),
         &format!("basic_auth_users:\n  alice: '{}'\n", hash("one")),
     );

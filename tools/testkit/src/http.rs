@@ -1,18 +1,20 @@
-//! A minimal HTTP/1.1 scraper and load generator for loopback `/metrics` benchmarks.
+//! The one HTTP/1.1 client of the tests, benchmarks and tools, and a load generator built on it.
 //!
-//! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when the
-//! server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect time
-//! is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
-//! without compression, so both exporters send the same kind of body. Every loop is bounded by a
-//! request count and a deadline.
+//! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when
+//! the server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect
+//! time is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
+//! without compression, so every exporter sends the same kind of body. Every load loop is bounded
+//! by a request count and a deadline. Plain HTTP on loopback only: TLS tests use their own client.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// What Prometheus asks for when it wants the plain text format without compression.
+pub const EXPOSITION: &str = "text/plain;version=0.0.4";
 
 /// One response: status and body.
 pub struct Response {
@@ -25,27 +27,54 @@ pub struct Client {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
     request: Vec<u8>,
+    timeout: Duration,
+    retry_stale: bool,
+    accept: &'static str,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, path: &str) -> Self {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: vram-bench\r\nAccept: text/plain;version=0.0.4\r\n\r\n"
-        )
-        .into_bytes();
+    pub fn new(addr: SocketAddr) -> Self {
         Client {
             addr,
             conn: None,
-            request,
+            request: Vec::with_capacity(256),
+            timeout: IO_TIMEOUT,
+            retry_stale: true,
+            accept: EXPOSITION,
         }
     }
 
-    /// Sends the request and reads the whole response into `body` (cleared first).
-    pub fn get_into(&mut self, body: &mut Vec<u8>) -> io::Result<u16> {
+    /// The `Accept` header (the plain text exposition format unless set).
+    pub fn accept(mut self, accept: &'static str) -> Self {
+        self.accept = accept;
+        self
+    }
+
+    /// Connect, read and write timeout (30 s unless set).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Counts a kept-alive connection that the server closed as a failure instead of retrying the
+    /// request once on a fresh connection (a soak must see every dropped connection).
+    pub fn strict(mut self) -> Self {
+        self.retry_stale = false;
+        self
+    }
+
+    /// Sends `GET path` and reads the whole response into `body` (cleared first); the status.
+    pub fn get_into(&mut self, path: &str, body: &mut Vec<u8>) -> io::Result<u16> {
+        self.request.clear();
+        write!(
+            self.request,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n\r\n",
+            self.addr, self.accept
+        )?;
         // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
         let reused = self.conn.is_some();
         match self.exchange(body) {
-            Err(_) if reused => {
+            Err(_) if reused && self.retry_stale => {
                 self.conn = None;
                 self.exchange(body)
             }
@@ -53,19 +82,20 @@ impl Client {
         }
     }
 
-    pub fn get(&mut self) -> io::Result<Response> {
+    /// Sends `GET path`: status and body.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
         let mut body = Vec::new();
-        let status = self.get_into(&mut body)?;
+        let status = self.get_into(path, &mut body)?;
         Ok(Response { status, body })
     }
 
     fn exchange(&mut self, body: &mut Vec<u8>) -> io::Result<u16> {
         body.clear();
         if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
+            let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
             s.set_nodelay(true)?;
-            s.set_read_timeout(Some(IO_TIMEOUT))?;
-            s.set_write_timeout(Some(IO_TIMEOUT))?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
             self.conn = Some(BufReader::with_capacity(64 * 1024, s));
         }
         let result = {
@@ -86,6 +116,24 @@ impl Client {
             }
         }
     }
+}
+
+/// One `GET` of an `http://host:port/path` URL on a fresh connection, accepting any media type:
+/// status and body as text.
+pub fn get_url(url: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad(format!("not an http:// URL: {url}")))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let addr = host
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| bad(format!("{host} has no address")))?;
+    let r = Client::new(addr).timeout(timeout).accept("*/*").get(path)?;
+    Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
 }
 
 /// Reads one response; returns (status, whether the connection stays open).
@@ -207,14 +255,14 @@ pub fn load(
             let issued = issued.clone();
             let path = path.to_string();
             std::thread::spawn(move || {
-                let mut client = Client::new(addr, &path);
+                let mut client = Client::new(addr);
                 let mut body = Vec::new();
                 let mut out = LoadResult::default();
                 while Instant::now() < deadline
                     && issued.fetch_add(1, Ordering::Relaxed) < max_requests
                 {
                     let t = Instant::now();
-                    match client.get_into(&mut body) {
+                    match client.get_into(&path, &mut body) {
                         Ok(200) => out.latencies_us.push(t.elapsed().as_micros() as u64),
                         Ok(_) | Err(_) => out.errors += 1,
                     }
@@ -260,15 +308,49 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
             "HTTP/1.1 503 Busy\r\nConnection: close\r\n\r\nbusy",
         ]);
-        let mut c = Client::new(addr, "/metrics");
-        let r = c.get().unwrap();
+        let mut c = Client::new(addr);
+        let r = c.get("/metrics").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
         // HTTP/1.0 closes: the client must reconnect for the next request.
-        let r = c.get().unwrap();
+        let r = c.get("/metrics").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
         // The chunked reply was HTTP/1.1 and kept alive, but the test server moved on: the client
         // retries once on a fresh connection.
-        let r = c.get().unwrap();
+        let r = c.get("/metrics").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (503, &b"busy"[..]));
+    }
+
+    #[test]
+    fn a_strict_client_reports_a_closed_kept_alive_connection() {
+        let addr = canned(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]);
+        let mut c = Client::new(addr).strict();
+        assert_eq!(c.get("/").unwrap().status, 200);
+        // The server closed the kept-alive connection: an error, then a fresh connection works.
+        assert!(c.get("/").is_err());
+        assert_eq!(c.get("/").unwrap().status, 200);
+    }
+
+    #[test]
+    fn urls_are_fetched_and_requests_name_the_path() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let (status, body) = get_url(&format!("http://{addr}/a/b?c=d"), IO_TIMEOUT).unwrap();
+        assert_eq!((status, body.as_str()), (404, "nope"));
+        assert!(server
+            .join()
+            .unwrap()
+            .starts_with("GET /a/b?c=d HTTP/1.1\r\n"));
+        assert!(get_url("https://example.invalid/", IO_TIMEOUT).is_err());
     }
 }

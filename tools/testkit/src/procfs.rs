@@ -1,5 +1,7 @@
-//! Readings from /proc: a process's resident memory and CPU time, and the machine's description.
+//! Readings from /proc about a process: resident memory (total, private, by mapping) and CPU time,
+//! and signalling it; the benchmarks and the soak tool measure the exporter with these.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// Resident memory of a process, in KiB, from /proc/<pid>/status.
@@ -89,68 +91,7 @@ pub fn cpu_resolution() -> f64 {
     1.0 / clock_ticks()
 }
 
-/// nproc, CPU model, memory and kernel of this machine, for the report.
-pub struct Machine {
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub mem_gib: f64,
-    pub kernel: String,
-}
-
-pub fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Machine {
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        cpu_model,
-        mem_gib: mem_kib as f64 / (1024.0 * 1024.0),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-    }
-}
-
-/// The 1-minute load average, to show how busy the machine was around a run.
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// Today's UTC date as YYYY-MM-DD (civil-from-days, proleptic Gregorian).
-pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Sends a signal to a process we started.
+/// Sends a signal to a process this program started (errors, such as it being gone, are ignored).
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid of a child we own; errors (already gone) are ignored.
     unsafe {
@@ -161,7 +102,7 @@ pub fn signal(pid: u32, sig: i32) {
 /// Where a process's resident memory lies, in KiB, by kind of mapping (from /proc/<pid>/smaps):
 /// private pages, then file-backed pages of the program (executable, or the Python interpreter
 /// library), the NVML library, the C runtime, and everything else.
-pub fn breakdown(pid: u32, nvml_library: &std::path::Path) -> Vec<(String, u64)> {
+pub fn breakdown(pid: u32, nvml_library: &Path) -> Vec<(String, u64)> {
     const PRIVATE: &str = "private: heap, stacks, written data (RssAnon)";
     const PROGRAM: &str = "file: the program (executable; libpython for Python)";
     const NVML: &str = "file: the NVML library (libnvml_sim.so)";
@@ -197,7 +138,7 @@ pub fn breakdown(pid: u32, nvml_library: &std::path::Path) -> Vec<(String, u64)>
                 || base.starts_with("libpython")
             {
                 PROGRAM
-            } else if std::path::Path::new(path) == nvml_library {
+            } else if Path::new(path) == nvml_library {
                 NVML
             } else if [
                 "libc.so",
@@ -224,4 +165,33 @@ pub fn breakdown(pid: u32, nvml_library: &std::path::Path) -> Vec<(String, u64)>
         }
     }
     order.iter().map(|k| k.to_string()).zip(sums).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_memory_and_cpu_time() {
+        let pid = std::process::id();
+        let m = memory(pid).expect("own /proc/<pid>/status");
+        assert!(
+            m.rss_kib > 0 && m.anon_kib > 0 && m.anon_kib <= m.rss_kib,
+            "{m:?}"
+        );
+        let s = steady_memory(pid, 3, Duration::from_millis(1)).unwrap();
+        assert!(s.rss_kib > 0);
+        // Burn a little CPU so both clocks have something to show.
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds_precise(pid).unwrap() > 0.0);
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        let parts = breakdown(pid, Path::new("/nonexistent/libnvml_sim.so"));
+        assert_eq!(parts.len(), 5);
+        assert!(parts[0].1 > 0, "private pages: {parts:?}");
+        assert!(memory(u32::MAX).is_none());
+    }
 }

@@ -1,0 +1,527 @@
+//! `vram-soak`: the load-and-soak program: the exporter under many concurrent scrapers for a long
+//! run, with no error, no panic and no memory growth.
+//!
+//! It starts an already built `vram-exporter` on nvml-sim (8 simulated GPUs with processes coming
+//! and going, polled every 100 ms), runs many concurrent keep-alive scrapers against `/metrics`
+//! and `/api/v1/gpus` on loopback for a duration or a request count, and reports requests,
+//! errors, p50/p99 latency and the exporter's resident memory after the first 1,000 scrapes and
+//! at the end. It exits non-zero on any error, on a panic in the exporter's log, if the exporter
+//! dies, or — once at least 100,000 scrapes were done — if resident memory grew by more than
+//! 1 MiB between the 1,000-scrape mark and the end. `--short` (CI) runs 30 s and only reports
+//! memory.
+//!
+//! ```text
+//! vram-soak [--exporter PATH] [--library PATH | --simulate] [--scenario FILE]
+//!           [--duration 10m | --requests N] [--concurrency 64] [--short]
+//! ```
+//!
+//! Defaults: the exporter and `libnvml_sim.so` next to this program (same `target/<profile>`),
+//! the scenario `tools/soak/scenarios/churn-8gpu.toml`.
+//!
+//! Phases, one function each: start, warm-up (NVML up, 8 GPUs published), load (the scrapers),
+//! measure (memory and liveness while they run), report (figures and verdict), stop (SIGTERM).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vram_testkit::exporter::{Exporter, Launch};
+use vram_testkit::http::Client;
+use vram_testkit::process::Spawn;
+use vram_testkit::procfs;
+use vram_testkit::stats::percentile;
+
+const MIB: f64 = (1u64 << 20) as f64;
+/// Requests after which the baseline resident memory is taken.
+const BASELINE_AT: u64 = 1_000;
+/// Requests needed before the memory-growth target is enforced.
+const ENFORCE_AT: u64 = 100_000;
+/// The memory-growth target between the baseline and the end.
+const MAX_GROWTH: f64 = MIB;
+const PATHS: [&str; 2] = ["/metrics", "/api/v1/gpus"];
+
+struct Args {
+    exporter: PathBuf,
+    library: Option<PathBuf>,
+    simulate: bool,
+    scenario: PathBuf,
+    duration: Option<Duration>,
+    requests: Option<u64>,
+    concurrency: usize,
+    short: bool,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: vram-soak [--exporter PATH] [--library PATH | --simulate] [--scenario FILE]\n\
+         \x20                [--duration 10m | --requests N] [--concurrency 64] [--short]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = number.parse().ok()?;
+    Some(match unit {
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
+fn parse_args() -> Args {
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut args = Args {
+        exporter: here.join("vram-exporter"),
+        library: None,
+        simulate: false,
+        scenario: default_scenario(),
+        duration: None,
+        requests: None,
+        concurrency: 64,
+        short: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--exporter" => args.exporter = value().into(),
+            "--library" => args.library = Some(value().into()),
+            "--simulate" => args.simulate = true,
+            "--scenario" => args.scenario = value().into(),
+            "--duration" => {
+                args.duration = Some(parse_duration(&value()).unwrap_or_else(|| usage()))
+            }
+            "--requests" => args.requests = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--concurrency" => args.concurrency = value().parse().unwrap_or_else(|_| usage()),
+            "--short" => args.short = true,
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    if args.library.is_none() && !args.simulate {
+        args.library = Some(here.join("libnvml_sim.so"));
+    }
+    if args.short && args.duration.is_none() && args.requests.is_none() {
+        args.duration = Some(Duration::from_secs(30));
+    }
+    if args.duration.is_none() && args.requests.is_none() {
+        args.duration = Some(Duration::from_secs(60));
+    }
+    args.concurrency = args.concurrency.clamp(1, 1024);
+    args
+}
+
+/// `tools/soak/scenarios/churn-8gpu.toml` from the working directory (the repository root), or
+/// from this crate's sources.
+fn default_scenario() -> PathBuf {
+    let relative = Path::new("tools/soak/scenarios/churn-8gpu.toml");
+    if relative.is_file() {
+        return relative.to_path_buf();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/churn-8gpu.toml")
+}
+
+/// A private directory removed on drop (std only).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("vram-soak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Start: the exporter on the scenario, polling every 100 ms, admitting 256 concurrent requests.
+fn start(args: &Args, dir: &TempDir) -> Result<Exporter, String> {
+    let config = dir.0.join("soak.toml");
+    std::fs::write(
+        &config,
+        "[poll]\ninterval = \"100ms\"\n[web]\nmax_concurrent_requests = 256\n",
+    )
+    .map_err(|e| format!("write config: {e}"))?;
+    let scenario = std::fs::canonicalize(&args.scenario)
+        .map_err(|e| format!("scenario {}: {e}", args.scenario.display()))?;
+    let mut launch = Launch::new(&args.exporter).config(&config).spawn(Spawn {
+        keep_lines: Some(50),
+        ..Spawn::default()
+    });
+    if args.simulate {
+        launch = launch.simulate(&scenario);
+    } else if let Some(lib) = &args.library {
+        launch = launch.sim_library(lib, &scenario);
+    }
+    launch.start()
+}
+
+/// Warm-up: NVML up and the 8 GPUs published before any load.
+fn warm_up(exporter: &mut Exporter) -> Result<(), String> {
+    exporter
+        .wait_for("/metrics", Duration::from_secs(30), |text| {
+            text.contains("vram_nvml_up 1") && text.matches("vram_total_bytes{").count() >= 8
+        })
+        .map_err(|e| format!("the exporter never reported 8 GPUs with NVML up: {e}"))
+}
+
+/// One scrape: an error unless the answer is 200 with a body.
+fn scrape(client: &mut Client, path: &str, body: &mut Vec<u8>) -> Result<(), String> {
+    match client.get_into(path, body) {
+        Ok(200) if body.is_empty() => Err(format!("empty body for {path}")),
+        Ok(200) => Ok(()),
+        Ok(status) => Err(format!("status {status} for {path}")),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    /// The first 10 errors, for the report.
+    first_errors: Mutex<Vec<String>>,
+}
+
+/// Latencies in µs of successful scrapes, one list per path in `PATHS`.
+type Latencies = [Vec<u32>; 2];
+
+/// The running scrapers.
+struct Load {
+    totals: Arc<Totals>,
+    workers: Vec<JoinHandle<Latencies>>,
+    started: Instant,
+}
+
+/// Load: `concurrency` keep-alive scrapers alternating between the paths, until stopped or until
+/// `--requests` were sent.
+fn load(args: &Args, addr: SocketAddr) -> Load {
+    let totals = Arc::new(Totals::default());
+    let started = Instant::now();
+    let workers = (0..args.concurrency)
+        .map(|w| {
+            let totals = totals.clone();
+            let limit = args.requests;
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr).timeout(Duration::from_secs(10)).strict();
+                let mut body = Vec::with_capacity(64 << 10);
+                let mut latencies: Latencies = [Vec::new(), Vec::new()];
+                let mut i = w;
+                while !totals.stop.load(Ordering::Relaxed) {
+                    if let Some(n) = limit {
+                        if totals.requests.fetch_add(1, Ordering::Relaxed) >= n {
+                            totals.requests.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                    } else {
+                        totals.requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let which = i % 2;
+                    i += 1;
+                    let t = Instant::now();
+                    let result = scrape(&mut client, PATHS[which], &mut body);
+                    let micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    match result {
+                        Ok(()) => latencies[which].push(micros),
+                        Err(e) => {
+                            totals.errors.fetch_add(1, Ordering::Relaxed);
+                            let mut first = totals.first_errors.lock().unwrap();
+                            if first.len() < 10 {
+                                first.push(e);
+                            }
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    Load {
+        totals,
+        workers,
+        started,
+    }
+}
+
+/// Resident memory of `pid` in bytes.
+fn rss(pid: u32) -> Option<f64> {
+    procfs::memory(pid).map(|m| m.rss_kib as f64 * 1024.0)
+}
+
+/// What the measure phase saw of the exporter.
+struct Memory {
+    start: f64,
+    /// After `BASELINE_AT` requests (the start if never reached).
+    baseline: f64,
+    end: f64,
+    max: f64,
+    alive: bool,
+}
+
+/// Measure: resident memory (baseline at `BASELINE_AT` requests, maximum), progress every minute,
+/// until the duration or request count is reached or the exporter exits; then stops the load.
+fn measure(args: &Args, exporter: &mut Exporter, load: &Load, start: f64) -> Memory {
+    let pid = exporter.pid();
+    let totals = &load.totals;
+    let mut baseline = None;
+    let mut max = start;
+    let mut last_report = Instant::now();
+    let mut alive = true;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let done = totals.requests.load(Ordering::Relaxed);
+        let now_rss = rss(pid);
+        if let Some(r) = now_rss {
+            max = max.max(r);
+        }
+        if baseline.is_none() && done >= BASELINE_AT {
+            baseline = now_rss;
+        }
+        if let Some(status) = exporter.exited() {
+            eprintln!("vram-soak: the exporter exited: {status}");
+            alive = false;
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            last_report = Instant::now();
+            println!(
+                "  {:>4} s: {done} requests, {} errors, RSS {:.2} MiB",
+                load.started.elapsed().as_secs(),
+                totals.errors.load(Ordering::Relaxed),
+                now_rss.unwrap_or(0.0) / MIB
+            );
+        }
+        let by_time = args.duration.is_some_and(|d| load.started.elapsed() >= d);
+        let by_count = args.requests.is_some_and(|n| done >= n);
+        if by_time || by_count {
+            break;
+        }
+    }
+    totals.stop.store(true, Ordering::Relaxed);
+    Memory {
+        start,
+        baseline: baseline.unwrap_or(start),
+        end: 0.0,
+        max,
+        alive,
+    }
+}
+
+/// What the load did, once its scrapers have stopped.
+struct Outcome {
+    elapsed: Duration,
+    requests: u64,
+    errors: u64,
+    latencies: Latencies,
+    first_errors: Vec<String>,
+}
+
+impl Load {
+    fn finish(self) -> Outcome {
+        let mut latencies: Latencies = [Vec::new(), Vec::new()];
+        for w in self.workers {
+            if let Ok(l) = w.join() {
+                for (all, part) in latencies.iter_mut().zip(l) {
+                    all.extend(part);
+                }
+            }
+        }
+        Outcome {
+            elapsed: self.started.elapsed(),
+            requests: self.totals.requests.load(Ordering::Relaxed),
+            errors: self.totals.errors.load(Ordering::Relaxed),
+            latencies,
+            first_errors: self.totals.first_errors.lock().unwrap().clone(),
+        }
+    }
+}
+
+fn ms(sorted: &[u32], p: f64) -> f64 {
+    percentile(sorted, p) as f64 / 1000.0
+}
+
+/// Report: the figures, then the verdict; true when the soak failed.
+fn report(args: &Args, out: &mut Outcome, mem: &Memory, exporter: &Exporter) -> bool {
+    let (requests, errors) = (out.requests, out.errors);
+    println!("vram-soak results");
+    println!(
+        "  duration        {:.1} s, {} concurrent scrapers",
+        out.elapsed.as_secs_f64(),
+        args.concurrency
+    );
+    println!(
+        "  requests        {requests} ({:.0}/s)",
+        requests as f64 / out.elapsed.as_secs_f64()
+    );
+    println!("  errors          {errors}");
+    let mut all: Vec<u32> = Vec::with_capacity(out.latencies[0].len() + out.latencies[1].len());
+    for (path, l) in PATHS.iter().zip(out.latencies.iter_mut()) {
+        l.sort_unstable();
+        all.extend_from_slice(l);
+        println!(
+            "  {path:<15} {} ok, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            l.len(),
+            ms(l, 0.50),
+            ms(l, 0.99),
+            ms(l, 1.0)
+        );
+    }
+    all.sort_unstable();
+    println!(
+        "  all             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(&all, 0.50),
+        ms(&all, 0.99),
+        ms(&all, 1.0)
+    );
+    let growth = mem.end - mem.baseline;
+    println!(
+        "  RSS             start {:.2} MiB, after {BASELINE_AT} scrapes {:.2} MiB, end {:.2} MiB, max {:.2} MiB, growth {:+.3} MiB",
+        mem.start / MIB,
+        mem.baseline / MIB,
+        mem.end / MIB,
+        mem.max / MIB,
+        growth / MIB
+    );
+    let panics = exporter.panics();
+    println!("  exporter panics {panics}");
+
+    let mut failed = false;
+    if errors > 0 {
+        failed = true;
+        eprintln!("vram-soak: FAIL: {errors} errors; first ones:");
+        for e in &out.first_errors {
+            eprintln!("  {e}");
+        }
+    }
+    if panics > 0 || !mem.alive {
+        failed = true;
+        eprintln!(
+            "vram-soak: FAIL: the exporter panicked or died; its log ends:\n{}",
+            exporter.log_tail(50)
+        );
+    }
+    if requests >= ENFORCE_AT && !args.short {
+        if growth > MAX_GROWTH {
+            failed = true;
+            eprintln!(
+                "vram-soak: FAIL: resident memory grew {:.3} MiB (> 1 MiB) between scrape {BASELINE_AT} and scrape {requests}",
+                growth / MIB
+            );
+        } else {
+            println!("  memory target   met (growth ≤ 1 MiB after ≥ {ENFORCE_AT} scrapes)");
+        }
+    } else {
+        println!(
+            "  memory target   not enforced ({}): needs ≥ {ENFORCE_AT} scrapes outside --short",
+            if args.short {
+                "short mode"
+            } else {
+                "too few scrapes"
+            }
+        );
+    }
+    failed
+}
+
+/// Stop: SIGTERM and a bounded wait; true when the exporter did not exit cleanly.
+fn stop(exporter: &mut Exporter) -> bool {
+    match exporter.terminate(Duration::from_secs(15)) {
+        Ok(status) if status.success() => false,
+        Ok(status) => {
+            eprintln!("vram-soak: FAIL: the exporter exited with {status} on SIGTERM");
+            true
+        }
+        Err(e) => {
+            eprintln!("vram-soak: FAIL: {e}");
+            true
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = parse_args();
+    let started = TempDir::new()
+        .map_err(|e| format!("temporary directory: {e}"))
+        .and_then(|dir| Ok((start(&args, &dir)?, dir)));
+    let (mut exporter, _dir) = match started {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("vram-soak: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid = exporter.pid();
+    println!(
+        "vram-soak: exporter pid {pid} on {}; {} scrapers; {}",
+        exporter.addr,
+        args.concurrency,
+        match (args.requests, args.duration) {
+            (Some(n), _) => format!("{n} requests"),
+            (None, Some(d)) => format!("{} s", d.as_secs()),
+            _ => unreachable!(),
+        }
+    );
+    if let Err(e) = warm_up(&mut exporter) {
+        eprintln!("vram-soak: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rss_start = rss(pid).unwrap_or(0.0);
+    let load = load(&args, exporter.addr);
+    let mut memory = measure(&args, &mut exporter, &load, rss_start);
+    let mut outcome = load.finish();
+    // The baseline was taken under load, so the end is read right after the load stops: allocator
+    // caches settle the same way for both readings.
+    memory.end = rss(pid).unwrap_or(0.0);
+    let mut failed = report(&args, &mut outcome, &memory, &exporter);
+    if memory.alive {
+        failed |= stop(&mut exporter);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        println!("vram-soak: OK");
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn percentiles_are_reported_in_milliseconds() {
+        let v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
+        assert_eq!(ms(&v, 0.5), 50.0);
+        assert_eq!(ms(&v, 0.99), 99.0);
+        assert_eq!(ms(&v, 1.0), 100.0);
+        assert_eq!(ms(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn the_scenario_ships() {
+        assert!(default_scenario().is_file());
+    }
+}
