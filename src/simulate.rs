@@ -53,8 +53,10 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
         if let Some(d) = std::env::var_os(SCENARIO_DIR_ENV) {
             dirs.push(PathBuf::from(d));
         }
-        // A cargo build tree (target/<profile>/), an installed layout, the container image.
+        // A cargo build tree (target/<profile>/), a release tarball (scenarios/ beside the binary),
+        // an installed layout (the .deb), the container image.
         dirs.push(exe_dir.join("../../nvml-sim/scenarios"));
+        dirs.push(exe_dir.join("scenarios"));
         dirs.push(exe_dir.join("../share/vram-exporter/scenarios"));
         dirs.push(PathBuf::from("/usr/share/vram-exporter/scenarios"));
         dirs.push(PathBuf::from("nvml-sim/scenarios"));
