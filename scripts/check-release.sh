@@ -16,8 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 repo=$PWD
 MAX_GLIBC=2.17
-# What the exporter may link: glibc's libraries and libgcc_s (the .deb's Depends line names exactly these).
-ALLOWED_NEEDED='^(libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libgcc_s\.so\.1|ld-linux[-a-z0-9_.]*\.so\.[0-9]+)$'
+# What the exporter may link: glibc's libraries only (zig links the unwinder in), so the .deb depends on libc6 alone.
+ALLOWED_NEEDED='^(libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|ld-linux[-a-z0-9_.]*\.so\.[0-9]+)$'
 require=${VRAM_REQUIRE_TOOLS:-0}
 # --ci: build, then check, the short form (see README, "Release artefacts").
 CI_RELEASE_ARGS=(--arch x86_64 --arch aarch64)
@@ -90,7 +90,8 @@ host_arch=$(uname -m)
 # free_port: an unused TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# scrape PORT TIMEOUT_S OUT: waits for /metrics on 127.0.0.1:PORT to answer 200 and saves the body in OUT.
+# scrape PORT TIMEOUT_S OUT: waits for /-/ready on 127.0.0.1:PORT (200 once a poll has succeeded: the
+# server answers before NVML is up), then saves the body of /metrics in OUT.
 scrape() {
     python3 - "$1" "$2" "$3" <<'EOF'
 import sys, time, urllib.request
@@ -98,12 +99,14 @@ port, timeout, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 deadline = time.monotonic() + timeout
 while True:
     try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5):
+            pass
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             open(out, "wb").write(r.read())
             sys.exit(0)
     except Exception as e:
         if time.monotonic() > deadline:
-            print(f"no /metrics on port {port} after {timeout:.0f} s: {e}", file=sys.stderr)
+            print(f"not ready on port {port} after {timeout:.0f} s: {e}", file=sys.stderr)
             sys.exit(1)
         time.sleep(0.3)
 EOF
@@ -201,7 +204,7 @@ for arch in "${arches[@]}"; do
         sizes["$arch $f"]=$(stat -c %s "$path")
     done
     bad_needed=$(readelf -d -W "$dir/vram-exporter" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | grep -vE "$ALLOWED_NEEDED")
-    if [[ -z $bad_needed ]]; then ok "vram-exporter links only glibc and libgcc_s"; else fail "vram-exporter needs $bad_needed"; fi
+    if [[ -z $bad_needed ]]; then ok "vram-exporter links only glibc's libraries"; else fail "vram-exporter needs $bad_needed"; fi
     if readelf -d -W "$dir/libnvml_sim.so" | grep -q 'SONAME.*\[libnvidia-ml\.so\.1\]'; then ok "libnvml_sim.so SONAME is libnvidia-ml.so.1"; else fail "libnvml_sim.so SONAME"; fi
     if readelf -d -W "$dir/libnvml_sim.so" | grep -qE 'FLAGS_1.*NODELETE'; then ok "libnvml_sim.so is linked -z nodelete"; else fail "libnvml_sim.so lacks -z nodelete"; fi
 
@@ -248,7 +251,7 @@ for arch in "${arches[@]}"; do
     if ! command -v dpkg-deb >/dev/null; then skip "dpkg-deb not found"; continue; fi
     sizes["$arch .deb"]=$(stat -c %s "$deb")
     info=$(dpkg-deb -f "$deb" Package Version Architecture Depends)
-    if grep -qx "Architecture: $debarch" <<<"$info" && grep -q '^Depends: libc6 (>= 2.17)' <<<"$info"; then
+    if grep -qx "Architecture: $debarch" <<<"$info" && grep -qx 'Depends: libc6 (>= 2.17)' <<<"$info"; then
         ok "$(tr '\n' ';' <<<"$info")"
     else
         fail "control fields: $info"
@@ -265,10 +268,10 @@ for arch in "${arches[@]}"; do
     else
         fail "/etc/vram-exporter/config.toml is not a conffile"
     fi
-    if dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./postinst 2>/dev/null | grep -qE 'systemctl.*(start|restart)|deb-systemd-invoke.*start'; then
+    if dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./postinst 2>/dev/null | grep -qE 'deb-systemd-invoke +(start|restart)|systemctl .*(start|enable) '; then
         fail "postinst starts the service"
     else
-        ok "postinst does not start the service"
+        ok "postinst does not start the service (only try-restart on upgrade)"
     fi
 
     step "$arch: dpkg -i, the service on nvml-sim, dpkg --purge"
