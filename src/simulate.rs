@@ -75,3 +75,22 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
         scenario: scenario_path,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The release tarball's layout: the library and `scenarios/` beside the binary, found from any cwd.
+    #[test]
+    fn finds_library_and_scenarios_beside_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LIBRARY_FILE), b"").unwrap();
+        std::fs::create_dir(dir.path().join("scenarios")).unwrap();
+        std::fs::write(dir.path().join("scenarios/tarball-only.toml"), b"").unwrap();
+        let sim = locate("tarball-only", &dir.path().join("vram-exporter")).unwrap();
+        assert_eq!(sim.library, dir.path().join(LIBRARY_FILE));
+        assert_eq!(sim.scenario, dir.path().join("scenarios/tarball-only.toml"));
+        let err = locate("absent-scenario", &dir.path().join("vram-exporter")).unwrap_err();
+        assert!(err.contains("absent-scenario.toml"), "{err}");
+    }
+}
