@@ -53,8 +53,10 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
         if let Some(d) = std::env::var_os(SCENARIO_DIR_ENV) {
             dirs.push(PathBuf::from(d));
         }
-        // A cargo build tree (target/<profile>/), an installed layout, the container image.
+        // A cargo build tree (target/<profile>/), a release tarball (scenarios/ beside the binary),
+        // an installed layout (the .deb), the container image.
         dirs.push(exe_dir.join("../../nvml-sim/scenarios"));
+        dirs.push(exe_dir.join("scenarios"));
         dirs.push(exe_dir.join("../share/vram-exporter/scenarios"));
         dirs.push(PathBuf::from("/usr/share/vram-exporter/scenarios"));
         dirs.push(PathBuf::from("nvml-sim/scenarios"));
@@ -72,4 +74,23 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
         library,
         scenario: scenario_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The release tarball's layout: the library and `scenarios/` beside the binary, found from any cwd.
+    #[test]
+    fn finds_library_and_scenarios_beside_the_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LIBRARY_FILE), b"").unwrap();
+        std::fs::create_dir(dir.path().join("scenarios")).unwrap();
+        std::fs::write(dir.path().join("scenarios/tarball-only.toml"), b"").unwrap();
+        let sim = locate("tarball-only", &dir.path().join("vram-exporter")).unwrap();
+        assert_eq!(sim.library, dir.path().join(LIBRARY_FILE));
+        assert_eq!(sim.scenario, dir.path().join("scenarios/tarball-only.toml"));
+        let err = locate("absent-scenario", &dir.path().join("vram-exporter")).unwrap_err();
+        assert!(err.contains("absent-scenario.toml"), "{err}");
+    }
 }
