@@ -29,7 +29,8 @@ pub struct Cli {
     pub check_config: bool,
 
     /// Run on simulated GPUs: a shipped nvml-sim scenario name (demo, hard-breach, leak,
-    /// device-lost, mig, large-node, single-gpu) or the path of a scenario file.
+    /// leak-patterns, h200-trace, device-lost, mig, large-node, single-gpu) or the path of a
+    /// scenario file.
     #[arg(long, value_name = "SCENARIO")]
     pub simulate: Option<String>,
 

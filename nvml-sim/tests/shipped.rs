@@ -22,6 +22,7 @@ fn every_shipped_scenario_keeps_memory_consistent() {
         "large-node.toml",
         "single-gpu.toml",
         "h200-trace.toml",
+        "leak-patterns.toml",
     ] {
         let sim = Sim::shipped(name);
         let nvml = sim.init().unwrap_or_else(|e| panic!("{name}: {e:?}"));
