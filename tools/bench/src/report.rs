@@ -521,8 +521,8 @@ impl Report {
                 "## Scaling: the exporter's own work per poll (criterion, NVML excluded)\n\n",
             );
             t.push_str(
-                "`cargo bench --bench scaling` (benches/scaling.rs): `Engine::apply` (policy, drift for every process, snapshot and \
-                 exposition render) and `metrics::render` alone, on synthetic samples. The budget: ≤ 20 µs per GPU for the \
+                "`cargo bench --bench scaling` (benches/scaling.rs): `Engine::apply` and the publication (policy, leak \
+                 detection for every process, snapshot and exposition render) and `exposition::render` alone, on synthetic samples. The budget: ≤ 20 µs per GPU for the \
                  poll cycle on 8 GPUs × 32 processes; render ≤ 100 µs.\n\n",
             );
             t.push_str(c);
