@@ -140,6 +140,8 @@ fn parse_args() -> Result<Opts, String> {
 /// Where the built binaries and the output folder are.
 pub struct Paths {
     pub exporter: PathBuf,
+    /// The NVML-client baseline (examples/nvml-baseline.rs): the exporter's poll, nothing else.
+    pub baseline: PathBuf,
     pub sim_library: PathBuf,
     pub nvitop: PathBuf,
     pub out: PathBuf,
@@ -192,6 +194,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         .map_err(|e| format!("cannot create bench/out: {e}"))?;
     let paths = Paths {
         exporter: abs(&bin_dir.join("vram-exporter"))?,
+        baseline: abs(&bin_dir.join("examples/nvml-baseline"))?,
         sim_library: abs(&bin_dir.join("libnvml_sim.so"))?,
         nvitop: opts.venv.join("bin/nvitop-exporter"),
         out: abs(&out)?,
@@ -444,6 +447,27 @@ fn start_nvitop(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, Str
     wait_ready(t, "/metrics", "gpu_memory_used_MiB{")
 }
 
+/// The NVML-client baseline on the same scenario and interval; it serves nothing (addr unused).
+fn start_baseline(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, String> {
+    let mut cmd = Command::new(&paths.baseline);
+    cmd.args(["--interval", "1s", "--nvml-library"])
+        .arg(&paths.sim_library)
+        .env("NVML_SIM_SCENARIO", scenario);
+    let log = paths.out.join(format!("logs/nvml-baseline-{tag}.log"));
+    let t = spawn("nvml-baseline", cmd, ([127, 0, 0, 1], 0).into(), log)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&t.log)
+        .unwrap_or_default()
+        .contains("polling")
+    {
+        if Instant::now() > deadline {
+            return Err(format!("nvml-baseline did not start:\n{}", t.log_tail()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(t)
+}
+
 fn wait_ready(mut t: Target, path: &str, must_contain: &str) -> Result<Target, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut client = http::Client::new(t.addr, path);
@@ -555,6 +579,8 @@ pub struct Comparison {
     pub nvitop: Measured,
     pub idle: Duration,
     pub soak_target: u64,
+    /// The NVML-client baseline's memory on the same scenario, after the warm-up.
+    pub baseline: procfs::Memory,
 }
 
 /// Counts samples (series) in a text exposition: every non-empty line that is not a comment.
@@ -568,6 +594,7 @@ fn count_series(body: &[u8]) -> usize {
 fn compare(paths: &Paths, plan: &Plan, name: &str, scenario: &Path) -> Result<Comparison, String> {
     let vram = start_vram(paths, scenario, name)?;
     let nvitop = start_nvitop(paths, scenario, name)?;
+    let baseline = start_baseline(paths, scenario, name)?;
     eprintln!("   both ready; warming up {} s", plan.warmup.as_secs());
     std::thread::sleep(plan.warmup);
 
@@ -604,6 +631,8 @@ fn compare(paths: &Paths, plan: &Plan, name: &str, scenario: &Path) -> Result<Co
         result?;
         m[i].breakdown = procfs::breakdown(t.pid(), &paths.sim_library);
     }
+    let base = procfs::steady_memory(baseline.pid(), 5, Duration::from_millis(200))
+        .ok_or_else(|| gone(&baseline))?;
     let [vm, nm] = m;
     if vm.lat1.errors + vm.lat32.errors > 0 {
         return Err(format!(
@@ -618,6 +647,7 @@ fn compare(paths: &Paths, plan: &Plan, name: &str, scenario: &Path) -> Result<Co
         nvitop: nm,
         idle: plan.idle,
         soak_target: plan.soak_scrapes,
+        baseline: base,
     })
 }
 

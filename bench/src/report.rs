@@ -172,6 +172,21 @@ pub fn comparison_table(c: &Comparison) -> String {
         r,
         target,
     );
+    let above = |a: u64, b: u64| format!("{:+.1} MiB", (a as f64 - b as f64) / 1024.0);
+    row(
+        "VmRSS above the NVML-client baseline (examples/nvml-baseline, same poll): ours, after the scrapes",
+        above(v.mem_after.rss_kib, c.baseline.rss_kib),
+        "—".into(),
+        ("".into(), None),
+        format!("baseline {}", mib(c.baseline.rss_kib)),
+    );
+    row(
+        "RssAnon above the NVML-client baseline: ours, after the scrapes",
+        above(v.mem_after.anon_kib, c.baseline.anon_kib),
+        "—".into(),
+        ("".into(), None),
+        format!("baseline {}", mib(c.baseline.anon_kib)),
+    );
     row(
         "private memory (RssAnon) after warm-up",
         mib(v.mem_warm.anon_kib),
@@ -443,6 +458,11 @@ impl Report {
             p.latency_rounds,
             p.latency_round.as_secs_f64(),
             p.latency_round_max
+        );
+        t.push_str(
+            "- What is ours: `examples/nvml-baseline` (nvml-wrapper and the exporter's own poll of every GPU and process, \
+             every 1 s, no server, policy or metrics) runs on the same scenario; the rows \"above the NVML-client \
+             baseline\" subtract its VmRSS / RssAnon (median of 5 readings after the warm-up) from the exporter's.\n",
         );
         let _ = writeln!(
             t,
