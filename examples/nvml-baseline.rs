@@ -54,6 +54,8 @@ fn main() -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("nvml-baseline: {problem}\nusage: nvml-baseline [--interval 1s] [--nvml-library PATH]");
+    eprintln!(
+        "nvml-baseline: {problem}\nusage: nvml-baseline [--interval 1s] [--nvml-library PATH]"
+    );
     ExitCode::from(2)
 }

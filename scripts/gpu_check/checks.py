@@ -49,6 +49,8 @@ def fmt_bytes(n):
         return f"{n / GIB:.2f} GiB"
     if abs(n) >= MIB:
         return f"{n / MIB:.1f} MiB"
+    if abs(n) >= KIB:
+        return f"{n / KIB:.0f} KiB"
     return f"{n:.0f} B"
 
 

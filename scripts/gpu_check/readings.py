@@ -128,8 +128,15 @@ class SmiReader:
         return list(self.gpus)
 
     def read(self):
-        return parse_nvidia_smi(self._query(f"--query-gpu={SMI_GPU_FIELDS}"),
-                                self._query(f"--query-compute-apps={SMI_APP_FIELDS}"), self.bus_ids)
+        try:
+            gpus = self._query(f"--query-gpu={SMI_GPU_FIELDS}")
+        except subprocess.CalledProcessError:
+            # Older drivers lack memory.reserved: read the rest, reserved left out of the comparison.
+            plain = self._query("--query-gpu=index,memory.total,memory.used,memory.free")
+            gpus = "\n".join(",".join([*l.split(",")[:2], "[N/A]", *l.split(",")[2:]])
+                             for l in plain.strip().splitlines())
+        return parse_nvidia_smi(gpus, self._query(f"--query-compute-apps={SMI_APP_FIELDS}"),
+                                self.bus_ids)
 
 
 def _text(v):
