@@ -240,13 +240,20 @@ class Job:
 
     def __init__(self, run, gpu):
         args = run.args
+        env = run.env
         argv = [args.job_python, os.path.join(HERE, "workload.py"), "--backend", args.job_backend,
-                "--device", str(gpu), "--name", JOB_NAME]
-        if args.job_backend == "memfile":
+                "--name", JOB_NAME]
+        if args.job_backend == "torch":
+            # CUDA numbers devices its own way (fastest first, within CUDA_VISIBLE_DEVICES): name
+            # the GPU by its NVML UUID so the job runs on the GPU gpu-check watches.
+            uuid = {i: u for i, _, u in run.reader.describe()}[gpu]
+            env = dict(env, CUDA_VISIBLE_DEVICES=uuid, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+            argv += ["--device", "0"]
+        else:
             mem = os.path.join(run.tmp, "job.mem")
             argv += ["--memory-file", mem]
             run.env[JOB_MEM_ENV] = os.environ[JOB_MEM_ENV] = mem
-        self.p = procs.spawn(argv, env=run.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.p = procs.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.lines = procs.Lines(self.p.stdout)
         self.pid = self.p.pid
         ready = self.wait("ready", 120)
@@ -260,7 +267,7 @@ class Job:
         self.p.stdin.flush()
 
     def wait(self, event, timeout):
-        line = self.lines.wait(lambda l: json.loads(l).get("event") in (event, "error"), timeout)
+        line = self.lines.wait(lambda l: _event(l) in (event, "error"), timeout)
         if line is None:
             return None
         e = json.loads(line)
@@ -276,6 +283,14 @@ class Job:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         procs.stop(self.p)
+
+
+def _event(line):
+    """The event name of a job's JSON line; None for anything else it printed."""
+    try:
+        return json.loads(line).get("event")
+    except (ValueError, AttributeError):
+        return None
 
 
 def torch_problem(python):
