@@ -126,6 +126,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     std::fs::create_dir_all(out.join("logs")).map_err(|e| format!("cannot create {OUT}: {e}"))?;
     let paths = Paths {
         exporter: abs(&bin_dir.join("vram-exporter"))?,
+        baseline: abs(&bin_dir.join("nvml-baseline"))?,
         sim_library: abs(&bin_dir.join("libnvml_sim.so"))?,
         nvitop: opts.venv.join("bin/nvitop-exporter"),
         out: abs(&out)?,

@@ -10,7 +10,7 @@ use vram_testkit::procfs;
 use vram_testkit::stats::{median, percentile};
 
 use crate::plan::Plan;
-use crate::targets::{start_nvitop, start_vram, Paths, Target};
+use crate::targets::{start_baseline, start_nvitop, start_vram, Paths, Target};
 
 /// Latency figures: medians over rounds of each round's percentiles.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +76,8 @@ pub struct Comparison {
     pub vram: Measured,
     pub nvitop: Measured,
     pub idle: Duration,
+    /// The NVML-client baseline's memory on the same scenario, after the warm-up.
+    pub baseline: procfs::Memory,
 }
 
 /// Counts samples (series) in a text exposition: every non-empty line that is not a comment.
@@ -94,6 +96,7 @@ pub fn compare(
 ) -> Result<Comparison, String> {
     let vram = start_vram(paths, scenario, name)?;
     let nvitop = start_nvitop(paths, scenario, name)?;
+    let baseline = start_baseline(paths, scenario, name)?;
     eprintln!("   both ready; warming up {} s", plan.warmup.as_secs());
     std::thread::sleep(plan.warmup);
 
@@ -130,6 +133,8 @@ pub fn compare(
         result?;
         m[i].breakdown = procfs::breakdown(t.pid(), &paths.sim_library);
     }
+    let base = procfs::steady_memory(baseline.pid(), 5, Duration::from_millis(200))
+        .ok_or_else(|| gone(&baseline))?;
     let [vm, nm] = m;
     if vm.lat1.errors + vm.lat32.errors > 0 {
         return Err(format!(
@@ -143,6 +148,7 @@ pub fn compare(
         vram: vm,
         nvitop: nm,
         idle: plan.idle,
+        baseline: base,
     })
 }
 

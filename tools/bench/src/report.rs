@@ -175,6 +175,21 @@ pub fn comparison_table(c: &Comparison) -> String {
         r,
         target,
     );
+    let above = |a: u64, b: u64| format!("{:+.1} MiB", (a as f64 - b as f64) / 1024.0);
+    row(
+        "VmRSS above the NVML-client baseline (nvml-baseline, same poll): ours, after the scrapes",
+        above(v.mem_after.rss_kib, c.baseline.rss_kib),
+        "—".into(),
+        ("".into(), None),
+        format!("baseline {}", mib(c.baseline.rss_kib)),
+    );
+    row(
+        "RssAnon above the NVML-client baseline: ours, after the scrapes",
+        above(v.mem_after.anon_kib, c.baseline.anon_kib),
+        "—".into(),
+        ("".into(), None),
+        format!("baseline {}", mib(c.baseline.anon_kib)),
+    );
     row(
         "private memory (RssAnon) after warm-up",
         mib(v.mem_warm.anon_kib),
@@ -447,6 +462,11 @@ impl Report {
             p.latency_round.as_secs_f64(),
             p.latency_round_max
         );
+        t.push_str(
+            "- What is ours: `nvml-baseline` (tools/bench) (nvml-wrapper and the exporter's own poll of every GPU and process, \
+             every 1 s, no server, policy or metrics) runs on the same scenario; the rows \"above the NVML-client \
+             baseline\" subtract its VmRSS / RssAnon (median of 5 readings after the warm-up) from the exporter's.\n",
+        );
         let _ = writeln!(
             t,
             "- vram-exporter's `/-/healthy` (no body, no self-metrics) is timed with 1 scraper as the HTTP round-trip floor \
@@ -528,6 +548,8 @@ impl Report {
             t.push_str(c);
             t.push('\n');
         }
+        // Figures from real GPUs, which this tool cannot measure: kept in a file, carried over.
+        t.push_str(include_str!("../real-hardware.md"));
         t
     }
 }

@@ -13,6 +13,8 @@ use vram_testkit::process::{Running, Spawn};
 /// Where the built binaries, the shipped scenarios and the output folder are.
 pub struct Paths {
     pub exporter: PathBuf,
+    /// The NVML-client baseline (`nvml-baseline`): the exporter's poll, nothing else.
+    pub baseline: PathBuf,
     pub sim_library: PathBuf,
     pub nvitop: PathBuf,
     pub out: PathBuf,
@@ -62,6 +64,30 @@ pub fn start_vram(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, S
     Ok(Target {
         name: "vram-exporter",
         addr,
+        process,
+    })
+}
+
+/// The NVML-client baseline on the same scenario and interval; it serves nothing (`addr` unused),
+/// ready once it says it is polling.
+pub fn start_baseline(paths: &Paths, scenario: &Path, tag: &str) -> Result<Target, String> {
+    let mut cmd = Command::new(&paths.baseline);
+    cmd.args(["--interval", "1s", "--nvml-library"])
+        .arg(&paths.sim_library)
+        .env("NVML_SIM_SCENARIO", scenario);
+    let process = Running::spawn("nvml-baseline", cmd, &keep(paths, "nvml-baseline", tag))?;
+    if process
+        .wait_log(|l| l.contains("polling"), READY_WITHIN)
+        .is_none()
+    {
+        return Err(format!(
+            "nvml-baseline did not start:\n{}",
+            process.log_tail(15)
+        ));
+    }
+    Ok(Target {
+        name: "nvml-baseline",
+        addr: ([127, 0, 0, 1], 0).into(),
         process,
     })
 }
