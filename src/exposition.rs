@@ -51,6 +51,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     let mut out = String::with_capacity(4096 + s.gpus.len() * (2048 + max_processes_per_gpu * 400));
     // `write!` into a String cannot fail.
     let w = &mut out;
+    let labels = Labels::new(s, max_processes_per_gpu);
 
     family(
         w,
@@ -103,7 +104,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         }
         per_gpu(
             w,
-            s,
+            &labels,
             "vram_device_up",
             "gauge",
             "Whether the GPU answers NVML (0 when lost).",
@@ -113,7 +114,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     let mem = |f: fn(&Memory) -> u64| move |g: &GpuView| g.memory.filter(|_| g.up).map(|m| f(&m));
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_total_bytes",
         "gauge",
         "Total memory of the GPU.",
@@ -121,7 +122,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_allocated_bytes",
         "gauge",
         "Memory allocated on the GPU (NVML \"used\", excluding reserved).",
@@ -129,7 +130,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_reserved_bytes",
         "gauge",
         "Memory reserved by the driver and firmware, unavailable to processes.",
@@ -137,7 +138,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_free_bytes",
         "gauge",
         "Memory free on the GPU.",
@@ -145,7 +146,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_soft_limit_bytes",
         "gauge",
         "Effective soft limit (warning) of the GPU.",
@@ -153,7 +154,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_hard_limit_bytes",
         "gauge",
         "Effective hard limit (page, cleanup) of the GPU.",
@@ -161,7 +162,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_pressure_level",
         "gauge",
         "Memory pressure: 0 ok, 1 above the soft limit, 2 above the hard limit (held until usage falls below limit minus hysteresis).",
@@ -169,7 +170,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_soft_limit_violations_total",
         "counter",
         "Episodes of allocation reaching the soft limit (rising edges, with hysteresis).",
@@ -177,7 +178,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_hard_limit_violations_total",
         "counter",
         "Episodes of allocation reaching the hard limit (rising edges, with hysteresis).",
@@ -185,7 +186,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_leak_drift_bytes",
         "gauge",
         "Memory a leak has taken on the GPU: sustained growth of the allocation floor (rolling minimum) times how long it has grown, within the leak window; 0 when the floor is not growing.",
@@ -193,19 +194,24 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_leak_rate_bytes_per_second",
         "gauge",
         "Sustained growth rate of the GPU's allocation floor (rolling minimum); 0 when it is not growing.",
-        |g| g.memory.filter(|_| g.up).map(|_| g.leak_rate),
+        // Whole bytes per second: finer is noise, and integers render several times faster.
+        |g| g.memory.filter(|_| g.up).map(|_| g.leak_rate.round() as u64),
     );
     per_gpu(
         w,
-        s,
+        &labels,
         "vram_hard_limit_eta_seconds",
         "gauge",
         "Seconds until allocation reaches the hard limit at the current leak rate; 0 at or above it, absent while nothing grows.",
-        |g| g.hard_limit_eta.filter(|_| g.up),
+        |g| {
+            g.hard_limit_eta
+                .filter(|_| g.up)
+                .map(|eta| (eta * 10.0).round() / 10.0)
+        },
     );
 
     if s.gpus.iter().any(|g| !g.migs.is_empty()) {
@@ -266,14 +272,14 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             "gauge",
             "Memory allocated by a process on the GPU (the largest processes.max_per_gpu per GPU).",
         );
-        per_process(w, s, n, "vram_process_allocated_bytes", |p| p.allocated);
+        per_process(w, &labels, "vram_process_allocated_bytes", |p| p.allocated);
         family(
             w,
             "vram_process_leak_drift_bytes",
             "gauge",
             "Memory a leak has taken in a process: sustained growth of its allocation floor times how long it has grown, within the leak window (same processes as vram_process_allocated_bytes).",
         );
-        per_process(w, s, n, "vram_process_leak_drift_bytes", |p| {
+        per_process(w, &labels, "vram_process_leak_drift_bytes", |p| {
             p.leak_drift_bytes
         });
         family(
@@ -282,8 +288,8 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             "gauge",
             "Sustained growth rate of a process's allocation floor; 0 when it is not growing (same processes as vram_process_allocated_bytes).",
         );
-        per_process(w, s, n, "vram_process_leak_rate_bytes_per_second", |p| {
-            p.leak_rate
+        per_process(w, &labels, "vram_process_leak_rate_bytes_per_second", |p| {
+            p.leak_rate.round() as u64
         });
     }
     Bytes::from(out)
@@ -296,25 +302,20 @@ fn family(w: &mut String, name: &str, kind: &str, help: &str) {
 
 fn per_gpu<V: std::fmt::Display>(
     w: &mut String,
-    s: &Snapshot,
+    labels: &Labels<'_>,
     name: &str,
     kind: &str,
     help: &str,
     value: impl Fn(&GpuView) -> Option<V>,
 ) {
     let mut wrote_header = false;
-    for g in &s.gpus {
+    for (g, l) in labels.s.gpus.iter().zip(&labels.gpu) {
         if let Some(v) = value(g) {
             if !wrote_header {
                 family(w, name, kind, help);
                 wrote_header = true;
             }
-            let _ = writeln!(
-                w,
-                "{name}{{gpu=\"{}\",uuid=\"{}\"}} {v}",
-                g.identity.index,
-                Escaped(&g.identity.uuid)
-            );
+            let _ = writeln!(w, "{name}{{{l}}} {v}");
         }
     }
 }
@@ -340,23 +341,54 @@ fn per_mig(w: &mut String, s: &Snapshot, name: &str, help: &str, value: impl Fn(
 
 fn per_process<V: std::fmt::Display>(
     w: &mut String,
-    s: &Snapshot,
-    max_per_gpu: usize,
+    labels: &Labels<'_>,
     name: &str,
     value: impl Fn(&ProcessView) -> V,
 ) {
-    for g in s.gpus.iter().filter(|g| g.up) {
-        for p in g.processes.iter().take(max_per_gpu) {
-            let _ = writeln!(
-                w,
-                "{name}{{gpu=\"{}\",uuid=\"{}\",pid=\"{}\",process=\"{}\"}} {}",
-                g.identity.index,
-                Escaped(&g.identity.uuid),
-                p.pid,
-                Escaped(&p.name),
-                value(p)
-            );
+    for (g, ls) in labels.s.gpus.iter().zip(&labels.process) {
+        for (p, l) in g.processes.iter().zip(ls) {
+            let _ = writeln!(w, "{name}{{{l}}} {}", value(p));
         }
+    }
+}
+
+/// The label sets of one render, escaped and formatted once and written by every family: each
+/// GPU's `gpu,uuid`, and each published process's `gpu,uuid,pid,process` (top N of up GPUs).
+struct Labels<'a> {
+    s: &'a Snapshot,
+    gpu: Vec<String>,
+    process: Vec<Vec<String>>,
+}
+
+impl<'a> Labels<'a> {
+    fn new(s: &'a Snapshot, max_processes_per_gpu: usize) -> Self {
+        let gpu: Vec<String> = s
+            .gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "gpu=\"{}\",uuid=\"{}\"",
+                    g.identity.index,
+                    Escaped(&g.identity.uuid)
+                )
+            })
+            .collect();
+        let process = s
+            .gpus
+            .iter()
+            .zip(&gpu)
+            .map(|(g, gl)| {
+                if !g.up {
+                    return Vec::new();
+                }
+                g.processes
+                    .iter()
+                    .take(max_processes_per_gpu)
+                    .map(|p| format!("{gl},pid=\"{}\",process=\"{}\"", p.pid, Escaped(&p.name)))
+                    .collect()
+            })
+            .collect();
+        Labels { s, gpu, process }
     }
 }
 
