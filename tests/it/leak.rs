@@ -45,6 +45,18 @@ fn gpu(m: &Metrics, name: &str) -> f64 {
     m.gpu(name, "0").unwrap_or(0.0)
 }
 
+/// GPU 0's leak rate, checked to be within ±30 % of `want` bytes per wall-clock second.
+fn gpu_rate_within_30_percent(m: &Metrics, want: f64) -> f64 {
+    let rate = gpu(m, "vram_leak_rate_bytes_per_second");
+    assert!(
+        (rate / want - 1.0).abs() <= 0.3,
+        "rate {} MiB/s, want {} MiB/s",
+        rate / MIB,
+        want / MIB
+    );
+    rate
+}
+
 /// Scenario seconds during which `pred` held, between `from` and `to`.
 fn held_for(timeline: &Timeline, from: f64, to: f64, pred: impl Fn(&Metrics) -> bool) -> f64 {
     timeline
@@ -110,12 +122,7 @@ fn a_leak_after_usage_fell_is_not_masked() {
         "reported at scenario {found} s, a window after it began"
     );
     let (t_end, end) = tl.last().unwrap();
-    let rate = gpu(end, "vram_leak_rate_bytes_per_second");
-    assert!(
-        (rate / (1000.0 * MIB) - 1.0).abs() <= 0.3,
-        "rate {} MiB/s",
-        rate / MIB
-    );
+    gpu_rate_within_30_percent(end, 1000.0 * MIB);
     let process_rate = end
         .value(
             "vram_process_leak_rate_bytes_per_second",
@@ -142,12 +149,7 @@ fn a_step_during_a_leak_reports_the_leak() {
     );
     let tl = replay(&scenario, FAST, 10.0, 75.0);
     let (_, end) = tl.last().unwrap();
-    let rate = gpu(end, "vram_leak_rate_bytes_per_second");
-    assert!(
-        (rate / (1000.0 * MIB) - 1.0).abs() <= 0.3,
-        "rate {} MiB/s",
-        rate / MIB
-    );
+    gpu_rate_within_30_percent(end, 1000.0 * MIB);
     // The leak over the (4 s) window, not the 8 GiB step.
     let drift = gpu(end, "vram_leak_drift_bytes");
     assert!(
@@ -176,12 +178,7 @@ fn a_leak_under_a_training_sawtooth_is_found() {
     let config = "[poll]\ninterval = \"100ms\"\n[leak]\nwindow = \"8s\"\nfloor_window = \"2s\"\n";
     let tl = replay(&scenario, config, 10.0, 110.0);
     let (_, end) = tl.last().unwrap();
-    let rate = gpu(end, "vram_leak_rate_bytes_per_second");
-    assert!(
-        (rate / (1000.0 * MIB) - 1.0).abs() <= 0.3,
-        "rate {} MiB/s",
-        rate / MIB
-    );
+    gpu_rate_within_30_percent(end, 1000.0 * MIB);
     assert_eq!(
         end.value(
             "vram_process_leak_rate_bytes_per_second",
@@ -214,13 +211,8 @@ fn a_slow_leak_with_the_default_window_is_reported_within_a_window() {
         "reported after {found} scenario seconds"
     );
     let (_, end) = tl.last().unwrap();
-    let rate = gpu(end, "vram_leak_rate_bytes_per_second");
     // Per wall-clock second, that is per scenario minute.
-    assert!(
-        (rate / per_minute - 1.0).abs() <= 0.3,
-        "rate {} MiB/s",
-        rate / MIB
-    );
+    let rate = gpu_rate_within_30_percent(end, per_minute);
     // The ETA is what is left to the hard limit at that rate.
     let eta = end
         .gpu("vram_hard_limit_eta_seconds", "0")

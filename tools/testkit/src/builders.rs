@@ -48,6 +48,12 @@ pub fn process(pid: u32, name: &str, allocated: u64) -> ProcessSample {
 /// One up GPU of 80 GiB whose allocation is the sum of its processes'.
 pub fn device(index: u32, processes: Vec<ProcessSample>) -> DeviceSample {
     let allocated = processes.iter().map(|p| p.allocated).sum::<u64>();
+    device_with(index, allocated, processes)
+}
+
+/// One up GPU of 80 GiB with `allocated` in use (contexts and processes NVML does not list
+/// included) and `processes` listed.
+pub fn device_with(index: u32, allocated: u64, processes: Vec<ProcessSample>) -> DeviceSample {
     DeviceSample {
         identity: identity(index),
         up: true,
