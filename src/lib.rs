@@ -12,6 +12,7 @@ pub mod config;
 pub mod drift;
 pub mod engine;
 pub mod exposition;
+pub mod files;
 pub mod http;
 pub mod input;
 pub mod nvml;
