@@ -389,8 +389,7 @@ fn process_identity(
                 return (start, name.clone());
             }
         }
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            let name = sanitize_name(comm.trim_end());
+        if let Some(name) = crate::procfs::proc_name(pid) {
             names.insert(pid, (start, name.clone()));
             return (start, name);
         }
@@ -407,12 +406,7 @@ fn process_identity(
 
 /// Process names become label values: keep them printable and short.
 fn sanitize_name(name: &str) -> String {
-    let cleaned: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
-    if cleaned.is_empty() {
-        "unknown".to_string()
-    } else {
-        cleaned
-    }
+    crate::procfs::display_name(name.as_bytes())
 }
 
 #[cfg(test)]

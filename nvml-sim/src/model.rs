@@ -193,12 +193,15 @@ struct ProcStat {
     start_ticks: u64,
 }
 
-/// Reads the state and start time of a real process; `None` if it does not exist.
+/// Reads the state and start time of a real process; `None` if it does not exist. Read as bytes,
+/// as the real driver does: a process name may hold any byte but NUL (invalid UTF-8, `)`,
+/// newlines), and such a process is still listed.
 fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces; fields after the last
-    // ')' are space separated: state is field 3, starttime field 22.
-    let after = &text[text.rfind(')')? + 1..];
+    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything; fields after the
+    // last ')' are space separated: state is field 3, starttime field 22.
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let after = String::from_utf8_lossy(&bytes[close + 1..]);
     let mut fields = after.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let start_ticks = fields.nth(18)?.parse().ok()?;

@@ -337,13 +337,12 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
             let _ = stdin.write_all(&json).await;
         });
     }
-    let stderr = child.stderr.take().map(|mut s| {
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = (&mut s).take(2048).read_to_end(&mut buf).await;
-            String::from_utf8_lossy(&buf).trim().to_string()
-        })
-    });
+    // Read to the end, whatever the command writes: a pipe closed early would kill it with
+    // SIGPIPE (or fail its writes) and turn a success into a failure.
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(drain(s, STDERR_KEPT)));
     let waited = tokio::time::timeout(a.timeout, child.wait()).await;
     let (result, mut detail) = match waited {
         Ok(Ok(status)) if status.success() => {
@@ -375,14 +374,40 @@ pub async fn exec(a: &ExecAction, payload: &Payload, dry_run: bool) -> Outcome {
             )
         }
     };
-    if result == ActionResult::Failed {
-        if let Some(task) = stderr {
-            if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_millis(200), task).await {
-                if !text.is_empty() {
-                    detail.push_str(&format!("; stderr: {text}"));
+    if let Some(mut task) = stderr {
+        // The command has exited (or its group was killed): the pipe ends unless something it
+        // started elsewhere still holds it open, so the drain gets a short grace, then stops.
+        match tokio::time::timeout(Duration::from_millis(200), &mut task).await {
+            Ok(Ok((kept, total))) if result == ActionResult::Failed && total > 0 => {
+                let text = String::from_utf8_lossy(&kept);
+                detail.push_str(&format!("; stderr: {}", text.trim()));
+                if total > kept.len() as u64 {
+                    detail.push_str(&format!(" [first {} of {total} bytes]", kept.len()));
                 }
             }
+            Ok(_) => {}
+            Err(_) => task.abort(),
         }
     }
     Outcome::new(result, vec![pid], detail)
+}
+
+/// How much of an exec'd command's stderr the audit line keeps.
+pub const STDERR_KEPT: usize = 2048;
+
+/// Reads a pipe to its end, keeping its first `keep` bytes; returns them and the total read.
+async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, keep: usize) -> (Vec<u8>, u64) {
+    let (mut kept, mut total) = (Vec::with_capacity(keep), 0u64);
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n as u64;
+                let room = keep - kept.len();
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (kept, total)
 }

@@ -40,6 +40,11 @@ struct KidSpec<'a> {
 
 impl Kid {
     fn spawn(root: &Path, spec: KidSpec<'_>) -> Kid {
+        Kid::spawn_as(root, spec, None)
+    }
+
+    /// Spawns a child that names itself `comm`, a printf format (octal escapes give any byte).
+    fn spawn_as(root: &Path, spec: KidSpec<'_>, comm: Option<&str>) -> Kid {
         let dir = root.join(spec.name);
         std::fs::create_dir_all(&dir).unwrap();
         let release = spec
@@ -53,7 +58,7 @@ impl Kid {
         };
         // Each received SIGUSR1 appends the uptime, so tests can see when signals arrived.
         let script = format!(
-            "printf %s \"$N\" > /proc/self/comm\n\
+            "printf \"$C\" > /proc/self/comm\n\
              echo {bytes} > \"$D/mem\"\n\
              trap '{release}read up _ < /proc/uptime; echo $up >> \"$D/signals\"' USR1\n\
              {term}\
@@ -65,7 +70,7 @@ impl Kid {
             .arg("-c")
             .arg(script)
             .env("D", &dir)
-            .env("N", spec.name)
+            .env("C", comm.unwrap_or(spec.name))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn sh");
@@ -646,5 +651,82 @@ fn the_pytorch_example_releases_on_sigusr1_through_the_exporter() {
     assert!(
         text.contains("pytorch_release_on_signal: released"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_process_named_with_invalid_utf8_a_parenthesis_and_a_newline_is_still_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Byte 0xff, ')', a space and a newline: `/proc/<pid>/stat` is no longer UTF-8 and its name
+    // field looks closed early. Such a process was "not visible" and never killed.
+    let mut hostile = Kid::spawn_as(
+        tmp.path(),
+        KidSpec {
+            name: "hostile",
+            bytes: 9 * GIB_U + GIB_U / 2,
+            release_to: None,
+            ignore_term: false,
+        },
+        Some("\\377) x\\ny"),
+    );
+    let comm = std::fs::read(format!("/proc/{}/comm", hostile.pid())).unwrap();
+    assert_eq!(comm, b"\xff) x\ny\n", "the child could not set its name");
+    let scenario = format!("{}{}", device(UUID0), live("KID_H"));
+    let mut e = exporter(
+        &scenario,
+        "[cleanup]\nenabled = true\nallow_kill = true\n\
+         [[cleanup.actions]]\ntype = \"kill\"\ngrace = \"1s\"\n",
+        hostile.env("KID_H"),
+    );
+    let line = audit_line(&mut e, "kill", "ok");
+    let status = hostile.wait_exit(WAIT);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert_eq!(line["fields"]["pids"], hostile.pid().to_string());
+    // Shown sanitised: the invalid byte replaced, the newline dropped.
+    let detail = line["fields"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{} (\u{fffd}) xy, ", hostile.pid())),
+        "{detail}"
+    );
+}
+
+#[test]
+fn exec_stderr_is_drained_to_the_end_and_its_first_2kib_kept() {
+    // 1 MiB on stderr: a reader that stopped after 2 KiB closed the pipe and the writer died of
+    // SIGPIPE, so a successful command counted as failed.
+    let mib = "head -c 1048576 /dev/zero | tr '\\\\0' x >&2";
+    let cleanup = format!(
+        "[cleanup]\nenabled = true\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"{mib}\"]\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"{mib}; exit 4\"]\n"
+    );
+    let mut e = exporter(&breached_gpu(), &cleanup, vec![]);
+    let m = e.wait_metrics("both commands counted", WAIT, |m| {
+        cleanups(m, "0", "exec", "ok") + cleanups(m, "0", "exec", "failed") >= 2.0
+    });
+    assert_eq!(
+        cleanups(&m, "0", "exec", "ok"),
+        1.0,
+        "{}",
+        e.log().join("\n")
+    );
+    assert_eq!(cleanups(&m, "0", "exec", "failed"), 1.0);
+    let ok = audit_line(&mut e, "exec", "ok");
+    assert!(
+        ok["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("exited 0"),
+        "{ok}"
+    );
+    let failed = audit_line(&mut e, "exec", "failed");
+    let detail = failed["fields"]["detail"].as_str().unwrap();
+    assert!(detail.contains("exit status: 4"), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "stderr: {} [first 2048 of 1048576 bytes]",
+            "x".repeat(2048)
+        )),
+        "{detail}"
     );
 }
