@@ -248,10 +248,12 @@ pub async fn webhook(
         return Outcome::new(
             ActionResult::DryRun,
             vec![],
-            format!("would POST to {}", a.url),
+            format!("would POST to {}", a.shown),
         );
     }
-    let (url, retries) = (a.url.clone(), a.retries);
+    // Only the redacted form is ever written into a detail, error texts that quote the URL
+    // included.
+    let (url, shown, retries) = (a.url.clone(), a.shown.clone(), a.retries);
     let attempts = retries + 1;
     let task = tokio::task::spawn_blocking(move || {
         let mut last = String::new();
@@ -269,15 +271,15 @@ pub async fn webhook(
                     if (200..300).contains(&status) {
                         return (
                             true,
-                            format!("POST {url}: {status} (attempt {})", attempt + 1),
+                            format!("POST {shown}: {status} (attempt {})", attempt + 1),
                         );
                     }
-                    last = format!("POST {url}: HTTP {status}");
+                    last = format!("POST {shown}: HTTP {status}");
                     if status != 429 && status < 500 {
                         break;
                     }
                 }
-                Err(e) => last = format!("POST {url}: {e}"),
+                Err(e) => last = format!("POST {shown}: {}", e.to_string().replace(&url, &shown)),
             }
         }
         (false, format!("{last} (after {attempts} attempt(s))"))
@@ -291,7 +293,7 @@ pub async fn webhook(
         Err(_) => Outcome::new(
             ActionResult::Failed,
             vec![],
-            format!("POST {}: no answer within {bound:?}", a.url),
+            format!("POST {}: no answer within {bound:?}", a.shown),
         ),
     }
 }

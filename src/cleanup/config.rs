@@ -143,6 +143,8 @@ pub struct Signal {
 #[derive(Debug, Clone)]
 pub struct WebhookAction {
     pub url: String,
+    /// `url` as logs, audit lines and errors show it: credentials and query values redacted.
+    pub shown: String,
     pub timeout: Duration,
     pub retries: u32,
 }
@@ -397,6 +399,7 @@ impl RawAction {
             ));
         }
         Ok(WebhookAction {
+            shown: redacted_url(&url),
             url,
             timeout,
             retries,
@@ -472,7 +475,7 @@ impl RawAction {
             ("target", text(&self.target)),
             ("top", self.top.map(|t| t.to_string())),
             ("name_regex", text(&self.name_regex)),
-            ("url", text(&self.url)),
+            ("url", self.url.as_deref().map(redacted_url)),
             ("retries", self.retries.map(|t| t.to_string())),
             ("timeout", text(&self.timeout)),
             ("argv", self.argv.as_ref().map(|a| format!("{a:?}"))),
@@ -586,16 +589,18 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         .strip_prefix("http://")
         .or_else(|| lower.strip_prefix("https://"));
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    // The value is echoed redacted: a URL may carry a token.
+    let shown = redacted_url(url);
     match host {
         None => Err(ConfigError::invalid(
             key,
-            if url.is_empty() { "(missing)" } else { url },
+            if url.is_empty() { "(missing)" } else { &shown },
             "must be an http:// or https:// URL",
         )),
         Some(h) if h.is_empty() || h.contains(char::is_whitespace) || h.contains('@') => {
             Err(ConfigError::invalid(
                 key,
-                url,
+                shown,
                 "must name a host (credentials in the URL are not accepted)",
             ))
         }
@@ -603,11 +608,61 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
             Ok(_) => Ok(()),
             Err(e) => Err(ConfigError::invalid(
                 key,
-                url,
+                shown,
                 format!("is not a valid URL: {e}"),
             )),
         },
     }
+}
+
+/// What replaces a secret in a shown URL.
+pub const REDACTED: &str = "REDACTED";
+
+/// A URL as it may be shown: user information (`user:password@`), every query value and the
+/// fragment replaced by `REDACTED`; scheme, host, port, path and query keys kept, so the
+/// endpoint stays recognisable. Works on any text, valid URL or not (errors show it too).
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str(REDACTED);
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_fragment, fragment) = match tail.find('#') {
+        Some(i) => (&tail[..i], Some(())),
+        None => (tail, None),
+    };
+    let (path, query) = match before_fragment.find('?') {
+        Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..])),
+        None => (before_fragment, None),
+    };
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) => format!("{k}={REDACTED}"),
+                None if pair.is_empty() => String::new(),
+                None => REDACTED.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if fragment.is_some() {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
 }
 
 #[cfg(test)]

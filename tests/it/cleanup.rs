@@ -730,3 +730,50 @@ fn exec_stderr_is_drained_to_the_end_and_its_first_2kib_kept() {
         "{detail}"
     );
 }
+
+#[test]
+fn webhook_secrets_in_the_url_never_reach_the_log() {
+    let server = hook(true);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut e = exporter(
+        &breached_gpu(),
+        &format!(
+            "[cleanup]\nenabled = true\n\
+             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook?token=s3cr3t-ok&team=gpu#frag-s3cr3t\"\n\
+             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/hook?token=s3cr3t-refused\"\nretries = 0\n",
+            server.port
+        ),
+        vec![],
+    );
+    server
+        .bodies
+        .recv_timeout(WAIT)
+        .expect("the webhook never arrived");
+    let ok = audit_line(&mut e, "webhook", "ok");
+    let failed = audit_line(&mut e, "webhook", "failed");
+    assert!(
+        ok["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "POST http://127.0.0.1:{}/hook?token=REDACTED&team=REDACTED#REDACTED: 200",
+                server.port
+            )),
+        "{ok}"
+    );
+    assert!(
+        failed["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "POST http://127.0.0.1:{closed}/hook?token=REDACTED: "
+            )),
+        "{failed}"
+    );
+    let log = e.log().join("\n");
+    assert!(!log.contains("s3cr3t"), "a secret reached the log:\n{log}");
+}

@@ -273,6 +273,56 @@ fn invalid_configurations_exit_2_naming_key_and_value() {
 }
 
 #[test]
+fn webhook_credentials_are_not_echoed_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "url = \"http://ops:hunter2@hooks.example/x?token=t0ken\"",
+            "must name a host",
+        ),
+        (
+            "url = \"http://hooks.example/x y?token=t0ken\"",
+            "not a valid URL",
+        ),
+        (
+            "url = \"gopher://ops:hunter2@h/?token=t0ken\"",
+            "http:// or https://",
+        ),
+        // A webhook key on another action type is echoed too.
+        (
+            "url = \"https://ops:hunter2@h/?token=t0ken\"\ntype = \"signal\"\ntarget = \"all\"",
+            "signal",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (action, why)) in cases.iter().enumerate() {
+        let body = if action.contains("type =") {
+            action.to_string()
+        } else {
+            format!("type = \"webhook\"\n{action}")
+        };
+        let path = dir.path().join(format!("url{i}.toml"));
+        std::fs::write(&path, format!("[cleanup]\n[[cleanup.actions]]\n{body}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        failures.extend(crate::harness::refusal_problem(
+            action,
+            &out,
+            &["cleanup.actions[0].", "REDACTED", why],
+        ));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("hunter2") || stderr.contains("t0ken") {
+            failures.push(format!("{action}: a secret was echoed: {stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn check_config_prints_the_effective_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");

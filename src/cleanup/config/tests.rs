@@ -154,3 +154,14 @@ fn terminating_signals_pass_with_allow_kill() {
     .unwrap();
     assert!(matches!(&c.actions[0], Action::Signal(s) if s.signal.number == libc::SIGTERM));
 }
+
+#[test]
+fn shown_urls_hide_credentials_query_values_and_fragments() {
+    assert_eq!(
+        redacted_url("https://u:p@h:8443/a/b?token=s3&x=1&flag#frag"),
+        "https://REDACTED@h:8443/a/b?token=REDACTED&x=REDACTED&REDACTED#REDACTED"
+    );
+    assert_eq!(redacted_url("http://h/hook"), "http://h/hook");
+    assert_eq!(redacted_url("not a url?k=v"), "not a url?k=REDACTED");
+    assert_eq!(redacted_url("u:p@h"), "REDACTED@h");
+}
