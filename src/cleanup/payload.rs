@@ -1,7 +1,9 @@
 //! What a webhook receives as JSON and an exec'd command as JSON on stdin and environment variables.
 //!
 //! One struct, built from the GPU's view in the newest snapshot, so both actions always describe
-//! the same facts with the same names.
+//! the same facts with the same names. Strings that come from NVML or the host (UUID, model, host
+//! name, process names) have their control characters removed here, so a newline in a driver
+//! string can never add a line to a command's environment or a field a receiver splits on.
 
 use serde::Serialize;
 
@@ -40,10 +42,10 @@ impl Payload {
     pub fn new(host: &str, gpu: &GpuView, reason: &'static str) -> Self {
         let limits = gpu.limits;
         Payload {
-            host: host.to_string(),
+            host: printable(host),
             gpu: gpu.identity.index,
-            uuid: gpu.identity.uuid.clone(),
-            model: gpu.identity.model.clone(),
+            uuid: printable(&gpu.identity.uuid),
+            model: printable(&gpu.identity.model),
             allocated_bytes: gpu.memory.map_or(0, |m| m.allocated),
             total_bytes: gpu.memory.map_or(0, |m| m.total),
             soft_limit_bytes: limits.map_or(0, |l| l.soft),
@@ -56,7 +58,7 @@ impl Payload {
                 .take(PAYLOAD_PROCESSES)
                 .map(|p| PayloadProcess {
                     pid: p.pid,
-                    name: p.name.clone(),
+                    name: printable(&p.name),
                     bytes: p.allocated,
                 })
                 .collect(),
@@ -87,6 +89,11 @@ impl Payload {
     }
 }
 
+/// The text without its control characters (C0, DEL and C1: newlines, tabs, escapes).
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// This machine's host name, for the payload; empty if it cannot be read.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -110,8 +117,8 @@ mod tests {
         GpuView {
             identity: DeviceIdentity {
                 index: 2,
-                uuid: "GPU-x".into(),
-                model: "Sim".into(),
+                uuid: "GPU-x\n".into(),
+                model: "Sim\r\nVRAM_LEVEL=ok\u{1b}[2J".into(),
                 pci_bus_id: "0".into(),
             },
             up: true,
@@ -162,5 +169,9 @@ mod tests {
         assert_eq!(get("VRAM_GPU"), "2");
         assert_eq!(get("VRAM_ALLOCATED_BYTES"), "97");
         assert!(get("VRAM_TOP_PIDS").starts_with("100 101 "));
+        // Control characters never reach the environment or the JSON.
+        assert_eq!(get("VRAM_UUID"), "GPU-x");
+        assert_eq!(get("VRAM_MODEL"), "SimVRAM_LEVEL=ok[2J");
+        assert_eq!(v["model"], "SimVRAM_LEVEL=ok[2J");
     }
 }

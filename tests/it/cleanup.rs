@@ -777,3 +777,42 @@ fn webhook_secrets_in_the_url_never_reach_the_log() {
     let log = e.log().join("\n");
     assert!(!log.contains("s3cr3t"), "a secret reached the log:\n{log}");
 }
+
+#[test]
+fn newlines_in_nvml_strings_never_reach_the_environment_or_the_webhook_raw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().display().to_string();
+    let server = hook(true);
+    // A driver string with a newline would otherwise add lines (here, forged variables) to what
+    // the command and the receiver see.
+    let scenario = format!(
+        "[[device]]\nname = \"Sim GPU\\nINJECTED_MODEL=1\"\nuuid = \"GPU-c1ea\\r\\nINJECTED_UUID=1\"\n\
+         total = \"10GiB\"\nreserved = \"0\"\noverhead = \"256MiB\"\n\
+         [[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"9.5GiB\"\n"
+    );
+    let cleanup = format!(
+        "[cleanup]\nenabled = true\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"env > \\\"$0/env\\\"\", \"{out}\"]\n\
+         [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
+        server.port
+    );
+    let e = exporter(&scenario, &cleanup, vec![]);
+    let body = server
+        .bodies
+        .recv_timeout(WAIT)
+        .expect("the webhook never arrived");
+    e.wait_metrics("the command counted", WAIT, |m| {
+        cleanups(m, "0", "exec", "ok") == 1.0
+    });
+    let env = std::fs::read_to_string(tmp.path().join("env")).unwrap();
+    assert!(
+        !env.lines().any(|l| l.starts_with("INJECTED")),
+        "a newline reached the environment:\n{env}"
+    );
+    let has = |kv: &str| env.lines().any(|l| l == kv);
+    assert!(has("VRAM_MODEL=Sim GPUINJECTED_MODEL=1"), "{env}");
+    assert!(has("VRAM_UUID=GPU-c1eaINJECTED_UUID=1"), "{env}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["model"], "Sim GPUINJECTED_MODEL=1");
+    assert_eq!(v["uuid"], "GPU-c1eaINJECTED_UUID=1");
+}
