@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{parse_duration, ConfigError};
+use crate::input::{parse_duration_within, ConfigError};
 
 /// The `[leak]` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,16 +60,9 @@ pub struct LeakConfig {
 impl RawLeak {
     /// Checks the windows against each other and against the poll interval.
     pub fn validate(&self, poll_interval: Duration) -> Result<LeakConfig, ConfigError> {
-        let window = parse_duration("leak.window", &self.window)?;
-        if window < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                "leak.window",
-                &self.window,
-                "must be at least 1s",
-            ));
-        }
+        let window = parse_duration_within("leak.window", &self.window, MIN_WINDOW, MAX_WINDOW)?;
         let floor_window = match &self.floor_window {
-            Some(f) => parse_duration("leak.floor_window", f)?,
+            Some(f) => parse_duration_within("leak.floor_window", f, Duration::ZERO, MAX_WINDOW)?,
             None => window / 10,
         };
         if floor_window >= window || floor_window.is_zero() {
@@ -78,6 +71,17 @@ impl RawLeak {
                 humantime::format_duration(floor_window),
                 format!(
                     "must be shorter than leak.window ({}) and not zero",
+                    humantime::format_duration(window)
+                ),
+            ));
+        }
+        if floor_window < window / MAX_WINDOW_TO_FLOOR {
+            return Err(ConfigError::invalid(
+                "leak.floor_window",
+                humantime::format_duration(floor_window),
+                format!(
+                    "must be at least 1/{MAX_WINDOW_TO_FLOOR} of leak.window ({}): every tracked \
+                     series keeps 4 buckets per floor window over the whole window",
                     humantime::format_duration(window)
                 ),
             ));
@@ -98,6 +102,14 @@ impl RawLeak {
         })
     }
 }
+
+/// `leak.window` bounds: a week of history is far more than a leak needs to show.
+const MIN_WINDOW: Duration = Duration::from_secs(1);
+const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `leak.floor_window` is at least `leak.window` / this: a series holds at most
+/// `4 × 256 + 4` buckets (16 KiB), whatever the window.
+const MAX_WINDOW_TO_FLOOR: u32 = 256;
 
 /// Buckets per floor window: the floor is the minimum of the last `FLOOR_BUCKETS` buckets.
 const FLOOR_BUCKETS: u64 = 4;

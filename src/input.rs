@@ -60,6 +60,45 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// Parses a duration and checks it lies within `min..=max`; the refusal names both bounds.
+pub fn parse_duration_within(
+    key: &str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d < min || d > max {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// The largest size any key accepts: 1 PiB, far above any GPU's memory, far below `u64::MAX`,
+/// so arithmetic on sizes (sums, percentages, hysteresis) never overflows.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// Parses a size and checks it is at most [`MAX_SIZE`].
+pub fn parse_bounded_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let bytes = parse_size(key, value)?;
+    if bytes > MAX_SIZE {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "must be at most 1PiB (no GPU has more memory)",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Parses a listen address: "0.0.0.0:9862", "[::]:9862" or ":9862" (every IPv4 interface).
 pub fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     let v = value.trim();
@@ -95,5 +134,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("leak.window: invalid value \"soon\""), "{e}");
+        let huge = Duration::from_secs(3600);
+        let e = parse_duration_within("k", "300000000000y", Duration::ZERO, huge)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("must be between 0s and 1h"), "{e}");
+        assert!(parse_bounded_size("k", "1PiB").is_ok());
+        assert!(parse_bounded_size("k", "1025TiB").is_err());
     }
 }

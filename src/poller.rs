@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::input::{parse_duration, ConfigError};
+use crate::input::{parse_duration_within, ConfigError};
 use crate::nvml::NvmlSource;
 use crate::publish::{Published, SharedPublished};
 use crate::telemetry::Telemetry;
 
 /// The shortest poll interval accepted.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest poll interval: slower than this and the exposition is stale for scrapes.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The `[poll]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,21 +42,12 @@ impl Default for RawPoll {
 impl RawPoll {
     /// The poll interval, between 100ms and 1h.
     pub fn validate(&self) -> Result<Duration, ConfigError> {
-        let interval = parse_duration("poll.interval", &self.interval)?;
-        if interval < MIN_POLL_INTERVAL {
-            return Err(ConfigError::invalid(
-                "poll.interval",
-                &self.interval,
-                "must be at least 100ms",
-            ));
-        }
-        if interval > Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                "poll.interval",
-                &self.interval,
-                "must be at most 1h",
-            ));
-        }
+        let interval = parse_duration_within(
+            "poll.interval",
+            &self.interval,
+            MIN_POLL_INTERVAL,
+            MAX_POLL_INTERVAL,
+        )?;
         Ok(interval)
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::input::{parse_duration, ConfigError};
+use crate::input::{parse_duration_within, ConfigError};
 
 /// The `cleanup` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,7 +197,7 @@ const SIGNALS: &[(&str, i32, bool)] = &[
 
 impl RawCleanup {
     pub fn validate(&self) -> Result<CleanupConfig, ConfigError> {
-        let cooldown = bounded_duration(
+        let cooldown = parse_duration_within(
             "cleanup.cooldown",
             &self.cooldown,
             MIN_COOLDOWN,
@@ -441,17 +441,7 @@ impl RawAction {
         let grace = action_timeout(&key(prefix, "grace"), self.grace.as_deref(), DEFAULT_GRACE)?;
         let after = match &self.after {
             None => Duration::ZERO,
-            Some(a) => {
-                let d = parse_duration(&key(prefix, "after"), a)?;
-                if d > MAX_AFTER {
-                    return Err(ConfigError::invalid(
-                        key(prefix, "after"),
-                        a,
-                        "must be at most 24h",
-                    ));
-                }
-                d
-            }
+            Some(a) => parse_duration_within(&key(prefix, "after"), a, Duration::ZERO, MAX_AFTER)?,
         };
         let name_filter = |name: &str, written: &Option<String>| {
             written
@@ -536,34 +526,13 @@ pub fn parse_signal(key: &str, written: &str) -> Result<Signal, ConfigError> {
         })
 }
 
-fn bounded_duration(
-    key: &str,
-    value: &str,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    let d = parse_duration(key, value)?;
-    if d < min || d > max {
-        return Err(ConfigError::invalid(
-            key,
-            value,
-            format!(
-                "must be between {} and {}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    Ok(d)
-}
-
 /// A webhook or exec `timeout`, or a kill `grace`: `default` when not given.
 fn action_timeout(
     key: &str,
     written: Option<&str>,
     default: &str,
 ) -> Result<Duration, ConfigError> {
-    bounded_duration(key, written.unwrap_or(default), MIN_TIMEOUT, MAX_TIMEOUT)
+    parse_duration_within(key, written.unwrap_or(default), MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
 fn regex(key: &str, pattern: &str) -> Result<Regex, ConfigError> {

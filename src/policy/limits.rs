@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{parse_size, ConfigError};
+use crate::input::{parse_bounded_size, ConfigError};
 
 /// A limit as configured: a percentage of the device's total or an absolute size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,7 +252,7 @@ pub fn parse_limit(key: &str, value: &str) -> Result<LimitSpec, ConfigError> {
         }
         return Ok(LimitSpec::Percent(pct));
     }
-    let bytes = parse_size(key, value)?;
+    let bytes = parse_bounded_size(key, value)?;
     if bytes == 0 {
         return Err(ConfigError::invalid(
             key,

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{parse_duration, parse_listen, ConfigError};
+use crate::input::{parse_duration_within, parse_listen, ConfigError};
+
+/// `web.request_timeout` bounds: it is also the header-read timeout of every connection.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(10);
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,14 +58,12 @@ impl RawWeb {
                 "must be between 1 and 65536",
             ));
         }
-        let request_timeout = parse_duration("web.request_timeout", &self.request_timeout)?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "web.request_timeout",
-                &self.request_timeout,
-                "must be greater than zero",
-            ));
-        }
+        let request_timeout = parse_duration_within(
+            "web.request_timeout",
+            &self.request_timeout,
+            MIN_REQUEST_TIMEOUT,
+            MAX_REQUEST_TIMEOUT,
+        )?;
         Ok(WebConfig {
             listen,
             max_concurrent_requests: self.max_concurrent_requests,

@@ -785,18 +785,16 @@ fn newlines_in_nvml_strings_never_reach_the_environment_or_the_webhook_raw() {
     let server = hook(true);
     // A driver string with a newline would otherwise add lines (here, forged variables) to what
     // the command and the receiver see.
-    let scenario = format!(
-        "[[device]]\nname = \"Sim GPU\\nINJECTED_MODEL=1\"\nuuid = \"GPU-c1ea\\r\\nINJECTED_UUID=1\"\n\
+    let scenario = "[[device]]\nname = \"Sim GPU\\nINJECTED_MODEL=1\"\nuuid = \"GPU-c1ea\\r\\nINJECTED_UUID=1\"\n\
          total = \"10GiB\"\nreserved = \"0\"\noverhead = \"256MiB\"\n\
-         [[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"9.5GiB\"\n"
-    );
+         [[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"9.5GiB\"\n";
     let cleanup = format!(
         "[cleanup]\nenabled = true\n\
          [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"env > \\\"$0/env\\\"\", \"{out}\"]\n\
          [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
         server.port
     );
-    let e = exporter(&scenario, &cleanup, vec![]);
+    let e = exporter(scenario, &cleanup, vec![]);
     let body = server
         .bodies
         .recv_timeout(WAIT)

@@ -250,6 +250,92 @@ const CASES: &[Case] = &[
         &[],
         &["enable"],
     ),
+    // Upper bounds: values `--check-config` once accepted and the running exporter then could
+    // not survive (a panic per connection, an abort on allocation, gigabytes reserved).
+    (
+        "request timeout of 300 billion years",
+        "[web]\nrequest_timeout = \"300000000000y\"\n",
+        &[],
+        &[],
+        &["web.request_timeout", "300000000000y", "between 10ms and 10m"],
+    ),
+    (
+        "leak window of 10,000 years",
+        "[leak]\nwindow = \"10000y\"\n",
+        &[],
+        &[],
+        &["leak.window", "10000y", "between 1s and 7days"],
+    ),
+    (
+        "leak window of a year in 1s floors",
+        "[leak]\nwindow = \"1y\"\nfloor_window = \"1s\"\n",
+        &[],
+        &[],
+        &["leak.window", "1y", "7days"],
+    ),
+    (
+        "floor window under 1/256 of the window",
+        "[leak]\nwindow = \"7d\"\nfloor_window = \"1s\"\n",
+        &[],
+        &[],
+        &["leak.floor_window", "1s", "1/256 of leak.window"],
+    ),
+    (
+        "floor window of 10,000 years",
+        "[leak]\nfloor_window = \"10000y\"\n",
+        &[],
+        &[],
+        &["leak.floor_window", "10000y", "7days"],
+    ),
+    (
+        "poll interval of two hours",
+        "[poll]\ninterval = \"2h\"\n",
+        &[],
+        &[],
+        &["poll.interval", "2h", "1h"],
+    ),
+    (
+        "hard limit of 2 PiB",
+        "[limits]\nhard = \"2PiB\"\n",
+        &[],
+        &[],
+        &["limits.hard", "2PiB", "at most 1PiB"],
+    ),
+    (
+        "hysteresis past u64 through the environment",
+        "",
+        &[("VRAM_EXPORTER__LIMITS__HYSTERESIS", "20000PiB")],
+        &[],
+        &["limits.hysteresis", "20000PiB"],
+    ),
+    (
+        "override soft limit of 5 EiB",
+        "[[limits.overrides]]\nindex = 0\nsoft = \"5EiB\"\n",
+        &[],
+        &[],
+        &["limits.overrides[0].soft", "5EiB", "1PiB"],
+    ),
+    (
+        "kill after of a year",
+        "[cleanup]\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\nafter = \"1y\"\n",
+        &[],
+        &[],
+        &["cleanup.actions[0].after", "1y", "1day"],
+    ),
+    (
+        "cooldown of a year",
+        "[cleanup]\ncooldown = \"1y\"\n",
+        &[],
+        &[],
+        &["cleanup.cooldown", "1y", "1day"],
+    ),
+    (
+        "kill grace of a day",
+        "[cleanup]\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\ngrace = \"1d\"\n",
+        &[],
+        &[],
+        &["cleanup.actions[0].grace", "1d", "10m"],
+    ),
 ];
 
 #[test]
@@ -362,4 +448,30 @@ fn the_annotated_example_is_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_largest_accepted_values_start_and_serve() {
+    // Every duration and size at (or next to) its upper bound: the exporter starts, polls and
+    // serves, and reserves no memory in proportion to them.
+    let e = crate::harness::Exporter::start(crate::harness::Options {
+        scenario: "[[device]]\nname = \"Sim\"\nuuid = \"GPU-b0000000-0000-4000-8000-000000000000\"\n\
+                   total = \"10GiB\"\n[[device.process]]\npid = 4000001\nname = \"p\"\nmemory = \"1GiB\"\n",
+        config: "[poll]\ninterval = \"100ms\"\n\
+                 [leak]\nwindow = \"7d\"\nfloor_window = \"2363s\"\n\
+                 [limits]\nsoft = \"1023TiB\"\nhard = \"1PiB\"\nhysteresis = \"1TiB\"\n\
+                 [web]\nrequest_timeout = \"10m\"\n\
+                 [cleanup]\nenabled = true\ncooldown = \"24h\"\nallow_kill = true\n\
+                 [[cleanup.actions]]\ntype = \"kill\"\ngrace = \"10m\"\nafter = \"24h\"\n",
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        let m = e.next_poll();
+        assert_eq!(m.gpu("vram_device_up", "0"), Some(1.0), "{}", m.text);
+    }
+    let m = e.metrics();
+    let virt = m.value("process_virtual_memory_bytes", &[]).unwrap();
+    // Before the bounds, a 1y window in 1s floors reserved 16 GB of address space per start.
+    assert!(virt < 4.0 * crate::harness::GIB, "virtual memory {virt}");
+    assert!(!e.log().iter().any(|l| l.contains("panicked")));
 }
