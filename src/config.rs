@@ -74,9 +74,17 @@ pub fn load(
                 ))
             }
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = crate::files::read_regular_text(path, MAX_CONFIG_BYTES).map_err(|e| {
             ConfigError::invalid("--config", path.display(), format!("cannot be read: {e}"))
         })?;
+        // The parsers are bounded before the `config` crate sees the text: its YAML loader
+        // expands aliases by copying (an alias bomb of a few hundred bytes grows to gigabytes)
+        // and converts nested maps recursively; its TOML errors span several lines.
+        match format {
+            FileFormat::Yaml => check_yaml_shape(&text),
+            _ => check_toml(&text),
+        }
+        .map_err(|why| ConfigError::invalid("--config", path.display(), why))?;
         builder = builder.add_source(File::from_str(&text, format));
     }
     let env_source = Environment::with_prefix(ENV_PREFIX)
@@ -111,7 +119,119 @@ pub fn load(
 }
 
 fn describe_config_error(e: &config::ConfigError) -> String {
-    format!("configuration could not be read: {e}")
+    format!(
+        "configuration could not be read: {}",
+        one_line(&e.to_string())
+    )
+}
+
+/// The largest configuration file read (a real one is a few KiB; parsing 256 KiB of YAML takes
+/// about half a second and 35 MiB in a debug build).
+pub const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The most YAML nodes a configuration may hold once its aliases are expanded.
+pub const MAX_YAML_NODES: u64 = 100_000;
+
+/// The deepest nesting of maps and lists (aliases expanded); the deepest real key is 4 levels.
+pub const MAX_NESTING: usize = 32;
+
+/// Text on one line: line breaks and the indentation after them become single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses TOML once to report a syntax error on one line, with its line and column.
+fn check_toml(text: &str) -> Result<(), String> {
+    let Err(e) = toml::from_str::<toml::Table>(text) else {
+        return Ok(());
+    };
+    let at = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line} column {column}")
+        })
+        .unwrap_or_default();
+    Err(format!("is not valid TOML{at}: {}", one_line(e.message())))
+}
+
+/// Walks the YAML events without building anything and refuses a document whose aliases would
+/// expand past [`MAX_YAML_NODES`] nodes or whose nesting (through aliases too) passes
+/// [`MAX_NESTING`]. Work and memory are proportional to the text, never to the expansion.
+fn check_yaml_shape(text: &str) -> Result<(), String> {
+    use std::collections::HashMap;
+    use yaml_rust2::parser::{Event, Parser};
+
+    /// An open map or list: its anchor, nodes so far (itself included), height of its subtree.
+    struct Open {
+        anchor: usize,
+        nodes: u64,
+        height: usize,
+    }
+    // Anchor id → (nodes, height) of the node it names.
+    let mut anchors: HashMap<usize, (u64, usize)> = HashMap::new();
+    let mut open: Vec<Open> = Vec::new();
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let (event, mark) = parser
+            .next_token()
+            .map_err(|e| format!("is not valid YAML: {}", one_line(&e.to_string())))?;
+        let at = || format!("(line {} column {})", mark.line(), mark.col() + 1);
+        // A finished node: (anchor, nodes, height).
+        let done = match event {
+            Event::StreamEnd => return Ok(()),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_NESTING {
+                    return Err(format!(
+                        "is nested deeper than {MAX_NESTING} levels {}",
+                        at()
+                    ));
+                }
+                open.push(Open {
+                    anchor,
+                    nodes: 1,
+                    height: 1,
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some(o) => (o.anchor, o.nodes, o.height),
+                None => continue,
+            },
+            Event::Scalar(_, _, anchor, _) => (anchor, 1, 0),
+            Event::Alias(id) => {
+                let (nodes, height) = anchors.get(&id).copied().unwrap_or((1, 0));
+                if open.len() + height > MAX_NESTING {
+                    return Err(format!(
+                        "is nested deeper than {MAX_NESTING} levels once its aliases are expanded {}",
+                        at()
+                    ));
+                }
+                (0, nodes, height)
+            }
+            _ => continue,
+        };
+        let (anchor, nodes, height) = done;
+        if anchor != 0 {
+            anchors.insert(anchor, (nodes, height));
+        }
+        let total = match open.last_mut() {
+            Some(parent) => {
+                parent.nodes = parent.nodes.saturating_add(nodes);
+                parent.height = parent.height.max(height + 1);
+                parent.nodes
+            }
+            None => nodes,
+        };
+        if total > MAX_YAML_NODES {
+            return Err(format!(
+                "holds more than {MAX_YAML_NODES} YAML nodes once its aliases are expanded {}",
+                at()
+            ));
+        }
+    }
 }
 
 /// The validated configuration the exporter runs with.

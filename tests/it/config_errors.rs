@@ -475,3 +475,127 @@ fn the_largest_accepted_values_start_and_serve() {
     assert!(virt < 4.0 * crate::harness::GIB, "virtual memory {virt}");
     assert!(!e.log().iter().any(|l| l.contains("panicked")));
 }
+
+/// Runs `--check-config` on a file under a 1 GiB address-space limit and a 30 s bound, so a
+/// parser that expands without limit fails this test instead of exhausting the machine.
+fn check_bounded(path: &std::path::Path) -> Result<std::process::Output, String> {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-exporter"));
+    cmd.arg("--config").arg(path).arg("--check-config");
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => Ok(out.unwrap()),
+        Err(_) => {
+            // SAFETY: our own child, still unreaped (the waiting thread holds it).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            Err(format!("--check-config on {} ran for 30s", path.display()))
+        }
+    }
+}
+
+#[test]
+fn configuration_bombs_and_oversized_files_exit_2_at_once_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // The alias bomb: 9 lists of 9 references each, 9^9 = 387 million strings once expanded.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    let deep_block: String = (0..200)
+        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+        .collect::<String>()
+        + &"  ".repeat(200)
+        + "v: 1\n";
+    let deep_alias = "x: &x [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]\n\
+                      y: &y [[[[[[[[[[[[[[[[*x]]]]]]]]]]]]]]]]\npoll: {interval: 1s}\n"
+        .to_string();
+    let cases: Vec<(&str, &str, String, Vec<&str>)> = vec![
+        (
+            "alias bomb",
+            "yaml",
+            bomb,
+            vec!["--config", "100000 YAML nodes", "aliases"],
+        ),
+        (
+            "deep block maps",
+            "yaml",
+            deep_block,
+            vec!["--config", "nested deeper than 32"],
+        ),
+        (
+            "deep through aliases",
+            "yaml",
+            deep_alias,
+            vec!["--config", "nested deeper than 32", "aliases"],
+        ),
+        (
+            "oversized file",
+            "toml",
+            "# padding\n".repeat(30_000),
+            vec!["--config", "262144-byte limit"],
+        ),
+        (
+            "toml syntax error",
+            "toml",
+            "[poll]\ninterval = \"1s\n[web]\n".into(),
+            vec!["--config", "not valid TOML at line 2 column 15"],
+        ),
+        (
+            "deeply nested toml",
+            "toml",
+            format!("x = {}1{}\n", "[".repeat(5000), "]".repeat(5000)),
+            vec!["--config", "not valid TOML"],
+        ),
+        (
+            "yaml syntax error",
+            "yaml",
+            "poll:\n  interval: [1s\nweb: {\n".into(),
+            vec!["--config", "not valid YAML"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, ext, text, words)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bomb{i}.{ext}"));
+        std::fs::write(&path, text).unwrap();
+        match check_bounded(&path) {
+            Ok(out) => failures.extend(crate::harness::refusal_problem(what, &out, words)),
+            Err(e) => failures.push(format!("{what}: {e}")),
+        }
+    }
+    // A FIFO in place of the file is refused without waiting for a writer.
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    match check_bounded(&fifo) {
+        Ok(out) => failures.extend(crate::harness::refusal_problem(
+            "fifo",
+            &out,
+            &["--config", "FIFO, not a regular file"],
+        )),
+        Err(e) => failures.push(format!("fifo: {e}")),
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
