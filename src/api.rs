@@ -36,8 +36,11 @@ pub struct Gpu<'a> {
     pub leak_rate_bytes_per_second: f64,
     /// Null while nothing grows; 0 at or above the hard limit.
     pub hard_limit_eta_seconds: Option<f64>,
-    /// Every process on the GPU, largest first.
+    /// The GPU's largest processes, largest first: at most `processes.max_per_gpu`, the same
+    /// ones as the per-process metric series.
     pub processes: Vec<Process<'a>>,
+    /// How many smaller processes on the GPU are not listed in `processes`.
+    pub processes_omitted: usize,
     pub migs: Vec<Mig<'a>>,
 }
 
@@ -74,7 +77,8 @@ pub struct Mig<'a> {
 }
 
 impl<'a> GpusResponse<'a> {
-    pub fn new(s: &'a Snapshot) -> Self {
+    /// The response for `s`, listing at most `max_processes_per_gpu` processes per GPU.
+    pub fn new(s: &'a Snapshot, max_processes_per_gpu: usize) -> Self {
         GpusResponse {
             taken_at: s
                 .taken_at
@@ -83,13 +87,18 @@ impl<'a> GpusResponse<'a> {
             nvml_up: s.nvml_up,
             ready: s.ready,
             driver_version: &s.driver_version,
-            gpus: s.gpus.iter().map(Gpu::new).collect(),
+            gpus: s
+                .gpus
+                .iter()
+                .map(|g| Gpu::new(g, max_processes_per_gpu))
+                .collect(),
         }
     }
 }
 
 impl<'a> Gpu<'a> {
-    fn new(g: &'a GpuView) -> Self {
+    fn new(g: &'a GpuView, max_processes: usize) -> Self {
+        let listed = g.processes.len().min(max_processes);
         Gpu {
             index: g.identity.index,
             uuid: &g.identity.uuid,
@@ -108,7 +117,8 @@ impl<'a> Gpu<'a> {
             leak_drift_bytes: g.leak_drift_bytes,
             leak_rate_bytes_per_second: g.leak_rate,
             hard_limit_eta_seconds: g.hard_limit_eta,
-            processes: g.processes.iter().map(Process::new).collect(),
+            processes: g.processes[..listed].iter().map(Process::new).collect(),
+            processes_omitted: g.processes.len() - listed,
             migs: g.migs.iter().map(Mig::new).collect(),
         }
     }
@@ -155,7 +165,7 @@ mod tests {
     #[test]
     fn initial_snapshot_has_null_time_and_no_gpus() {
         let s = Snapshot::initial();
-        let v = serde_json::to_value(GpusResponse::new(&s)).unwrap();
+        let v = serde_json::to_value(GpusResponse::new(&s, 16)).unwrap();
         assert!(v["taken_at"].is_null());
         assert_eq!(v["nvml_up"], false);
         assert_eq!(v["gpus"].as_array().unwrap().len(), 0);

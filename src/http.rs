@@ -122,7 +122,11 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn gpus(State(state): State<AppState>) -> Response {
     let published = state.latest();
-    Json(GpusResponse::new(&published.snapshot)).into_response()
+    Json(GpusResponse::new(
+        &published.snapshot,
+        published.max_processes_per_gpu,
+    ))
+    .into_response()
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {

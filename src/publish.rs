@@ -15,6 +15,8 @@ pub struct Published {
     pub snapshot: Snapshot,
     /// The domain part of `/metrics` for `snapshot`.
     pub exposition: Bytes,
+    /// `processes.max_per_gpu`: the processes per GPU that the exposition and the JSON API list.
+    pub max_processes_per_gpu: usize,
 }
 
 /// A shared handle to the newest publication, as carried by the poller's `watch` channel.
@@ -27,6 +29,7 @@ impl Published {
         Published {
             snapshot,
             exposition,
+            max_processes_per_gpu,
         }
     }
 

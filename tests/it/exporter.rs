@@ -162,6 +162,44 @@ fn process_series_are_bounded_by_top_n() {
     }
 }
 
+#[test]
+fn the_json_api_lists_the_same_top_n_and_counts_the_rest() {
+    // 4,000 processes on one GPU (nvml-sim's most): the API once listed every one of them.
+    let mut scenario = String::from("[[device]]\nuuid = \"GPU-many\"\ntotal = \"80GiB\"\n");
+    for i in 0..4000u64 {
+        scenario.push_str(&format!(
+            "[[device.process]]\npid = {}\nname = \"p{i}\"\nmemory = \"{}KiB\"\n",
+            5_100_000 + i,
+            4 * (i + 1)
+        ));
+    }
+    let e = Exporter::start(Options {
+        scenario: &scenario,
+        config: "[processes]\nmax_per_gpu = 16\n",
+        ..Default::default()
+    });
+    let m = e.wait_metrics("first poll", Duration::from_secs(20), |m| {
+        m.count("vram_total_bytes") == 1
+    });
+    assert_eq!(m.count("vram_process_allocated_bytes"), 16);
+    let (status, body) = e.get("/api/v1/gpus");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = v["gpus"][0]["processes"].as_array().unwrap();
+    assert_eq!(listed.len(), 16, "{}", &body[..body.len().min(2000)]);
+    assert_eq!(v["gpus"][0]["processes_omitted"], 3984);
+    // Largest first, and exactly the processes that have metric series.
+    assert_eq!(listed[0]["name"], "p3999");
+    for p in listed {
+        let name = p["name"].as_str().unwrap();
+        assert!(
+            m.value("vram_process_allocated_bytes", &[("process", name)])
+                .is_some(),
+            "{name} is in the API but has no series"
+        );
+    }
+}
+
 /// A piecewise trace around the soft and hard limits of an 80 GiB GPU (soft 68, hard 76 GiB,
 /// hysteresis 1.6 GiB), stepped through with the time file.
 const TRACE: &str = r#"
