@@ -57,12 +57,12 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=utility
 
 USER 65532:65532
-EXPOSE 9862
+EXPOSE 18726
 
 # A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --listen moves the port.
 # It cannot speak TLS: with a --web.config.file that enables TLS, override or disable this check.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-9862} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-18726} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
 
 ENTRYPOINT ["/usr/local/bin/vram-exporter"]
 
