@@ -150,20 +150,36 @@ pub fn filter(level: LevelFilter, rust_log: Option<&str>) -> Result<EnvFilter, C
     }
 }
 
-/// Installs the global subscriber writing to stderr. Call once, after the configuration is valid.
-pub fn init(config: LogConfig) -> Result<(), ConfigError> {
-    let rust_log = std::env::var(RUST_LOG).ok();
-    let filter = filter(config.level, rust_log.as_deref())?;
-    let format = LineFormat {
-        json: config.format == LogFormat::Json,
-        style: TextStyle::detect(),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(format)
-        .try_init()
-        .map_err(|e| ConfigError::Load(format!("cannot install the logger: {e}")))
+/// The logger, checked (`RUST_LOG` parsed) but not yet installed.
+#[derive(Debug)]
+pub struct Logger {
+    filter: EnvFilter,
+    format: LineFormat,
+}
+
+impl Logger {
+    /// Checks `config` and `RUST_LOG` and decides the line style; installs nothing, so that
+    /// `--check-config` refuses a bad `RUST_LOG` too.
+    pub fn new(config: LogConfig) -> Result<Logger, ConfigError> {
+        let rust_log = std::env::var(RUST_LOG).ok();
+        Ok(Logger {
+            filter: filter(config.level, rust_log.as_deref())?,
+            format: LineFormat {
+                json: config.format == LogFormat::Json,
+                style: TextStyle::detect(),
+            },
+        })
+    }
+
+    /// Installs the global subscriber writing to stderr.
+    pub fn install(self) -> Result<(), ConfigError> {
+        tracing_subscriber::fmt()
+            .with_env_filter(self.filter)
+            .with_writer(std::io::stderr)
+            .event_format(self.format)
+            .try_init()
+            .map_err(|e| ConfigError::Load(format!("cannot install the logger: {e}")))
+    }
 }
 
 /// The event formatter for both formats.

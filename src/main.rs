@@ -48,12 +48,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let raw = config::load(cli.config.as_deref(), None, &flags)?;
     let config = raw.validate()?;
+    let logger = vram_exporter::logging::Logger::new(config.log)?;
     if cli.check_config {
         print!("{}", raw.to_toml());
         eprintln!("configuration OK");
         return Ok(());
     }
-    vram_exporter::logging::init(config.log)?;
+    logger.install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
