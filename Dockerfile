@@ -59,7 +59,7 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
 USER 65532:65532
 EXPOSE 18726
 
-# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --listen moves the port.
+# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --web.listen-address moves the port.
 # It cannot speak TLS: with a --web.config.file that enables TLS, override or disable this check.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-18726} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
