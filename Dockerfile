@@ -14,6 +14,9 @@ ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 # ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set,
 # then lays them out in /dist as a release directory (the layout `scripts/release` produces).
 FROM ${RUST_IMAGE} AS builder
+# The git revision for --version and vram_exporter_build_info when the context has no usable .git
+# (build.rs falls back to `git rev-parse`, then to "unknown").
+ARG REVISION=
 WORKDIR /src
 COPY . .
 # The registry and git caches survive between builds; target/ stays in this (discarded) stage.
@@ -21,7 +24,7 @@ COPY . .
 # without it (an older tree), scripts/build-image --layout does the same for the files the image uses.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
-    cargo build --release --locked -p vram-exporter -p nvml-sim \
+    VRAM_EXPORTER_REVISION="${REVISION}" cargo build --release --locked -p vram-exporter -p nvml-sim \
  && rm -rf dist \
  && if [ -x scripts/release ]; then \
         scripts/release --layout-only && mv dist/vram-exporter-*-linux-*/ /dist; \

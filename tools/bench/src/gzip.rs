@@ -6,7 +6,7 @@
 //! between `<!-- gzip:begin … -->` and `<!-- gzip:end -->`. Asserts no timing: it fails only when a
 //! measurement could not be taken.
 //!
-//! Build first: `cargo build --release -p vram-exporter -p nvml-sim -p vram-bench --bin gzip-bench`,
+//! Build first: `cargo build --release -p vram-exporter -p nvml-sim && cargo build --release -p vram-bench --bin gzip-bench`,
 //! then `target/release/gzip-bench [--rounds 5] [--requests 2000] [--benchmarks BENCHMARKS.md]`.
 
 use std::io::Write as _;
@@ -28,7 +28,12 @@ struct Mode {
     latencies_us: Vec<f64>,
     bytes: Vec<usize>,
     cpu_s: f64,
+    /// One scrape per poll: each gzip one is the first after its poll and compresses the exposition.
+    sparse_us: Vec<f64>,
 }
+
+/// Scrapes per mode in the one-scrape-per-poll series (one poll a second: this many seconds).
+const SPARSE: usize = 12;
 
 fn main() {
     if let Err(e) = run() {
@@ -77,6 +82,7 @@ fn run() -> Result<(), String> {
             latencies_us: Vec::new(),
             bytes: Vec::new(),
             cpu_s: 0.0,
+            sparse_us: Vec::new(),
         },
         Mode {
             name: "gzip",
@@ -84,6 +90,7 @@ fn run() -> Result<(), String> {
             latencies_us: Vec::new(),
             bytes: Vec::new(),
             cpu_s: 0.0,
+            sparse_us: Vec::new(),
         },
     ];
     let mut body = Vec::new();
@@ -116,6 +123,42 @@ fn run() -> Result<(), String> {
                 mode.cpu_s += cpu_after - cpu_before;
             }
         }
+    }
+    // As Prometheus does with the default 1 s poll and a 15 s scrape interval: every scrape comes
+    // after a new poll. Alternate the modes, one scrape a poll, waiting for each new poll.
+    let mut last_poll = String::new();
+    let mut probe = Client::new(addr);
+    for i in 0..2 * SPARSE {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            probe
+                .get_into("/metrics", &mut body)
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&body);
+            let stamp = text
+                .lines()
+                .find(|l| l.starts_with("vram_exporter_last_poll_timestamp_seconds "))
+                .unwrap_or_default()
+                .to_string();
+            if stamp != last_poll {
+                last_poll = stamp;
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("no new poll within 5 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mode = &mut modes[i % 2];
+        let mut client = Client::new(addr);
+        if let Some(e) = mode.encoding {
+            client = client.accept_encoding(e);
+        }
+        let t = Instant::now();
+        client
+            .get_into("/metrics", &mut body)
+            .map_err(|e| e.to_string())?;
+        mode.sparse_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     // The plain exposition as served, to time its compression alone.
     let mut plain_client = Client::new(addr);
@@ -166,6 +209,13 @@ fn report(
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
+    let sparse: Vec<f64> = modes
+        .iter_mut()
+        .map(|m| {
+            m.sparse_us.sort_by(f64::total_cmp);
+            percentile(&m.sparse_us, 0.5)
+        })
+        .collect();
     let stats: Vec<(f64, f64, usize, f64)> = modes
         .iter_mut()
         .map(|m| {
@@ -212,10 +262,16 @@ fn report(
         gz.1 / id.1
     ));
     t.push_str(&format!(
-        "| exporter CPU per 1,000 scrapes | {:.1} ms | {:.1} ms | {:.2}× |\n\n",
+        "| exporter CPU per 1,000 scrapes | {:.1} ms | {:.1} ms | {:.2}× |\n",
         id.3,
         gz.3,
         gz.3 / id.3
+    ));
+    t.push_str(&format!(
+        "| latency p50, one scrape per poll ({SPARSE} each, fresh connections) | {:.0} µs | {:.0} µs | {:.2}× |\n\n",
+        sparse[0],
+        sparse[1],
+        sparse[1] / sparse[0]
     ));
     t.push_str(&format!(
         "The exposition is compressed at most once per poll (by the first gzip scrape after it, then shared); \
@@ -226,7 +282,11 @@ fn report(
         t.push_str(&format!(" level {level} {us:.0} µs → {size} bytes;"));
     }
     t.pop();
-    t.push_str(". The exporter uses level 6.\n");
+    t.push_str(
+        ". The exporter uses level 1. Back-to-back scrapes share one compression per poll; with one \
+         scraper every 15 s and a poll every second (the last row), each gzip scrape is the first after \
+         its poll and pays for compressing the exposition, which is why speed beats ratio here.\n",
+    );
     t.push_str(END);
     t.push('\n');
     t
