@@ -276,11 +276,10 @@ fn under_the_journal_lines_carry_syslog_priorities() {
     let e = run(&stream, file);
     let log = read_until(&file_path, &["listening", "NVML cannot be initialised"]);
     drop(e);
+    let sd_daemon = regex::Regex::new(r"^<[3467]>(ERROR| WARN| INFO|DEBUG) ").unwrap();
     for line in log.lines() {
         assert!(
-            regex::Regex::new(r"^<[3467]>(ERROR| WARN| INFO|DEBUG) ")
-                .unwrap()
-                .is_match(line),
+            sd_daemon.is_match(line),
             "not an sd-daemon line: {line:?}\n{log}"
         );
     }
@@ -369,6 +368,9 @@ fn log_level_flag_and_rust_log_override() {
     assert!(!from_env.contains(" INFO "), "{from_env}");
 }
 
+type Args<'a> = &'a [&'a str];
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// `--check-config` with `args` and `env`: the effective configuration printed.
 fn effective(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
@@ -399,7 +401,7 @@ fn flags_aliases_file_and_environment() {
     ] {
         assert!(defaults.contains(want), "{want}:\n{defaults}");
     }
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[(Args, Env, &str)] = &[
         (
             &["--web.listen-address", "127.0.0.1:1"],
             &[],
@@ -464,7 +466,7 @@ fn bad_telemetry_paths_and_log_settings_exit_2() {
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[log]\nformat = \"xml\"\n").unwrap();
     let f = file.to_str().unwrap();
-    let cases: &[(&str, &[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[(&str, Args, Env, &[&str])] = &[
         (
             "relative path",
             &["--web.telemetry-path", "metrics"],
