@@ -249,30 +249,24 @@ fn report(
         gz.2,
         id.2 as f64 / gz.2.max(1) as f64
     ));
-    t.push_str(&format!(
-        "| latency p50 | {:.0} µs | {:.0} µs | {:.2}× |\n",
-        id.0,
-        gz.0,
-        gz.0 / id.0
-    ));
-    t.push_str(&format!(
-        "| latency p99 | {:.0} µs | {:.0} µs | {:.2}× |\n",
-        id.1,
-        gz.1,
-        gz.1 / id.1
-    ));
-    t.push_str(&format!(
-        "| exporter CPU per 1,000 scrapes | {:.1} ms | {:.1} ms | {:.2}× |\n",
-        id.3,
-        gz.3,
-        gz.3 / id.3
-    ));
-    t.push_str(&format!(
-        "| latency p50, one scrape per poll ({SPARSE} each, fresh connections) | {:.0} µs | {:.0} µs | {:.2}× |\n\n",
+    // "| what | identity | gzip | gzip / identity× |", values with `digits` decimals and `unit`.
+    let row = |what: &str, a: f64, b: f64, digits: usize, unit: &str| {
+        format!(
+            "| {what} | {a:.digits$} {unit} | {b:.digits$} {unit} | {:.2}× |\n",
+            b / a
+        )
+    };
+    t.push_str(&row("latency p50", id.0, gz.0, 0, "µs"));
+    t.push_str(&row("latency p99", id.1, gz.1, 0, "µs"));
+    t.push_str(&row("exporter CPU per 1,000 scrapes", id.3, gz.3, 1, "ms"));
+    t.push_str(&row(
+        &format!("latency p50, one scrape per poll ({SPARSE} each, fresh connections)"),
         sparse[0],
         sparse[1],
-        sparse[1] / sparse[0]
+        0,
+        "µs",
     ));
+    t.push('\n');
     t.push_str(&format!(
         "The exposition is compressed at most once per poll (by the first gzip scrape after it, then shared); \
          each gzip scrape compresses only the self-metrics (a few KiB) and appends them. Compressing the whole \
