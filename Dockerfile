@@ -14,6 +14,9 @@ ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 # ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set,
 # then lays them out in /dist as a release directory (the layout `scripts/release` produces).
 FROM ${RUST_IMAGE} AS builder
+# The git revision for --version and vram_exporter_build_info when the context has no usable .git
+# (build.rs falls back to `git rev-parse`, then to "unknown").
+ARG REVISION=
 WORKDIR /src
 COPY . .
 # The registry and git caches survive between builds; target/ stays in this (discarded) stage.
@@ -21,7 +24,7 @@ COPY . .
 # without it (an older tree), scripts/build-image --layout does the same for the files the image uses.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
-    cargo build --release --locked -p vram-exporter -p nvml-sim \
+    VRAM_EXPORTER_REVISION="${REVISION}" cargo build --release --locked -p vram-exporter -p nvml-sim \
  && rm -rf dist \
  && if [ -x scripts/release ]; then \
         scripts/release --layout-only && mv dist/vram-exporter-*-linux-*/ /dist; \
@@ -57,12 +60,12 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=utility
 
 USER 65532:65532
-EXPOSE 9862
+EXPOSE 18726
 
-# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --listen moves the port.
+# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --web.listen-address moves the port.
 # It cannot speak TLS: with a --web.config.file that enables TLS, override or disable this check.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-9862} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-18726} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
 
 ENTRYPOINT ["/usr/local/bin/vram-exporter"]
 

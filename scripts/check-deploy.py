@@ -233,7 +233,7 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
             except tomllib.TOMLDecodeError as err:
                 c.check(False, f"[{label}] {config_path.name} is not TOML: {err}")
                 config = {}
-            listen = str((config.get("web") or {}).get("listen", "0.0.0.0:9862"))
+            listen = str((config.get("web") or {}).get("listen", "0.0.0.0:18726"))
             c.check(listen.rsplit(":", 1)[-1] == str(metrics_port),
                     f"[{label}] config web.listen {listen} disagrees with containerPort {metrics_port}")
             if exporter_bin:

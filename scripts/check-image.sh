@@ -85,7 +85,7 @@ start() {
     local name=$1 port=$2
     shift 2
     "${podman[@]}" run --detach --name "$name" "${hardening[@]}" "${limits[@]}" \
-        --publish "127.0.0.1:$port:9862" "$@" >/dev/null 2>"$work/$name.run.err" ||
+        --publish "127.0.0.1:$port:18726" "$@" >/dev/null 2>"$work/$name.run.err" ||
         fail "podman run $name: $(cat "$work/$name.run.err")"
 }
 in_ctr() { "${podman[@]}" exec "$@"; }

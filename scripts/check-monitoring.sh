@@ -102,8 +102,8 @@ if have_tool amtool prometheus-alertmanager; then
         got=$(amtool config routes test --config.file="$AM" "$@" 2>/dev/null)
         [ "$got" = "$want" ] || { echo "labels $* routed to '$got', want '$want'"; return 1; }
     }
-    run "critical alerts route to pager" route_is pager alertname=VramHardLimitBreached severity=critical instance=h:9862 gpu=0
-    run "warning alerts route to chat" route_is chat alertname=VramSoftLimitExceeded severity=warning instance=h:9862 gpu=0
+    run "critical alerts route to pager" route_is pager alertname=VramHardLimitBreached severity=critical instance=h:18726 gpu=0
+    run "warning alerts route to chat" route_is chat alertname=VramSoftLimitExceeded severity=warning instance=h:18726 gpu=0
 fi
 
 step "Prometheus configuration ($PROM)"
@@ -120,7 +120,7 @@ run "dashboard structure: uids, unique panel ids, datasource/cluster/node variab
 import glob, json, re, sys
 DS = {"type": "prometheus", "uid": "${datasource}"}
 ALLOWED = {"cluster", "job", "node", "gpu", "__rate_interval", "__interval", "__range"}
-SUBST = {"cluster": ".*", "job": "vram-exporter", "node": "localhost:9862", "gpu": "0",
+SUBST = {"cluster": ".*", "job": "vram-exporter", "node": "localhost:18726", "gpu": "0",
          "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 EXPECTED_UIDS = {"vram-fleet.json": "vram-fleet", "vram-gpu.json": "vram-gpu"}
 errors, exprs = [], []

@@ -19,6 +19,7 @@ use crate::cleanup::{CleanupConfig, RawCleanup};
 use crate::drift::{LeakConfig, RawLeak};
 use crate::exposition::RawProcesses;
 use crate::input::ConfigError;
+use crate::logging::{LogConfig, LogFormat, RawLog};
 use crate::nvml::RawNvml;
 use crate::policy::limits::{LimitsConfig, RawLimits};
 use crate::poller::RawPoll;
@@ -38,6 +39,7 @@ pub struct RawConfig {
     pub web: RawWeb,
     pub nvml: RawNvml,
     pub cleanup: RawCleanup,
+    pub log: RawLog,
 }
 
 /// Values given on the command line; they override every other layer.
@@ -46,6 +48,9 @@ pub struct FlagOverrides {
     pub listen: Option<String>,
     pub nvml_library: Option<PathBuf>,
     pub web_config_file: Option<PathBuf>,
+    pub telemetry_path: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// Loads the layers: built-in defaults < `file` (TOML or YAML by extension) < environment < flags.
@@ -105,6 +110,19 @@ pub fn load(
     }
     if let Some(web) = &flags.web_config_file {
         builder = set(builder, "web.config_file", web.display().to_string())?;
+    }
+    if let Some(path) = &flags.telemetry_path {
+        builder = set(builder, "web.telemetry_path", path.clone())?;
+    }
+    if let Some(level) = &flags.log_level {
+        builder = set(builder, "log.level", level.clone())?;
+    }
+    if let Some(format) = flags.log_format {
+        let name = match format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        builder = set(builder, "log.format", name.to_string())?;
     }
     let layered = builder
         .build()
@@ -244,6 +262,7 @@ pub struct Config {
     pub web: WebConfig,
     pub nvml_library: Option<PathBuf>,
     pub cleanup: CleanupConfig,
+    pub log: LogConfig,
 }
 
 impl RawConfig {
@@ -255,6 +274,7 @@ impl RawConfig {
         let max_processes_per_gpu = self.processes.validate()?;
         let mut web = self.web.validate()?;
         let cleanup = self.cleanup.validate()?;
+        let log = self.log.validate()?;
         // The web configuration file is read last: its errors are reported after every key's.
         web.security = crate::web::WebSettings::load_optional(self.web.config_file.as_deref())?;
         Ok(Config {
@@ -265,6 +285,7 @@ impl RawConfig {
             web,
             nvml_library: self.nvml.library.clone(),
             cleanup,
+            log,
         })
     }
 

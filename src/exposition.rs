@@ -57,12 +57,13 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         w,
         "vram_exporter_build_info",
         "gauge",
-        "Build of the exporter and the NVIDIA driver it talks to (value 1).",
+        "Build of the exporter (version, git revision) and the NVIDIA driver it talks to (value 1).",
     );
     let _ = writeln!(
         w,
-        "vram_exporter_build_info{{version=\"{}\",driver_version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION"),
+        "vram_exporter_build_info{{version=\"{}\",revision=\"{}\",driver_version=\"{}\"}} 1",
+        crate::build_info::VERSION,
+        Escaped(crate::build_info::REVISION),
         Escaped(&s.driver_version)
     );
     family(

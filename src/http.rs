@@ -1,17 +1,19 @@
-//! HTTP: the axum router — `/metrics`, the status page, health, readiness and the JSON API.
+//! HTTP: the axum router — `/metrics` (or `--web.telemetry-path`), the status page, health,
+//! readiness and the JSON API.
 //!
 //! Handlers only read the newest published [`Snapshot`]; none of them calls NVML, so a hung driver
 //! never slows a scrape. Load is bounded: past `max_concurrent_requests` a request is answered 503
 //! at once (never queued), and a request that outlives `request_timeout` gets 408. Nothing here can
 //! trigger a cleanup action. With `--web.config.file`, basic auth, configured headers and the rate
 //! limit wrap every route (see `web/`), health endpoints included unless the file opens them.
+//! A scraper that accepts gzip gets the exposition compressed once per poll (see `publish`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -30,6 +32,8 @@ use crate::web::{self, auth::Live};
 pub struct AppState {
     pub published: watch::Receiver<SharedPublished>,
     pub telemetry: Telemetry,
+    /// Where `/metrics` is served (`web.telemetry_path`, validated).
+    pub telemetry_path: Arc<str>,
 }
 
 impl AppState {
@@ -51,9 +55,10 @@ pub struct RequestLimits {
 /// headers (so even a 503 carries them), the load limits, then basic auth (so a flood of
 /// password checks is shed like any other load), then the routes.
 pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) -> Router {
+    let telemetry_path = state.telemetry_path.clone();
     let mut router = Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics))
+        .route(&telemetry_path, get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/gpus", get(gpus))
@@ -96,12 +101,47 @@ async fn overload_response(err: BoxError) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, request: HeaderMap) -> Response {
     let published = state.latest();
-    let mut body = Vec::with_capacity(published.exposition.len() + 4096);
+    let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+    let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if accepts_gzip(&request) {
+        let mut tail = Vec::with_capacity(8192);
+        state.telemetry.encode_into(&mut tail);
+        if let Some(body) = published.gzip_with(&tail) {
+            let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            return ([content_type, encoding, vary], body).into_response();
+        }
+    }
+    let mut body = Vec::with_capacity(published.exposition.len() + 8192);
     body.extend_from_slice(&published.exposition);
     state.telemetry.encode_into(&mut body);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+    ([content_type, vary], body).into_response()
+}
+
+/// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): `gzip` or `x-gzip`, or `*` when gzip
+/// is not named, with a q-value above 0.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut star = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map(|(_, v)| v.trim().parse::<f32>().unwrap_or(0.0))
+                .unwrap_or(1.0);
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                return q > 0.0;
+            }
+            if coding == "*" {
+                star = Some(q > 0.0);
+            }
+        }
+    }
+    star.unwrap_or(false)
 }
 
 async fn healthy() -> &'static str {
@@ -130,7 +170,10 @@ async fn gpus(State(state): State<AppState>) -> Response {
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(crate::status_page::render(&state.latest().snapshot))
+    Html(crate::status_page::render(
+        &state.latest().snapshot,
+        &state.telemetry_path,
+    ))
 }
 
 async fn not_found() -> Response {
@@ -139,4 +182,31 @@ async fn not_found() -> Response {
         "not found; see / for the endpoints\n",
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["br, GZIP;q=0.5"]));
+        assert!(accepts(&["identity", "x-gzip"]));
+        assert!(accepts(&["*"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip; q=0.000, *"]));
+        assert!(!accepts(&["*;q=0"]));
+        assert!(!accepts(&["deflate, br"]));
+    }
 }

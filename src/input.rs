@@ -99,7 +99,7 @@ pub fn parse_bounded_size(key: &str, value: &str) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
-/// Parses a listen address: "0.0.0.0:9862", "[::]:9862" or ":9862" (every IPv4 interface).
+/// Parses a listen address: "0.0.0.0:18726", "[::]:18726" or ":18726" (every IPv4 interface).
 pub fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     let v = value.trim();
     let candidate = if let Some(port) = v.strip_prefix(':') {
@@ -111,7 +111,7 @@ pub fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         ConfigError::invalid(
             key,
             value,
-            "is not an address like \"0.0.0.0:9862\", \"[::]:9862\" or \":9862\"",
+            "is not an address like \"0.0.0.0:18726\", \"[::]:18726\" or \":18726\"",
         )
     })
 }
@@ -122,8 +122,8 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(parse_listen("web.listen", ":9862").unwrap().port(), 9862);
-        assert!(parse_listen("web.listen", "[::]:9862").is_ok());
+        assert_eq!(parse_listen("web.listen", ":18726").unwrap().port(), 18726);
+        assert!(parse_listen("web.listen", "[::]:18726").is_ok());
         assert!(parse_listen("web.listen", "localhost").is_err());
     }
 

@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;
+pub mod build_info;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod exposition;
 pub mod files;
 pub mod http;
 pub mod input;
+pub mod logging;
 pub mod nvml;
 pub mod policy;
 pub mod poller;
@@ -80,6 +82,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let state = http::AppState {
         published: rx,
         telemetry,
+        telemetry_path: config.web.telemetry_path.as_str().into(),
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -116,7 +119,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         "TLS is {}",
         if tls_on { "enabled" } else { "disabled" }
     );
-    tracing::info!(address = %local, tls = tls_on, poll_interval = ?config.poll_interval, "listening");
+    tracing::info!(
+        address = %local,
+        tls = tls_on,
+        poll_interval = ?config.poll_interval,
+        telemetry_path = %config.web.telemetry_path,
+        version = build_info::VERSION,
+        revision = build_info::REVISION,
+        "listening"
+    );
     let served = serve::serve(
         listener,
         tls,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use vram_exporter::cli::{Cli, LogFormat};
+use vram_exporter::cli::Cli;
 use vram_exporter::config::{self, FlagOverrides};
 use vram_exporter::input::ConfigError;
 
@@ -35,6 +35,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen.clone(),
         nvml_library: cli.nvml_library.clone(),
         web_config_file: cli.web_config_file.clone(),
+        telemetry_path: cli.telemetry_path.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format,
     };
     if let Some(scenario) = &cli.simulate {
         let exe = std::env::current_exe().context("cannot find the executable's path")?;
@@ -45,12 +48,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let raw = config::load(cli.config.as_deref(), None, &flags)?;
     let config = raw.validate()?;
+    let logger = vram_exporter::logging::Logger::new(config.log)?;
     if cli.check_config {
         print!("{}", raw.to_toml());
         eprintln!("configuration OK");
         return Ok(());
     }
-    init_logging(cli.log_format);
+    logger.install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,16 +63,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(vram_exporter::run(config))?;
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -11,7 +11,8 @@ use crate::policy::Level;
 /// How many processes each GPU card lists.
 const CARD_PROCESSES: usize = 5;
 
-pub fn render(s: &Snapshot) -> String {
+/// The page for `s`; `metrics_path` is where the metrics are served (`web.telemetry_path`).
+pub fn render(s: &Snapshot, metrics_path: &str) -> String {
     let mut h = String::with_capacity(4096 + s.gpus.len() * 2048);
     h.push_str(concat!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -40,10 +41,14 @@ pub fn render(s: &Snapshot) -> String {
     };
     let _ = writeln!(
         h,
-        "<div class=\"meta\" id=\"summary\">{} GPU(s) · {} · driver {} · <nav style=\"display:inline\"><a href=\"/metrics\">/metrics</a><a href=\"/api/v1/gpus\">/api/v1/gpus</a><a href=\"/-/healthy\">/-/healthy</a><a href=\"/-/ready\">/-/ready</a></nav></div>",
+        "<div class=\"meta\" id=\"summary\">{} GPU(s) · {} · driver {} · <span id=\"version\">vram-exporter {} ({})</span> · <nav style=\"display:inline\"><a href=\"{}\">{}</a><a href=\"/api/v1/gpus\">/api/v1/gpus</a><a href=\"/-/healthy\">/-/healthy</a><a href=\"/-/ready\">/-/ready</a></nav></div>",
         s.gpus.len(),
         nvml,
-        Html(driver)
+        Html(driver),
+        crate::build_info::VERSION,
+        Html(crate::build_info::REVISION),
+        Html(metrics_path),
+        Html(metrics_path)
     );
     if s.gpus.is_empty() {
         h.push_str("<p id=\"empty\">No GPU seen yet.</p>\n");
@@ -201,8 +206,14 @@ mod tests {
 
     #[test]
     fn empty_snapshot_renders() {
-        let page = render(&Snapshot::initial());
+        let page = render(&Snapshot::initial(), "/metrics");
         assert!(page.contains("No GPU seen yet"));
         assert!(page.contains("NVML down"));
+        assert!(page.contains(&format!("vram-exporter {}", crate::build_info::VERSION)));
+        let moved = render(&Snapshot::initial(), "/x/metrics");
+        assert!(
+            moved.contains("<a href=\"/x/metrics\">/x/metrics</a>"),
+            "{moved}"
+        );
     }
 }

@@ -105,7 +105,7 @@ class Exporter:
     """vram-exporter on 127.0.0.1, JSON logs on stderr (the address is taken from its log)."""
 
     def __init__(self, binary, config_path, nvml_library=None, env=None):
-        argv = [binary, "--config", config_path, "--listen", "127.0.0.1:0", "--log-format", "json"]
+        argv = [binary, "--config", config_path, "--web.listen-address", "127.0.0.1:0", "--log.format", "json"]
         if nvml_library:
             argv += ["--nvml-library", nvml_library]
         self.p = spawn(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -114,7 +114,7 @@ class Exporter:
         line = self.log.wait(lambda l: '"listening"' in l, 30)
         if line is None:
             raise RuntimeError("vram-exporter did not start:\n" + "\n".join(self.log.all[-15:]))
-        self.addr = json.loads(line)["fields"]["address"]
+        self.addr = json.loads(line)["address"]
         self.pid = self.p.pid
 
     def url(self, path):

@@ -260,7 +260,7 @@ fn pages_on_hard_breach_inhibits_soft_and_resolves() {
         "../../alerts/vram-exporter.rules.yml",
         "rules.yml",
     );
-    let prom_cfg = replace_once(&prom_cfg, "exporter:9862", &instance);
+    let prom_cfg = replace_once(&prom_cfg, "exporter:18726", &instance);
     let prom_cfg = replace_once(
         &prom_cfg,
         "alertmanager:9093",

@@ -263,9 +263,9 @@ fn signal_reaches_the_top_process_which_frees_memory_and_reclaimed_is_reported()
         "a process on another GPU is never signalled"
     );
     let line = audit_line(&mut e, "signal", "ok");
-    assert_eq!(line["fields"]["pids"], trainer.pid().to_string());
-    assert_eq!(line["fields"]["gpu"], 0);
-    assert_eq!(line["fields"]["uuid"], UUID0);
+    assert_eq!(line["pids"], trainer.pid().to_string());
+    assert_eq!(line["gpu"], 0);
+    assert_eq!(line["uuid"], UUID0);
 }
 
 /// A tiny HTTP server: answers 200 (or never answers), hands each request body to the test.
@@ -396,7 +396,7 @@ fn exec_gets_the_breach_in_its_environment_and_on_stdin_and_a_nonzero_exit_fails
     assert_eq!(stdin["allocated_bytes"], allocated);
     assert_eq!(stdin["processes"][0]["pid"], 4000001);
     let failed = audit_line(&mut e, "exec", "failed");
-    let detail = failed["fields"]["detail"].as_str().unwrap();
+    let detail = failed["detail"].as_str().unwrap();
     assert!(
         detail.contains("exit status: 3") && detail.contains("nope"),
         "{detail}"
@@ -446,12 +446,9 @@ fn kill_ends_the_largest_offender_with_sigkill_after_grace_and_spares_avoided_an
     });
     assert!(m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap() >= 4.5 * GIB);
     let line = audit_line(&mut e, "kill", "ok");
-    assert_eq!(line["fields"]["pids"], victim.pid().to_string());
+    assert_eq!(line["pids"], victim.pid().to_string());
     assert!(
-        line["fields"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("SIGKILL"),
+        line["detail"].as_str().unwrap().contains("SIGKILL"),
         "{line}"
     );
     e.next_poll();
@@ -489,7 +486,7 @@ fn dry_run_counts_and_logs_but_touches_nothing() {
         cleanups(m, "0", "signal", "dry_run") >= 1.0 && cleanups(m, "0", "kill", "dry_run") >= 1.0
     });
     let line = audit_line(&mut e, "kill", "dry_run");
-    assert_eq!(line["fields"]["pids"], big.pid().to_string());
+    assert_eq!(line["pids"], big.pid().to_string());
     e.next_poll();
     let m2 = e.metrics();
     for m in [&m, &m2] {
@@ -567,13 +564,10 @@ fn a_hung_webhook_and_a_hung_command_time_out_and_count_as_failed() {
     assert_eq!(server.connections.try_iter().count(), 2);
     let line = audit_line(&mut e, "exec", "failed");
     assert!(
-        line["fields"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("timed out"),
+        line["detail"].as_str().unwrap().contains("timed out"),
         "{line}"
     );
-    let pid: u32 = line["fields"]["pids"].as_str().unwrap().parse().unwrap();
+    let pid: u32 = line["pids"].as_str().unwrap().parse().unwrap();
     assert!(pid > 1);
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),

@@ -46,8 +46,14 @@ fn deterministic(text: &str) -> String {
                 || l.contains("vram_exporter_last_poll_timestamp_seconds ")
                 || l.starts_with("vram_exporter_poll_duration_seconds"))
         })
-        .map(|l| format!("{l}\n"))
+        .map(|l| format!("{}\n", without_revision(l)))
         .collect()
+}
+
+/// `vram_exporter_build_info`'s `revision` depends on the commit built: compared as `REVISION`.
+fn without_revision(line: &str) -> String {
+    let revision = format!("revision=\"{}\"", vram_exporter::build_info::REVISION);
+    line.replacen(&revision, "revision=\"REVISION\"", 1)
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod abuse;
 mod alerting;
 mod cleanup;
 mod config_errors;
+mod conventions;
 mod engine;
 mod exporter;
 mod faults;

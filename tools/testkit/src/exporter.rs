@@ -105,7 +105,12 @@ impl Launch {
             }
         }
         cmd.args(&self.args)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+            ])
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut process = Running::spawn("vram-exporter", cmd, &self.spawn)?;
@@ -225,9 +230,9 @@ mod tests {
 
     #[test]
     fn the_address_is_read_from_the_listening_line() {
-        let line = r#"{"timestamp":"x","level":"INFO","fields":{"message":"listening","address":"127.0.0.1:40123"}}"#;
+        let line = r#"{"ts":"x","level":"info","msg":"listening","address":"127.0.0.1:40123"}"#;
         assert_eq!(address_of(line), Some(([127, 0, 0, 1], 40123).into()));
-        assert_eq!(address_of(r#"{"fields":{"message":"listening"}}"#), None);
+        assert_eq!(address_of(r#"{"msg":"listening"}"#), None);
     }
 
     #[test]
@@ -248,7 +253,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("exited"), "{err}");
         assert!(
-            err.contains("refused: --listen 127.0.0.1:0 --log-format json --extra"),
+            err.contains("refused: --web.listen-address 127.0.0.1:0 --log.format json --extra"),
             "{err}"
         );
     }

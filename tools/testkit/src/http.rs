@@ -3,7 +3,7 @@
 //! It keeps connections alive when the server allows it (as Prometheus does) and reconnects when
 //! the server closes them (nvitop-exporter's WSGI server answers HTTP/1.0 and closes); the connect
 //! time is then part of the measured latency, as it is for Prometheus. It asks for the plain text format
-//! without compression, so every exporter sends the same kind of body. Every load loop is bounded
+//! without compression (unless told `accept_encoding`), so every exporter sends the same kind of body. Every load loop is bounded
 //! by a request count and a deadline. Plain HTTP on loopback only: TLS tests use their own client.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -30,6 +30,7 @@ pub struct Client {
     timeout: Duration,
     retry_stale: bool,
     accept: &'static str,
+    accept_encoding: Option<&'static str>,
 }
 
 impl Client {
@@ -41,12 +42,19 @@ impl Client {
             timeout: IO_TIMEOUT,
             retry_stale: true,
             accept: EXPOSITION,
+            accept_encoding: None,
         }
     }
 
     /// The `Accept` header (the plain text exposition format unless set).
     pub fn accept(mut self, accept: &'static str) -> Self {
         self.accept = accept;
+        self
+    }
+
+    /// Sends `Accept-Encoding: value` (none unless set); the body is then read as it comes.
+    pub fn accept_encoding(mut self, value: &'static str) -> Self {
+        self.accept_encoding = Some(value);
         self
     }
 
@@ -68,9 +76,13 @@ impl Client {
         self.request.clear();
         write!(
             self.request,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n",
             self.addr, self.accept
         )?;
+        if let Some(encoding) = self.accept_encoding {
+            write!(self.request, "Accept-Encoding: {encoding}\r\n")?;
+        }
+        self.request.extend_from_slice(b"\r\n");
         // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
         let reused = self.conn.is_some();
         match self.exchange(body) {
