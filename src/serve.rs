@@ -419,7 +419,11 @@ pub fn raise_fd_limit() {
     }
     limit.rlim_cur = hard;
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
-        tracing::info!(from = soft, to = hard, "open-file limit raised to the hard limit");
+        tracing::info!(
+            from = soft,
+            to = hard,
+            "open-file limit raised to the hard limit"
+        );
     } else {
         tracing::warn!(
             error = %io::Error::last_os_error(),

@@ -546,7 +546,10 @@ mod tests {
             !live.allow(one),
             "the burst is spent and the next token is an hour away"
         );
-        assert!(live.allow([10, 0, 0, 2].into()), "another client has its own");
+        assert!(
+            live.allow([10, 0, 0, 2].into()),
+            "another client has its own"
+        );
         let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
         assert!(live.allow(v6(1)) && live.allow(v6(2)));
         assert!(!live.allow(v6(3)), "one bucket per IPv6 /64");

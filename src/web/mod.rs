@@ -272,23 +272,43 @@ pub fn parse(text: &str) -> Result<RawWebFile, ConfigError> {
     }
     serde_yaml_ng::from_str::<Option<RawWebFile>>(text)
         .map(Option::unwrap_or_default)
-        .map_err(|e| ConfigError::Load(format!("web configuration: {}", hide_quoted(&e.to_string()))))
+        .map_err(|e| {
+            ConfigError::Load(format!(
+                "web configuration: {}",
+                hide_quoted(&e.to_string())
+            ))
+        })
 }
 
-/// `text` with every double-quoted part replaced by `"(hidden)"`.
+/// `text` with every double-quoted part replaced by `"(hidden)"`, and every back-quoted part
+/// that does not look like a key name (letters, digits, `_`, `-`, `.`, at most 64) by
+/// `` `(hidden)` ``: serde quotes values with `"` and names keys with `` ` ``, and a line of a
+/// swapped-in file can arrive as either.
 fn hide_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut parts = text.split('"');
-    out.push_str(parts.next().unwrap_or_default());
-    let mut inside = true;
-    for part in parts {
-        if inside {
-            out.push_str("\"(hidden)\"");
-        } else {
-            out.push_str(part);
-        }
-        inside = !inside;
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..open + 1];
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // Unbalanced: hide the rest.
+            out.push_str(quote);
+            out.push_str("(hidden)");
+            return out;
+        };
+        let inner = &after[..close];
+        let key_like = quote == "`"
+            && inner.len() <= 64
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        out.push_str(quote);
+        out.push_str(if key_like { inner } else { "(hidden)" });
+        out.push_str(quote);
+        rest = &after[close + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -382,9 +402,22 @@ mod tests {
     fn a_swapped_in_file_is_not_echoed() {
         let shadow = "root:$6$saltsalt$Secr3tHashValue:19000:0:99999:7:::\n";
         let msg = parse(shadow).unwrap_err().to_string();
-        assert!(!msg.contains("Secr3t") && !msg.contains("saltsalt"), "{msg}");
+        assert!(
+            !msg.contains("Secr3t") && !msg.contains("saltsalt"),
+            "{msg}"
+        );
         assert!(msg.contains("(hidden)"), "{msg}");
-        assert_eq!(hide_quoted(r#"a "b" c "d""#), r#"a "(hidden)" c "(hidden)""#);
+        assert_eq!(
+            hide_quoted(r#"a "b" c "d""#),
+            r#"a "(hidden)" c "(hidden)""#
+        );
+        assert_eq!(
+            hide_quoted("unknown field `cert_fil`, expected `a:b$c`"),
+            "unknown field `cert_fil`, expected `(hidden)`"
+        );
+        let as_key = "root:$6$saltsalt$Secr3tHashValue:19000:0:99999:7::: 1\n";
+        let msg = parse(as_key).unwrap_err().to_string();
+        assert!(!msg.contains("Secr3t"), "{msg}");
     }
 
     #[test]
@@ -402,7 +435,10 @@ mod tests {
             users: false,
             ..full
         };
-        assert!(no_users.lowered_from(&full).unwrap().contains("basic_auth_users"));
+        assert!(no_users
+            .lowered_from(&full)
+            .unwrap()
+            .contains("basic_auth_users"));
         assert_eq!(full.lowered_from(&no_users), None, "raising is fine");
         let open = Posture {
             health_open: true,

@@ -46,12 +46,6 @@ pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle
             let p = path.clone();
             let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
             match loaded {
-                Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
-                    file = %path.display(),
-                    "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
-                    on_off(tls_on),
-                    on_off(!tls_on),
-                ),
                 Ok(Ok(new)) if new.empty => tracing::warn!(
                     file = %path.display(),
                     "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
@@ -60,6 +54,12 @@ pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle
                     file = %path.display(),
                     reason = new.posture.lowered_from(&posture).unwrap_or_default(),
                     "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
+                ),
+                Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
+                    file = %path.display(),
+                    "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
+                    on_off(tls_on),
+                    on_off(!tls_on),
                 ),
                 Ok(Ok(new)) => {
                     posture = new.posture;

@@ -8,6 +8,7 @@ mod engine;
 mod exporter;
 mod faults;
 mod golden;
+mod hardening;
 mod harness;
 mod hostile_input;
 mod leak;

@@ -676,3 +676,196 @@ fn check_config(web_config: &Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+#[test]
+fn a_thousand_silent_sockets_do_not_delay_an_https_scrape() {
+    // This process opens ~1,000 sockets.
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max.min(65_536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let e = start(dir.path(), TLS_ONLY);
+    let tls = pki.client_config(None);
+    assert_eq!(
+        https(&e.addr, "/-/healthy", &tls, None).unwrap().status,
+        200
+    );
+    // Connections that never send a ClientHello, as a port scanner or a stuck client leaves them.
+    let silent: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&e.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Each scrape on a new connection, as Prometheus does once keep-alive lapses.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let reply = https(&e.addr, "/metrics", &tls, None).unwrap();
+        assert_eq!(reply.status, 200);
+        // Generous: before, each scrape waited for a 10 s handshake slot (or timed out).
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "an HTTPS scrape took {:?} behind 1,000 silent sockets",
+            t.elapsed()
+        );
+    }
+    drop(silent);
+}
+
+#[test]
+fn a_reload_that_lowers_security_is_refused_until_a_restart() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let web = dir.path().join("web.yml");
+    let strict = format!(
+        "{TLS_ONLY}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\nbasic_auth_users:\n  alice: '{}'\n",
+        hash("wonderland")
+    );
+    let e = start(dir.path(), &strict);
+    let client = pki.client_config(Some(&pki.client));
+    let anonymous = pki.client_config(None);
+    let status = |auth| https(&e.addr, "/metrics", &client, auth).map(|r| r.status);
+    assert_eq!(status(Some(("alice", "wonderland"))), Ok(200));
+
+    let weaker = [
+        ("empty", String::new()),
+        ("comment-only", "# being rewritten\n".to_string()),
+        ("no users", format!("{TLS_ONLY}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n")),
+        ("no client certificates", format!("{TLS_ONLY}basic_auth_users:\n  alice: '{}'\n", hash("wonderland"))),
+        ("TLS off", format!("basic_auth_users:\n  alice: '{}'\n", hash("wonderland"))),
+    ];
+    for (i, (what, text)) in weaker.iter().enumerate() {
+        write_atomic(&web, text);
+        let seen = e.log().len();
+        // The refusal is logged at WARN (or ERROR for TLS), and nothing changes.
+        eventually(what, || {
+            e.log()[seen..]
+                .iter()
+                .any(|l| {
+                    l.contains("keeping the last good one")
+                        || l.contains("keeping the running configuration")
+                })
+                .then_some(())
+        });
+        assert_eq!(
+            status(None),
+            Ok(401),
+            "{what}: a password is still required"
+        );
+        assert!(
+            https(
+                &e.addr,
+                "/metrics",
+                &anonymous,
+                Some(("alice", "wonderland"))
+            )
+            .is_err(),
+            "{what}: a client certificate is still required"
+        );
+        assert_eq!(
+            status(Some(("alice", "wonderland"))),
+            Ok(200),
+            "{what} ({i})"
+        );
+    }
+    let warned = e
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("\"WARN\"") && l.contains("restart the exporter to apply it"))
+        .count();
+    assert!(
+        warned >= 4,
+        "each refusal is a WARN line; {warned}:\n{}",
+        e.log().join("\n")
+    );
+    assert!(
+        e.log()
+            .iter()
+            .all(|l| !l.contains("web configuration reloaded")),
+        "nothing weaker was applied"
+    );
+    drop(e);
+    // Restarted with the weaker file, the exporter applies it.
+    let e = start(dir.path(), &weaker[3].1);
+    let r = https(
+        &e.addr,
+        "/metrics",
+        &anonymous,
+        Some(("alice", "wonderland")),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_fifo_swapped_in_for_a_certificate_neither_hangs_reload_nor_shutdown() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let e = start(dir.path(), TLS_ONLY);
+    let cert = dir.path().join("server.pem");
+    std::fs::remove_file(&cert).unwrap();
+    let c = std::ffi::CString::new(cert.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let line = e
+        .wait_log(
+            |l| l.contains("keeping the last good one"),
+            Duration::from_secs(20),
+        )
+        .expect("the FIFO is refused");
+    assert!(line.contains("FIFO"), "{line}");
+    let tls = pki.client_config(None);
+    assert_eq!(
+        https(&e.addr, "/-/healthy", &tls, None).unwrap().status,
+        200
+    );
+    let t = Instant::now();
+    assert!(e.terminate().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_secret_file_swapped_in_for_web_yml_is_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let e = start(
+        dir.path(),
+        &format!("basic_auth_users:\n  alice: '{}'\n", hash("one")),
+    );
+    write_atomic(
+        &web,
+        "root:$6$s4ltS4lt$H4shOfTheRootPassw0rd:19700:0:99999:7:::\n",
+    );
+    e.wait_log(
+        |l| l.contains("keeping the last good one"),
+        Duration::from_secs(20),
+    )
+    .expect("the swapped file is refused");
+    let pasted = "tls_server_config:\n  cert_file: server.pem\n  key_file: \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BSECRET\\n-----END PRIVATE KEY-----\"\n";
+    write_atomic(&web, pasted);
+    eventually("the pasted key to be refused", || {
+        (e.log()
+            .iter()
+            .filter(|l| l.contains("keeping the last good one"))
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    for l in e.log() {
+        assert!(
+            !l.contains("H4sh") && !l.contains("s4lt") && !l.contains("MIIEvQ"),
+            "{l}"
+        );
+    }
+}

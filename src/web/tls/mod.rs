@@ -171,7 +171,10 @@ pub fn client_demands(raw: &RawTls) -> (bool, bool, bool) {
         auth,
         ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify
     );
-    let sans = raw.client_allowed_sans.as_ref().is_some_and(|s| !s.is_empty());
+    let sans = raw
+        .client_allowed_sans
+        .as_ref()
+        .is_some_and(|s| !s.is_empty());
     (required, verified, sans)
 }
 

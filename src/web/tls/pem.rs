@@ -78,7 +78,11 @@ impl Material {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.bytes)
             .collect::<Result<_, _>>()
             .map_err(|e| {
-                ConfigError::invalid(&self.key, &self.shown, format!("is not PEM: {}", describe(&e)))
+                ConfigError::invalid(
+                    &self.key,
+                    &self.shown,
+                    format!("is not PEM: {}", describe(&e)),
+                )
             })?;
         if certs.is_empty() {
             return Err(ConfigError::invalid(
@@ -126,7 +130,9 @@ mod tests {
 
     #[test]
     fn pasted_keys_and_bad_pem_are_not_echoed() {
-        let pasted = Some("-----BEGIN PRIVATE KEY-----\nMIIsecretsecret\n-----END PRIVATE KEY-----\n".to_string());
+        let pasted = Some(
+            "-----BEGIN PRIVATE KEY-----\nMIIsecretsecret\n-----END PRIVATE KEY-----\n".to_string(),
+        );
         let err = Material::load(&pasted, &None, "key_file", "key", Path::new("."))
             .err()
             .expect("refused")
@@ -138,7 +144,7 @@ mod tests {
             shown: "k.pem".into(),
             key: "tls_server_config.key_file".into(),
         };
-        let err = m.private_key().err().expect("not a key").to_string();
+        let err = m.private_key().expect_err("not a key").to_string();
         assert!(!err.contains("junk-secret"), "{err}");
     }
 }
