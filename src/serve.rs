@@ -473,13 +473,14 @@ mod tests {
         assert_eq!(conns.lock().open.len(), 3);
         assert!(!conns.lock().open.contains_key(&c.id), "untrusted first");
         assert!(conns.lock().open.contains_key(&a.id));
-        // Then the oldest idle one, trusted or not: a (d is newer).
-        let _e = conns.admit().expect("a is evicted");
+        // With d busy, the only idle one left is the trusted a.
+        let busy_d = Busy::start(d.state.clone());
+        let e = conns.admit().expect("a is evicted");
         assert!(!conns.lock().open.contains_key(&a.id));
         assert!(conns.lock().open.contains_key(&d.id));
-        let _busy_d = Busy::start(d.state.clone());
-        let busy_e = Busy::start(_e.state.clone());
+        let busy_e = Busy::start(e.state.clone());
         assert!(conns.admit().is_none(), "everything is busy");
+        drop(busy_d);
         drop((busy_b, busy_e));
         drop(b);
         assert_eq!(conns.lock().open.len(), 2, "a dropped slot is given back");
