@@ -30,6 +30,7 @@ pub struct Client {
     timeout: Duration,
     retry_stale: bool,
     accept: &'static str,
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -41,7 +42,14 @@ impl Client {
             timeout: IO_TIMEOUT,
             retry_stale: true,
             accept: EXPOSITION,
+            authorization: None,
         }
+    }
+
+    /// Sends this `Authorization` header value with every request.
+    pub fn authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
+        self
     }
 
     /// The `Accept` header (the plain text exposition format unless set).
@@ -68,9 +76,13 @@ impl Client {
         self.request.clear();
         write!(
             self.request,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vram-testkit\r\nAccept: {}\r\n",
             self.addr, self.accept
         )?;
+        if let Some(auth) = &self.authorization {
+            write!(self.request, "Authorization: {auth}\r\n")?;
+        }
+        self.request.extend_from_slice(b"\r\n");
         // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
         let reused = self.conn.is_some();
         match self.exchange(body) {
