@@ -32,8 +32,10 @@ pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle
     let path = settings.path.clone();
     let tls_on = settings.tls.is_some();
     let mut posture = settings.posture;
+    // Taken now, before the first connection is served, so an edit made right after startup is
+    // seen as one (a regular-file read of a few KiB; `read_regular` never blocks on a FIFO).
+    let mut seen = fingerprint_blocking(&path);
     tokio::spawn(async move {
-        let mut seen = fingerprint(&path).await;
         let mut ticker = tokio::time::interval(POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
