@@ -24,7 +24,8 @@ use crate::api::GpusResponse;
 use crate::exposition::CONTENT_TYPE;
 use crate::publish::SharedPublished;
 use crate::telemetry::Telemetry;
-use crate::web::{self, auth::Live};
+use crate::web;
+use crate::web::auth::{Live, HEALTH_PATHS};
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -45,9 +46,6 @@ pub struct RequestLimits {
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
 }
-
-/// The endpoints that are never shed by the concurrency limit (they cost nothing to answer).
-pub const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
 /// The router, without a socket, so tests can drive it with `oneshot`.
 ///

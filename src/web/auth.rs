@@ -41,7 +41,9 @@ const MAX_BUCKETS: usize = 4096;
 /// Remembered successful checks; the set is emptied when it fills.
 const CACHE_CAPACITY: usize = 1024;
 /// The endpoints `vram_exporter.unauthenticated_health` opens.
-use crate::http::HEALTH_PATHS;
+/// The health endpoints: `vram_exporter.unauthenticated_health` opens them, and the concurrency
+/// limit (`http.rs`) never sheds them.
+pub const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
 /// The highest bcrypt cost accepted. Each step doubles the work: cost 17 is about 10 s of CPU per
 /// check on a server core, and the dummy hash for unknown users is made at the file's highest cost
