@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::harness::{Exporter, Options, MIB};
+use crate::harness::{raise_own_fd_limit, Exporter, Options, MIB};
 
 const ONE_GPU: &str = r#"
 [[device]]
@@ -27,19 +27,6 @@ memory = "20GiB"
 
 /// The shipped memory limit (systemd MemoryMax=64M, DaemonSet 64Mi).
 const SHIPPED_LIMIT: f64 = 64.0 * MIB;
-
-/// Raises this test process's own open-file soft limit (it opens ~1,000 sockets).
-fn raise_own_fd_limit() {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(65_536);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-    }
-}
 
 fn basic(user: &str, password: &str) -> String {
     format!(

@@ -342,3 +342,16 @@ pub fn refusal_problem(what: &str, out: &std::process::Output, words: &[&str]) -
 
 pub const GIB: f64 = (1u64 << 30) as f64;
 pub const MIB: f64 = (1u64 << 20) as f64;
+
+/// Raises this test process's own open-file soft limit (it opens ~1,000 sockets).
+pub fn raise_own_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max.min(65_536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+}

@@ -680,15 +680,7 @@ fn check_config(web_config: &Path) -> std::process::Output {
 #[test]
 fn a_thousand_silent_sockets_do_not_delay_an_https_scrape() {
     // This process opens ~1,000 sockets.
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(65_536);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-    }
+    crate::harness::raise_own_fd_limit();
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     pki.write(dir.path());
