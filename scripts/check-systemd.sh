@@ -66,6 +66,13 @@ if ! grep -qx 'AmbientCapabilities=CAP_KILL' "$unit_dir/cleanup.conf" \
     exit 1
 fi
 
+# The unit must raise the open-file limit itself: its seccomp filter (~@resources) keeps the binary from
+# raising its soft limit, and the default of 1024 is what a flood of idle connections exhausts.
+if ! grep -Eq '^LimitNOFILE=[0-9]+$' "$unit_dir/$unit"; then
+    echo "check-systemd: $unit must set LimitNOFILE= (a number)" >&2
+    exit 1
+fi
+
 # For information: systemd's own exposure score (lower is better), where this systemd can compute it offline.
 for variant in plain cleanup; do
     score="$(systemd-analyze security --offline=true "$work/$variant/$unit" 2>/dev/null | grep 'Overall exposure' || true)"

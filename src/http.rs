@@ -2,30 +2,32 @@
 //! readiness and the JSON API.
 //!
 //! Handlers only read the newest published [`Snapshot`]; none of them calls NVML, so a hung driver
-//! never slows a scrape. Load is bounded: past `max_concurrent_requests` a request is answered 503
-//! at once (never queued), and a request that outlives `request_timeout` gets 408. Nothing here can
-//! trigger a cleanup action. With `--web.config.file`, basic auth, configured headers and the rate
-//! limit wrap every route (see `web/`), health endpoints included unless the file opens them.
+//! never slows a scrape. Load is bounded: past `max_concurrent_requests` (one limit shared by every
+//! route) a request is answered 503 at once (never queued), and a request that outlives
+//! `request_timeout` gets 408; the health endpoints are never shed. Nothing here can trigger a
+//! cleanup action. With `--web.config.file`, the per-client rate limit, configured headers and
+//! basic auth wrap every route (see `web/`), health endpoints included unless the file opens
+//! them. Basic auth runs outside the concurrency limit with its own bounded queue, so a flood of
+//! wrong passwords never takes the slots of authorized scrapes.
 //! A scraper that accepts gzip gets the exposition compressed once per poll (see `publish`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Json, Router};
-use tokio::sync::watch;
-use tower::ServiceBuilder;
+use axum::{Json, Router};
+use tokio::sync::{watch, Semaphore};
 
 use crate::api::GpusResponse;
 use crate::exposition::CONTENT_TYPE;
 use crate::publish::SharedPublished;
 use crate::telemetry::Telemetry;
-use crate::web::{self, auth::Live};
+use crate::web;
+use crate::web::auth::{Live, HEALTH_PATHS};
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -51,9 +53,10 @@ pub struct RequestLimits {
 
 /// The router, without a socket, so tests can drive it with `oneshot`.
 ///
-/// With a web configuration (`access`), layers from the outside in: rate limit and configured
-/// headers (so even a 503 carries them), the load limits, then basic auth (so a flood of
-/// password checks is shed like any other load), then the routes.
+/// Layers from the outside in: with a web configuration (`access`), the per-client rate limit
+/// and configured headers (so even a 429 or 503 carries them), then basic auth (cached
+/// credentials answer at once; bcrypt checks have their own bounded queue); then the global
+/// concurrency limit and request timeout; then the routes.
 pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) -> Router {
     let telemetry_path = state.telemetry_path.clone();
     let mut router = Router::new()
@@ -64,40 +67,47 @@ pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) ->
         .route("/api/v1/gpus", get(gpus))
         .fallback(not_found)
         .with_state(state);
-    if let Some(live) = &access {
-        router = router.layer(middleware::from_fn_with_state(
-            live.clone(),
-            web::auth::basic_auth,
-        ));
-    }
-    router = router.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(overload_response))
-            .load_shed()
-            .concurrency_limit(limits.max_concurrent_requests)
-            .timeout(limits.request_timeout),
-    );
+    // `Router::layer` wraps each route separately: the semaphore is shared through the state so
+    // the limit is global.
+    let limiter = Arc::new(Limiter {
+        permits: Semaphore::new(limits.max_concurrent_requests),
+        timeout: limits.request_timeout,
+    });
+    router = router.layer(middleware::from_fn_with_state(limiter, limit));
     if let Some(live) = access {
-        router = router.layer(middleware::from_fn_with_state(
-            live,
-            web::auth::headers_and_rate_limit,
-        ));
+        router = router
+            .layer(middleware::from_fn_with_state(
+                live.clone(),
+                web::auth::basic_auth,
+            ))
+            .layer(middleware::from_fn_with_state(
+                live,
+                web::auth::headers_and_rate_limit,
+            ));
     }
     router
 }
 
-async fn overload_response(err: BoxError) -> Response {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        (
+/// The global concurrency limit and the request timeout.
+struct Limiter {
+    permits: Semaphore,
+    timeout: Duration,
+}
+
+async fn limit(State(limiter): State<Arc<Limiter>>, request: Request, next: Next) -> Response {
+    if HEALTH_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = limiter.permits.try_acquire() else {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many concurrent requests\n",
         )
-            .into_response()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
-        (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response()
-    } else {
-        tracing::error!(error = %err, "request failed");
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+            .into_response();
+    };
+    match tokio::time::timeout(limiter.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
     }
 }
 

@@ -55,6 +55,7 @@ pub enum RunError {
 
 /// Starts polling and serves HTTP until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    serve::raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(config.web.listen)
         .await
         .map_err(|source| RunError::Bind {

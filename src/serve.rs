@@ -1,22 +1,49 @@
-//! Serving the router on a socket: the accept loops (plain TCP, or TLS terminated with whichever
-//! configuration is current) and the connection loop both share, which gives every connection a
-//! header-read timeout and drains open connections on shutdown.
+//! Serving the router on a socket: one accept loop for plain TCP and TLS, and one task per
+//! connection that bounds everything a client can hold — a global connection cap, a header-size
+//! limit, a header-read timeout, a TLS handshake timeout — and drains open connections on
+//! shutdown. Also the process-wide file descriptor limit and the logging of accept errors.
 //!
-//! `axum::serve` is not used because it has no header-read timeout; the loop here is the same
-//! shape with hyper's HTTP/1.1 builder configured. Only HTTP/1.1 is served, plain or over TLS
-//! (`web/tls` advertises http/1.1 alone in ALPN).
+//! `axum::serve` is not used because it has no header-read timeout, no header-size limit and no
+//! connection cap; the loop here is the same shape with hyper's HTTP/1.1 builder configured. Only
+//! HTTP/1.1 is served, plain or over TLS (`web/tls` advertises http/1.1 alone in ALPN).
+//!
+//! What a connection may cost, and why RSS stays under the shipped 64 MiB limits:
+//! - At most [`MAX_CONNECTIONS`] are open. Past it, a new connection closes the oldest *idle* one
+//!   (no request in flight): first one that never got a successful answer (a silent socket, a
+//!   partial or junk request, a failed login, a TLS handshake not started), else the oldest idle
+//!   keep-alive connection. When every connection has a request in flight the new one is closed.
+//! - A request head may be at most [`MAX_HEADER_BYTES`] (hyper answers 431 beyond), so a
+//!   connection buffers at most that much.
+//! - A TLS connection waits for its ClientHello under the header-read timeout (like an idle HTTP
+//!   connection, and evictable like one), then has [`HANDSHAKE_TIMEOUT`] to finish the handshake.
+//!   No slot is held by a silent socket, so idle sockets never delay other handshakes.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
+use tokio::sync::Notify;
+use tower::ServiceExt as _;
+
+/// Connections open at once (plain or TLS, handshaking, idle or busy).
+pub const MAX_CONNECTIONS: usize = 512;
+/// The largest request head (request line and headers) a client may send; 431 beyond.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A TLS client whose ClientHello has started arriving must finish its handshake by then.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accept errors are logged at most once per this interval (with a count of the others).
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where the TLS accept loop gets the configuration for each new connection.
 pub trait TlsSource: Send + Sync + 'static {
@@ -28,8 +55,8 @@ pub trait TlsSource: Send + Sync + 'static {
 /// Every connection gets a header read timeout: a client must deliver a complete request head
 /// within `header_read_timeout` of starting one (or of the connection going idle), else the
 /// connection is closed. Slow clients holding connections open ("slowloris") therefore cost a
-/// socket for a bounded time only. On shutdown, connections still open are given
-/// `header_read_timeout` to finish before they are dropped.
+/// socket for a bounded time only, and at most [`MAX_CONNECTIONS`] sockets. On shutdown,
+/// connections still open are given `header_read_timeout` to finish before they are dropped.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<dyn TlsSource>>,
@@ -37,55 +64,60 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    match tls {
-        None => connections(listener, app, header_read_timeout, shutdown).await,
-        Some(source) => {
-            let listener = TlsListener::new(listener, source)?;
-            connections(listener, app, header_read_timeout, shutdown).await
-        }
-    }
-}
-
-/// The connection loop: one hyper HTTP/1.1 connection per accepted stream, each watched for a
-/// graceful shutdown.
-async fn connections<L>(
-    mut listener: L,
-    app: Router,
-    header_read_timeout: Duration,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    L: axum::serve::Listener,
-{
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
+    let conns = Arc::new(Connections::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // `accept` retries by itself: axum's TcpListener and the TLS accept loop both skip
-        // connection errors and wait a second after others (out of file descriptors).
         // Shutdown is polled first: its first poll installs the signal handlers, which must happen
         // before the first connection is served (else a SIGTERM right after it kills the process).
-        let (io, _peer) = tokio::select! {
+        let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like. Closing an idle connection frees one for
+                // the next scrape; the pause keeps the loop from spinning.
+                accept_errors.record(&e);
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    conns.evict_one();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        });
+        };
+        let Some(slot) = conns.admit() else {
+            tracing::debug!(%peer, "every connection has a request in flight; closing a new one");
+            continue;
+        };
+        let tls_config = match &tls {
+            None => None,
+            Some(source) => match source.current() {
+                Some(config) => Some(config),
+                None => {
+                    tracing::error!("no TLS configuration; dropping the connection");
+                    continue;
+                }
+            },
+        };
+        let conn = Conn {
+            app: app.clone(),
+            peer,
+            slot,
+            header_read_timeout,
+            watcher: graceful.watcher(),
+        };
+        tokio::spawn(conn.run(tcp, tls_config));
     }
     drop(listener);
+    // Connections with nothing in flight (idle, or still waiting for a TLS ClientHello) are
+    // closed now; the others finish their request.
+    conns.close_idle();
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(header_read_timeout) => {
@@ -93,6 +125,312 @@ where
         }
     }
     Ok(())
+}
+
+/// One accepted connection and what it needs to be served.
+struct Conn {
+    app: Router,
+    peer: SocketAddr,
+    slot: Slot,
+    header_read_timeout: Duration,
+    watcher: Watcher,
+}
+
+impl Conn {
+    async fn run(self, tcp: TcpStream, tls: Option<Arc<ServerConfig>>) {
+        let state = self.slot.state.clone();
+        let closed = state.close.notified();
+        tokio::pin!(closed);
+        let Some(config) = tls else {
+            tokio::select! {
+                () = self.serve_http(tcp) => {}
+                () = &mut closed => {}
+            }
+            return;
+        };
+        let peer = self.peer;
+        // A silent socket waits like an idle HTTP connection: bounded by the header-read timeout,
+        // closed first when the cap is reached, and holding nothing another handshake needs.
+        let hello = tokio::time::timeout(self.header_read_timeout, tcp.readable());
+        tokio::select! {
+            r = hello => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS ClientHello before the header-read timeout");
+                    return;
+                }
+            },
+            () = &mut closed => return,
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = &mut closed => return,
+        };
+        tokio::select! {
+            () = self.serve_http(stream) => {}
+            () = &mut closed => {}
+        }
+    }
+
+    /// HTTP/1.1 on `io` until the client or the server ends the connection.
+    async fn serve_http<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            app,
+            peer,
+            slot,
+            header_read_timeout,
+            watcher,
+        } = self;
+        let state = slot.state.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let busy = Busy::start(state.clone());
+            let call = app.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let response = call.await;
+                if let Ok(r) = &response {
+                    busy.finish(r.status().as_u16() < 400);
+                }
+                response
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        drop(slot);
+    }
+}
+
+/// What the cap needs to know of an open connection.
+struct ConnState {
+    /// Requests being answered on it now.
+    in_flight: AtomicUsize,
+    /// Whether it ever got a successful (< 400) answer.
+    trusted: AtomicBool,
+    /// Told when the connection is to be closed (evicted, or idle at shutdown).
+    close: Notify,
+}
+
+impl ConnState {
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Marks a request in flight on its connection until dropped.
+struct Busy {
+    state: Arc<ConnState>,
+}
+
+impl Busy {
+    fn start(state: Arc<ConnState>) -> Busy {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy { state }
+    }
+
+    fn finish(self, success: bool) {
+        if success {
+            self.state.trusted.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The open connections, oldest first, and the cap.
+struct Connections {
+    max: usize,
+    inner: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    open: BTreeMap<u64, Arc<ConnState>>,
+}
+
+/// A connection's place under the cap, given back when dropped.
+struct Slot {
+    id: u64,
+    state: Arc<ConnState>,
+    owner: Arc<Connections>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.owner.lock().open.remove(&self.id);
+    }
+}
+
+impl Connections {
+    fn new(max: usize) -> Connections {
+        Connections {
+            max,
+            inner: Mutex::new(Registry::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a new connection; at the cap the oldest idle connection is closed for it.
+    /// `None` when every open connection has a request in flight.
+    fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let mut reg = self.lock();
+        if reg.open.len() >= self.max && !Self::evict(&mut reg) {
+            return None;
+        }
+        let id = reg.next_id;
+        reg.next_id += 1;
+        let state = Arc::new(ConnState {
+            in_flight: AtomicUsize::new(0),
+            trusted: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        reg.open.insert(id, state.clone());
+        Some(Slot {
+            id,
+            state,
+            owner: self.clone(),
+        })
+    }
+
+    /// Closes one idle connection (for a file descriptor); false when none is idle.
+    fn evict_one(&self) -> bool {
+        Self::evict(&mut self.lock())
+    }
+
+    /// Closes the oldest idle connection that never had a successful answer, else the oldest
+    /// idle one; false when none is idle.
+    fn evict(reg: &mut Registry) -> bool {
+        let victim = reg
+            .open
+            .iter()
+            .find(|(_, c)| c.idle() && !c.trusted.load(Ordering::Acquire))
+            .or_else(|| reg.open.iter().find(|(_, c)| c.idle()))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| reg.open.remove(&id)) {
+            Some(c) => {
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// At shutdown: closes every connection with nothing in flight.
+    fn close_idle(&self) {
+        let mut reg = self.lock();
+        reg.open.retain(|_, c| {
+            if c.idle() {
+                c.close.notify_one();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Logs accept errors at most once per [`ACCEPT_ERROR_LOG_EVERY`], counting the rest.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    fn record(&mut self, e: &io::Error) {
+        let due = self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY);
+        if !due {
+            self.suppressed += 1;
+            return;
+        }
+        let fd_limit = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+        tracing::error!(
+            error = %e,
+            suppressed = self.suppressed,
+            "accept failed{}",
+            if fd_limit {
+                "; out of file descriptors (raise LimitNOFILE / ulimit -n); closing an idle connection"
+            } else {
+                ""
+            }
+        );
+        self.last_logged = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Raises the soft limit on open files to the hard limit, so connections, cleanup children and
+/// webhooks do not run out at the common default of 1024. Logs what it did; a refusal (e.g. a
+/// seccomp filter) is logged and the limit stays as it is.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft >= hard {
+        tracing::info!(limit = soft, "open-file limit");
+        return;
+    }
+    limit.rlim_cur = hard;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            from = soft,
+            to = hard,
+            "open-file limit raised to the hard limit"
+        );
+    } else {
+        tracing::warn!(
+            error = %io::Error::last_os_error(),
+            limit = soft,
+            "cannot raise the open-file limit; keeping it"
+        );
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -118,103 +456,33 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Handshakes in flight at once; more connections wait in the kernel's accept queue.
-const MAX_HANDSHAKES: usize = 256;
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A listener that hands over only connections whose TLS handshake succeeded.
-///
-/// Handshakes run in their own tasks, so one slow client never holds up the next accept; each
-/// uses the configuration current when it was accepted, which is how a reloaded certificate is
-/// served without a restart.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(listener: TcpListener, source: Arc<dyn TlsSource>) -> io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(tls_accept_loop(listener, source, tx));
-        Ok(TlsListener {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-/// The TLS accept loop: accepts TCP connections and hands each to a handshake task.
-async fn tls_accept_loop(
-    listener: TcpListener,
-    source: Arc<dyn TlsSource>,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(config) = source.current() else {
-            tracing::error!("no TLS configuration; dropping the connection");
-            continue;
-        };
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    drop(permit);
-                    let _ = ready.send((stream, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accept loop only ends when the listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+    #[test]
+    fn the_cap_closes_untrusted_idle_connections_first() {
+        let conns = Arc::new(Connections::new(3));
+        let a = conns.admit().unwrap();
+        let b = conns.admit().unwrap();
+        let c = conns.admit().unwrap();
+        // a: a good keep-alive scraper, idle; b: busy; c: never answered.
+        a.state.trusted.store(true, Ordering::Release);
+        let busy_b = Busy::start(b.state.clone());
+        let d = conns.admit().expect("c is evicted");
+        assert_eq!(conns.lock().open.len(), 3);
+        assert!(!conns.lock().open.contains_key(&c.id), "untrusted first");
+        assert!(conns.lock().open.contains_key(&a.id));
+        // With d busy, the only idle one left is the trusted a.
+        let busy_d = Busy::start(d.state.clone());
+        let e = conns.admit().expect("a is evicted");
+        assert!(!conns.lock().open.contains_key(&a.id));
+        assert!(conns.lock().open.contains_key(&d.id));
+        let busy_e = Busy::start(e.state.clone());
+        assert!(conns.admit().is_none(), "everything is busy");
+        drop(busy_d);
+        drop((busy_b, busy_e));
+        drop(b);
+        assert_eq!(conns.lock().open.len(), 2, "a dropped slot is given back");
     }
 }

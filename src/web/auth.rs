@@ -1,18 +1,27 @@
 //! Basic auth, response headers and rate limiting from the web configuration, as axum middleware
 //! reading the live (reloadable) settings.
 //!
-//! Passwords are checked with bcrypt, which is slow on purpose, so three things keep it in hand:
-//! an unknown user is checked against a dummy hash of the same cost as the real ones (the answer
-//! takes as long as for a wrong password, so timing does not reveal which users exist); a
-//! successful check is remembered, keyed by a SHA-256 of user, password and stored hash, so 64
-//! concurrent scrapes with the same credentials cost one bcrypt run; and bcrypt runs on blocking
-//! threads, at most [`BCRYPT_AT_ONCE`] at a time, never on the two async workers.
+//! Passwords are checked with bcrypt, which is slow on purpose, so four things keep it in hand:
+//! - an unknown user is checked against a dummy hash of the file's highest cost, and every failed
+//!   check lasts at least as long as one check at that cost, so neither which users exist nor
+//!   whose hash is cheaper shows in the response time;
+//! - a successful check is remembered, keyed by a SHA-256 of user, password and stored hash, so
+//!   scrapes with the same credentials cost one bcrypt run and never wait for another;
+//! - bcrypt runs on blocking threads, at most [`BCRYPT_AT_ONCE`] at a time, never on the two async
+//!   workers, with at most [`BCRYPT_QUEUE`] more waiting: past that a check is refused at once
+//!   with 429, so a flood of wrong passwords is shed for the flooding clients, while the
+//!   remembered credentials and the health endpoints never wait behind it;
+//! - auth runs outside the concurrency limit (`http.rs`), so waiting checks hold no request slot.
+//!
+//! The rate limit is a token bucket per client address (IPv6 per /64): one client over it gets
+//! 429, never the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,12 +31,19 @@ use tokio::sync::Semaphore;
 
 use crate::input::ConfigError;
 
-/// bcrypt checks running at once; more requests wait (within the request timeout).
+/// bcrypt checks running at once.
 pub const BCRYPT_AT_ONCE: usize = 2;
+/// bcrypt checks waiting for one of the [`BCRYPT_AT_ONCE`]; more are refused with 429.
+pub const BCRYPT_QUEUE: usize = 8;
+/// Clients with a rate-limit bucket; when full, buckets that refilled are dropped (and if none
+/// did, all of them: a flood of addresses may reset limits, never lock a client out).
+const MAX_BUCKETS: usize = 4096;
 /// Remembered successful checks; the set is emptied when it fills.
 const CACHE_CAPACITY: usize = 1024;
 /// The endpoints `vram_exporter.unauthenticated_health` opens.
-const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
+/// The health endpoints: `vram_exporter.unauthenticated_health` opens them, and the concurrency
+/// limit (`http.rs`) never sheds them.
+pub const HEALTH_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
 /// The highest bcrypt cost accepted. Each step doubles the work: cost 17 is about 10 s of CPU per
 /// check on a server core, and the dummy hash for unknown users is made at the file's highest cost
@@ -46,6 +62,9 @@ pub struct Access {
     users: HashMap<String, String>,
     /// Checked for unknown users so they take as long as known ones.
     dummy_hash: String,
+    /// How long one check at the file's highest cost took when the file was loaded: every failed
+    /// check lasts at least this long.
+    slowest_check: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
     rate: Option<RateLimit>,
     health_open: bool,
@@ -99,16 +118,20 @@ impl Access {
                 }
             }
         }
-        let dummy_hash = if users.is_empty() {
-            String::new()
+        let (dummy_hash, slowest_check) = if users.is_empty() {
+            (String::new(), Duration::ZERO)
         } else {
             // The highest cost in the file, so an unknown user costs what the slowest real one does.
-            bcrypt::hash("vram-exporter dummy password", max_cost)
-                .map_err(|e| ConfigError::Load(format!("cannot create a bcrypt hash: {e}")))?
+            let dummy = bcrypt::hash("vram-exporter dummy password", max_cost)
+                .map_err(|e| ConfigError::Load(format!("cannot create a bcrypt hash: {e}")))?;
+            let started = Instant::now();
+            let _ = bcrypt::verify("not the dummy password", &dummy);
+            (dummy, started.elapsed())
         };
         Ok(Access {
             users: users.into_iter().collect(),
             dummy_hash,
+            slowest_check,
             headers,
             rate,
             health_open,
@@ -117,6 +140,11 @@ impl Access {
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// Whether `/-/healthy` and `/-/ready` answer without basic auth.
+    pub fn health_open(&self) -> bool {
+        self.health_open
     }
 
     fn needs_auth(&self, path: &str) -> bool {
@@ -131,13 +159,44 @@ pub struct Live {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     verified: Mutex<HashSet<[u8; 32]>>,
     bcrypt_permits: Arc<Semaphore>,
-    bucket: Mutex<Option<Bucket>>,
+    /// Admission to bcrypt: running plus waiting checks.
+    bcrypt_queue: Arc<Semaphore>,
+    buckets: Mutex<Buckets>,
+}
+
+/// The rate limit in force and one bucket per client.
+#[derive(Default)]
+struct Buckets {
+    limit: Option<RateLimit>,
+    by_client: HashMap<IpAddr, Bucket>,
 }
 
 struct Bucket {
-    limit: RateLimit,
     tokens: f64,
     last: Instant,
+}
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Too many checks running and waiting: refused without checking.
+    Busy,
+}
+
+/// The rate-limit key of a client: its IPv4 address, or the /64 of its IPv6 address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl Live {
@@ -147,7 +206,8 @@ impl Live {
             tls: RwLock::new(tls),
             verified: Mutex::new(HashSet::new()),
             bcrypt_permits: Arc::new(Semaphore::new(BCRYPT_AT_ONCE)),
-            bucket: Mutex::new(None),
+            bcrypt_queue: Arc::new(Semaphore::new(BCRYPT_AT_ONCE + BCRYPT_QUEUE)),
+            buckets: Mutex::new(Buckets::default()),
         };
         live.reset_bucket(&access);
         live
@@ -168,26 +228,38 @@ impl Live {
     }
 
     fn reset_bucket(&self, access: &Access) {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let unchanged = bucket.as_ref().map(|b| b.limit) == access.rate;
-        if !unchanged {
-            *bucket = access.rate.map(|limit| Bucket {
-                limit,
-                tokens: f64::from(limit.burst),
-                last: Instant::now(),
-            });
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.limit != access.rate {
+            buckets.limit = access.rate;
+            buckets.by_client.clear();
         }
     }
 
-    /// Takes a token; false when the rate limit is exhausted.
-    fn allow(&self) -> bool {
-        let mut guard = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(b) = guard.as_mut() else {
+    /// Takes a token from `client`'s bucket; false when its rate limit is exhausted.
+    fn allow(&self, client: IpAddr) -> bool {
+        let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Buckets { limit, by_client } = &mut *guard;
+        let Some(limit) = *limit else {
             return true;
         };
         let now = Instant::now();
-        let earned = now.duration_since(b.last).as_secs_f64() / b.limit.interval.as_secs_f64();
-        b.tokens = (b.tokens + earned).min(f64::from(b.limit.burst));
+        let burst = f64::from(limit.burst);
+        let refill = |b: &Bucket| {
+            let earned = now.duration_since(b.last).as_secs_f64() / limit.interval.as_secs_f64();
+            (b.tokens + earned).min(burst)
+        };
+        let key = client_key(client);
+        if by_client.len() >= MAX_BUCKETS && !by_client.contains_key(&key) {
+            by_client.retain(|_, b| refill(b) < burst);
+            if by_client.len() >= MAX_BUCKETS {
+                by_client.clear();
+            }
+        }
+        let b = by_client.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens = refill(b);
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -198,22 +270,26 @@ impl Live {
     }
 
     /// Whether `user`/`password` is one of the configured users.
-    pub async fn check(&self, access: &Access, user: &str, password: &str) -> bool {
+    pub async fn check(&self, access: &Access, user: &str, password: &str) -> Verdict {
         let (stored, known) = match access.users.get(user) {
             Some(hash) => (hash.clone(), true),
             None => (access.dummy_hash.clone(), false),
         };
         let key = cache_key(user, password, &stored);
         if known && self.remembered(&key) {
-            return true;
+            return Verdict::Allowed;
         }
+        let Ok(admitted) = self.bcrypt_queue.clone().try_acquire_owned() else {
+            return Verdict::Busy;
+        };
         let Ok(permit) = self.bcrypt_permits.clone().acquire_owned().await else {
-            return false;
+            return Verdict::Denied;
         };
         // Another request may have checked the same credentials while this one waited.
         if known && self.remembered(&key) {
-            return true;
+            return Verdict::Allowed;
         }
+        let started = tokio::time::Instant::now();
         let password = password.to_owned();
         let matched = tokio::task::spawn_blocking(move || {
             let ok = bcrypt::verify(password, &stored).unwrap_or(false);
@@ -222,15 +298,18 @@ impl Live {
         })
         .await
         .unwrap_or(false);
-        let ok = matched && known;
-        if ok {
-            let mut set = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if set.len() >= CACHE_CAPACITY {
-                set.clear();
-            }
-            set.insert(key);
+        drop(admitted);
+        if !(matched && known) {
+            // A cheaper hash, or none, must not answer sooner than the most expensive one.
+            tokio::time::sleep_until(started + access.slowest_check).await;
+            return Verdict::Denied;
         }
-        ok
+        let mut set = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= CACHE_CAPACITY {
+            set.clear();
+        }
+        set.insert(key);
+        Verdict::Allowed
     }
 
     fn remembered(&self, key: &[u8; 32]) -> bool {
@@ -272,15 +351,21 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Outermost layer: the rate limit, then the configured headers on every response (including
-/// 401, 404, 408, 429 and 503).
+/// Outermost layer: the client's rate limit, then the configured headers on every response
+/// (including 401, 404, 408, 429 and 503).
 pub async fn headers_and_rate_limit(
     State(live): State<Arc<Live>>,
     request: Request,
     next: Next,
 ) -> Response {
     let access = live.access();
-    let mut response = if live.allow() {
+    // The server (`serve`) records every connection's peer; without one (tests driving the
+    // router directly) all requests share one bucket.
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let mut response = if live.allow(client) {
         next.run(request).await
     } else {
         (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
@@ -291,7 +376,8 @@ pub async fn headers_and_rate_limit(
     response
 }
 
-/// Basic auth, inside the load limits so a flood of password checks is shed like any other load.
+/// Basic auth, outside the load limits: a remembered login passes at once, a new one waits for
+/// bcrypt in its own bounded queue (429 when it is full), holding no request slot meanwhile.
 pub async fn basic_auth(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {
     let access = live.access();
     if !access.needs_auth(request.uri().path()) {
@@ -302,8 +388,17 @@ pub async fn basic_auth(State(live): State<Arc<Live>>, request: Request, next: N
         .get(header::AUTHORIZATION)
         .and_then(basic_credentials)
     {
-        if live.check(&access, &user, &password).await {
-            return next.run(request).await;
+        match live.check(&access, &user, &password).await {
+            Verdict::Allowed => return next.run(request).await,
+            Verdict::Denied => {}
+            Verdict::Busy => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "1")],
+                    "too many password checks in progress\n",
+                )
+                    .into_response()
+            }
         }
     }
     (
@@ -330,11 +425,15 @@ mod tests {
     async fn passwords_are_checked_and_successes_remembered() {
         let a = Arc::new(access(&[("alice", "secret")]));
         let live = Live::new(a.clone(), None);
-        assert!(live.check(&a, "alice", "secret").await);
+        assert_eq!(live.check(&a, "alice", "secret").await, Verdict::Allowed);
         assert!(live.remembered(&cache_key("alice", "secret", &a.users["alice"])));
-        assert!(live.check(&a, "alice", "secret").await, "from the cache");
-        assert!(!live.check(&a, "alice", "wrong").await);
-        assert!(!live.check(&a, "bob", "secret").await);
+        assert_eq!(
+            live.check(&a, "alice", "secret").await,
+            Verdict::Allowed,
+            "from the cache"
+        );
+        assert_eq!(live.check(&a, "alice", "wrong").await, Verdict::Denied);
+        assert_eq!(live.check(&a, "bob", "secret").await, Verdict::Denied);
         assert_eq!(
             live.verified.lock().unwrap().len(),
             1,
@@ -442,11 +541,19 @@ mod tests {
             .unwrap(),
         );
         let live = Live::new(a, None);
-        assert!(live.allow());
-        assert!(live.allow());
+        let one: IpAddr = [10, 0, 0, 1].into();
+        assert!(live.allow(one));
+        assert!(live.allow(one));
         assert!(
-            !live.allow(),
+            !live.allow(one),
             "the burst is spent and the next token is an hour away"
         );
+        assert!(
+            live.allow([10, 0, 0, 2].into()),
+            "another client has its own"
+        );
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        assert!(live.allow(v6(1)) && live.allow(v6(2)));
+        assert!(!live.allow(v6(3)), "one bucket per IPv6 /64");
     }
 }

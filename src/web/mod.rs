@@ -119,6 +119,43 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
     ("Content-Security-Policy", &[]),
 ];
 
+/// The largest web configuration file read.
+pub const WEB_FILE_LIMIT: u64 = 1 << 20;
+/// The largest certificate, key or CA file read.
+pub const PEM_FILE_LIMIT: u64 = 1 << 20;
+
+/// What a configuration protects, to refuse a reload that would protect less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Posture {
+    pub users: bool,
+    pub tls: bool,
+    pub client_cert_required: bool,
+    pub client_cert_verified: bool,
+    pub client_sans: bool,
+    pub health_open: bool,
+}
+
+impl Posture {
+    /// Why `self` protects less than `before`, if it does.
+    pub fn lowered_from(&self, before: &Posture) -> Option<&'static str> {
+        if before.tls && !self.tls {
+            Some("it turns TLS off")
+        } else if before.users && !self.users {
+            Some("it removes every basic_auth_users entry")
+        } else if before.client_cert_required && !self.client_cert_required {
+            Some("it no longer requires client certificates")
+        } else if before.client_cert_verified && !self.client_cert_verified {
+            Some("it no longer verifies client certificates")
+        } else if before.client_sans && !self.client_sans {
+            Some("it removes client_allowed_sans")
+        } else if !before.health_open && self.health_open {
+            Some("it opens the health endpoints without authentication")
+        } else {
+            None
+        }
+    }
+}
+
 /// A validated web configuration, ready to serve with.
 #[derive(Clone)]
 pub struct WebSettings {
@@ -129,6 +166,10 @@ pub struct WebSettings {
     pub access: Arc<auth::Access>,
     /// `http_server_config.http2` (default true); HTTP/2 is not offered either way, see [`tls`].
     pub http2: bool,
+    /// What it protects (a reload may not lower it).
+    pub posture: Posture,
+    /// The file had no setting at all (empty, or only comments).
+    pub empty: bool,
 }
 
 impl fmt::Debug for WebSettings {
@@ -146,7 +187,7 @@ impl fmt::Debug for WebSettings {
 impl WebSettings {
     /// Reads and checks the web configuration file and every file it names.
     pub fn load(path: &Path) -> Result<WebSettings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = crate::files::read_regular_text(path, WEB_FILE_LIMIT).map_err(|e| {
             ConfigError::invalid(
                 "web.config_file",
                 path.display(),
@@ -154,8 +195,13 @@ impl WebSettings {
             )
         })?;
         let raw = parse(&text)?;
+        let empty = raw.is_empty();
         let base = path.parent().unwrap_or_else(|| Path::new("."));
 
+        let (required, verified, sans) = match &raw.tls_server_config {
+            Some(t) if t.enabled() => tls::client_demands(t),
+            _ => (false, false, false),
+        };
         let tls = match &raw.tls_server_config {
             Some(t) if t.enabled() => Some(tls::build(t, base)?),
             Some(t) => {
@@ -182,11 +228,21 @@ impl WebSettings {
             rate,
             extension.unauthenticated_health.unwrap_or(false),
         )?;
+        let posture = Posture {
+            users: access.user_count() > 0,
+            tls: tls.is_some(),
+            client_cert_required: required,
+            client_cert_verified: verified,
+            client_sans: sans,
+            health_open: access.health_open(),
+        };
         Ok(WebSettings {
             path: path.to_path_buf(),
             tls,
             access: Arc::new(access),
             http2: http.http2.unwrap_or(true),
+            posture,
+            empty,
         })
     }
 
@@ -196,14 +252,64 @@ impl WebSettings {
     }
 }
 
-/// Strict YAML parsing; serde_yaml_ng's message names the key path and the line.
+impl RawWebFile {
+    /// No section at all: an empty or comment-only file.
+    pub fn is_empty(&self) -> bool {
+        self.tls_server_config.is_none()
+            && self.http_server_config.is_none()
+            && self.basic_auth_users.is_none()
+            && self.rate_limit.is_none()
+            && self.vram_exporter.is_none()
+    }
+}
+
+/// Strict YAML parsing; serde_yaml_ng's message names the key path and the line. Quoted values
+/// in the message are hidden: a file swapped by mistake (a shadow or key file) must not have its
+/// content echoed into a log.
 pub fn parse(text: &str) -> Result<RawWebFile, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawWebFile::default());
     }
     serde_yaml_ng::from_str::<Option<RawWebFile>>(text)
         .map(Option::unwrap_or_default)
-        .map_err(|e| ConfigError::Load(format!("web configuration: {e}")))
+        .map_err(|e| {
+            ConfigError::Load(format!(
+                "web configuration: {}",
+                hide_quoted(&e.to_string())
+            ))
+        })
+}
+
+/// `text` with every double-quoted part replaced by `"(hidden)"`, and every back-quoted part
+/// that does not look like a key name (letters, digits, `_`, `-`, `.`, at most 64) by
+/// `` `(hidden)` ``: serde quotes values with `"` and names keys with `` ` ``, and a line of a
+/// swapped-in file can arrive as either.
+fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..open + 1];
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // Unbalanced: hide the rest.
+            out.push_str(quote);
+            out.push_str("(hidden)");
+            return out;
+        };
+        let inner = &after[..close];
+        let key_like = quote == "`"
+            && inner.len() <= 64
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        out.push_str(quote);
+        out.push_str(if key_like { inner } else { "(hidden)" });
+        out.push_str(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn headers(raw: BTreeMap<String, String>) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
@@ -290,6 +396,55 @@ mod tests {
         assert!(raw.tls_server_config.is_none());
         let raw = parse("# only a comment\n").unwrap();
         assert!(raw.basic_auth_users.is_none());
+    }
+
+    #[test]
+    fn a_swapped_in_file_is_not_echoed() {
+        let shadow = "root:$6$saltsalt$Secr3tHashValue:19000:0:99999:7:::\n";
+        let msg = parse(shadow).unwrap_err().to_string();
+        assert!(
+            !msg.contains("Secr3t") && !msg.contains("saltsalt"),
+            "{msg}"
+        );
+        assert!(msg.contains("(hidden)"), "{msg}");
+        assert_eq!(
+            hide_quoted(r#"a "b" c "d""#),
+            r#"a "(hidden)" c "(hidden)""#
+        );
+        assert_eq!(
+            hide_quoted("unknown field `cert_fil`, expected `a:b$c`"),
+            "unknown field `cert_fil`, expected `(hidden)`"
+        );
+        let as_key = "root:$6$saltsalt$Secr3tHashValue:19000:0:99999:7::: 1\n";
+        let msg = parse(as_key).unwrap_err().to_string();
+        assert!(!msg.contains("Secr3t"), "{msg}");
+    }
+
+    #[test]
+    fn lowering_security_is_named() {
+        let full = Posture {
+            users: true,
+            tls: true,
+            client_cert_required: true,
+            client_cert_verified: true,
+            client_sans: true,
+            health_open: false,
+        };
+        assert_eq!(full.lowered_from(&full), None);
+        let no_users = Posture {
+            users: false,
+            ..full
+        };
+        assert!(no_users
+            .lowered_from(&full)
+            .unwrap()
+            .contains("basic_auth_users"));
+        assert_eq!(full.lowered_from(&no_users), None, "raising is fine");
+        let open = Posture {
+            health_open: true,
+            ..full
+        };
+        assert!(open.lowered_from(&full).is_some());
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! half-written certificate never takes the endpoint down, and the next write is tried again.
 //! TLS cannot be switched on or off this way (the listener is chosen at startup); such a change
 //! is refused with a log line saying a restart is needed.
+//!
+//! A reload never lowers security: a file that removes every user, turns TLS off, weakens client
+//! certificate checks or opens the health endpoints, and a file that is empty or only comments
+//! (what a truncate-then-write editor leaves halfway), is refused with a WARN line and the last
+//! good configuration stays; restarting the exporter with such a file applies it. Every file is
+//! read through `files::read_regular`, so a FIFO in place of one cannot hang the watcher (nor the
+//! shutdown, which waits for it).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -24,8 +31,11 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     let path = settings.path.clone();
     let tls_on = settings.tls.is_some();
+    let mut posture = settings.posture;
+    // Taken now, before the first connection is served, so an edit made right after startup is
+    // seen as one (a regular-file read of a few KiB; `read_regular` never blocks on a FIFO).
+    let mut seen = fingerprint_blocking(&path);
     tokio::spawn(async move {
-        let mut seen = fingerprint(&path).await;
         let mut ticker = tokio::time::interval(POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -38,6 +48,15 @@ pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle
             let p = path.clone();
             let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
             match loaded {
+                Ok(Ok(new)) if new.empty => tracing::warn!(
+                    file = %path.display(),
+                    "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
+                ),
+                Ok(Ok(new)) if new.posture.lowered_from(&posture).is_some() => tracing::warn!(
+                    file = %path.display(),
+                    reason = new.posture.lowered_from(&posture).unwrap_or_default(),
+                    "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
+                ),
                 Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
                     file = %path.display(),
                     "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
@@ -45,6 +64,7 @@ pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle
                     on_off(!tls_on),
                 ),
                 Ok(Ok(new)) => {
+                    posture = new.posture;
                     live.replace(new.access.clone(), new.tls.clone());
                     tracing::info!(
                         file = %path.display(),
@@ -81,12 +101,13 @@ async fn fingerprint(path: &Path) -> u64 {
 }
 
 fn fingerprint_blocking(path: &Path) -> u64 {
+    use crate::files::read_regular;
     let mut h = DefaultHasher::new();
-    let text = std::fs::read(path).ok();
+    let text = read_regular(path, super::WEB_FILE_LIMIT).ok();
     text.hash(&mut h);
     for file in named_files(path, text.as_deref()) {
         file.hash(&mut h);
-        std::fs::read(&file).ok().hash(&mut h);
+        read_regular(&file, super::PEM_FILE_LIMIT).ok().hash(&mut h);
     }
     h.finish()
 }

@@ -1,7 +1,7 @@
 //! HTTP abuse against the real binary: oversized headers, slow clients holding
 //! connections, unknown methods, odd paths and a flood past the concurrency bound are answered
 //! with 4xx/503 or closed — never a crash, never a 5xx other than the 503 of load shedding, and
-//! never memory that keeps growing. Everything stays on loopback and is bounded in count and time.
+//! never memory that keeps growing. (Attacks aimed at other clients: `hardening.rs`.) Everything stays on loopback and is bounded in count and time.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -277,8 +277,8 @@ fn slow_clients_are_cut_off_and_others_are_still_served() {
 
 #[test]
 fn a_flood_past_the_concurrency_bound_is_shed_with_503() {
-    // Basic auth makes each request hold its slot for a bcrypt check, so 48 concurrent clients
-    // overrun a bound of 4 for sure.
+    // 48 clients log in at once: their first bcrypt checks overrun the bcrypt queue (429) until
+    // the credentials are remembered; then they overrun a concurrency bound of 4 (503).
     let hash = bcrypt::hash("flood-pass", 8).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
@@ -320,7 +320,7 @@ fn a_flood_past_the_concurrency_bound_is_shed_with_503() {
                     let _ = resp.body_mut().read_to_vec();
                     match resp.status().as_u16() {
                         200 => ok.fetch_add(1, Ordering::Relaxed),
-                        503 => shed.fetch_add(1, Ordering::Relaxed),
+                        429 | 503 => shed.fetch_add(1, Ordering::Relaxed),
                         other => panic!("flood got {other}"),
                     };
                 }
@@ -330,7 +330,10 @@ fn a_flood_past_the_concurrency_bound_is_shed_with_503() {
     let (ok, shed) = (ok.load(Ordering::Relaxed), shed.load(Ordering::Relaxed));
     assert_eq!(ok + shed, 192);
     assert!(ok >= 1, "some requests are served during the flood");
-    assert!(shed >= 1, "the excess is shed with 503 ({ok} served)");
+    assert!(
+        shed >= 1,
+        "the excess is shed with 429 or 503 ({ok} served)"
+    );
     // After the flood: served normally.
     assert_eq!(e.get("/-/healthy").0, 200);
     let agent: ureq::Agent = ureq::Agent::config_builder()

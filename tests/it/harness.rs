@@ -67,6 +67,9 @@ pub struct Options<'a> {
     pub time: Option<f64>,
     /// Replace the NVML library path (e.g. a missing one).
     pub library: Option<PathBuf>,
+    /// Start the exporter with this open-file limit: (soft, hard); `None` for the hard limit
+    /// leaves it as inherited.
+    pub nofile: Option<(u64, Option<u64>)>,
 }
 
 impl Default for Options<'_> {
@@ -78,6 +81,7 @@ impl Default for Options<'_> {
             env: Vec::new(),
             time: Some(0.0),
             library: None,
+            nofile: None,
         }
     }
 }
@@ -91,7 +95,24 @@ impl Exporter {
         std::fs::write(&config, opts.config).unwrap();
         let time_file = dir.path().join("time");
         let library = opts.library.unwrap_or_else(sim_library);
-        let mut launch = Launch::new(env!("CARGO_BIN_EXE_vram-exporter"))
+        let mut binary = PathBuf::from(env!("CARGO_BIN_EXE_vram-exporter"));
+        if let Some((soft, hard)) = opts.nofile {
+            // A shell sets the limits, then becomes the exporter (same pid, same arguments).
+            let wrapper = dir.path().join("limited-exporter");
+            let hard = hard.map_or(String::new(), |h| format!("ulimit -H -n {h}\n"));
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nset -e\nulimit -S -n {soft}\n{hard}exec '{}' \"$@\"\n",
+                    binary.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+            binary = wrapper;
+        }
+        let mut launch = Launch::new(&binary)
             .config(&config)
             .sim_library(&library, &scenario)
             .args(&opts.args)
@@ -117,6 +138,23 @@ impl Exporter {
     /// Waits for a log line matching `pred` (lines already logged count).
     pub fn wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
         self.inner.wait_log(pred, timeout)
+    }
+
+    /// The exporter's process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    /// The exporter's resident memory (VmRSS) in bytes, read from /proc.
+    pub fn rss(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib * 1024.0
     }
 
     /// Every log line so far.
@@ -304,3 +342,16 @@ pub fn refusal_problem(what: &str, out: &std::process::Output, words: &[&str]) -
 
 pub const GIB: f64 = (1u64 << 30) as f64;
 pub const MIB: f64 = (1u64 << 20) as f64;
+
+/// Raises this test process's own open-file soft limit (it opens ~1,000 sockets).
+pub fn raise_own_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max.min(65_536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+}

@@ -9,6 +9,7 @@ mod engine;
 mod exporter;
 mod faults;
 mod golden;
+mod hardening;
 mod harness;
 mod hostile_input;
 mod leak;

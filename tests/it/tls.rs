@@ -676,3 +676,199 @@ fn check_config(web_config: &Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+#[test]
+fn a_thousand_silent_sockets_do_not_delay_an_https_scrape() {
+    // This process opens ~1,000 sockets.
+    crate::harness::raise_own_fd_limit();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let e = start(dir.path(), TLS_ONLY);
+    let tls = pki.client_config(None);
+    assert_eq!(
+        https(&e.addr, "/-/healthy", &tls, None).unwrap().status,
+        200
+    );
+    // Connections that never send a ClientHello, as a port scanner or a stuck client leaves them:
+    // 300 (within the listen backlog, so all are connected at once), then 1,000.
+    let mut silent: Vec<TcpStream> = Vec::new();
+    for (batch, scrapes) in [(300, 3), (700, 3)] {
+        silent.extend((0..batch).map(|_| TcpStream::connect(&e.addr).unwrap()));
+        std::thread::sleep(Duration::from_millis(200));
+        // Each scrape on a new connection, as Prometheus does once keep-alive lapses.
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            let reply = https(&e.addr, "/metrics", &tls, None);
+            eprintln!(
+                "HTTPS scrape behind {} silent sockets: {:?}",
+                silent.len(),
+                t.elapsed()
+            );
+            assert_eq!(reply.map(|r| r.status), Ok(200));
+            // Generous: before, each scrape waited for a 10 s handshake slot (or timed out).
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "an HTTPS scrape took {:?} behind {} silent sockets",
+                t.elapsed(),
+                silent.len()
+            );
+        }
+    }
+    drop(silent);
+}
+
+#[test]
+fn a_reload_that_lowers_security_is_refused_until_a_restart() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let web = dir.path().join("web.yml");
+    let strict = format!(
+        "{TLS_ONLY}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\nbasic_auth_users:\n  alice: '{}'\n",
+        hash("wonderland")
+    );
+    let e = start(dir.path(), &strict);
+    let client = pki.client_config(Some(&pki.client));
+    let anonymous = pki.client_config(None);
+    let status = |auth| https(&e.addr, "/metrics", &client, auth).map(|r| r.status);
+    assert_eq!(status(Some(("alice", "wonderland"))), Ok(200));
+
+    let weaker = [
+        ("empty", String::new()),
+        ("comment-only", "# being rewritten\n".to_string()),
+        ("no users", format!("{TLS_ONLY}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n")),
+        ("no client certificates", format!("{TLS_ONLY}basic_auth_users:\n  alice: '{}'\n", hash("wonderland"))),
+        ("TLS off", format!("basic_auth_users:\n  alice: '{}'\n", hash("wonderland"))),
+    ];
+    for (i, (what, text)) in weaker.iter().enumerate() {
+        write_atomic(&web, text);
+        let seen = e.log().len();
+        // The refusal is logged at WARN (or ERROR for TLS), and nothing changes.
+        eventually(what, || {
+            e.log()[seen..]
+                .iter()
+                .any(|l| {
+                    l.contains("keeping the last good one")
+                        || l.contains("keeping the running configuration")
+                })
+                .then_some(())
+        });
+        assert_eq!(
+            status(None),
+            Ok(401),
+            "{what}: a password is still required"
+        );
+        assert!(
+            https(
+                &e.addr,
+                "/metrics",
+                &anonymous,
+                Some(("alice", "wonderland"))
+            )
+            .is_err(),
+            "{what}: a client certificate is still required"
+        );
+        assert_eq!(
+            status(Some(("alice", "wonderland"))),
+            Ok(200),
+            "{what} ({i})"
+        );
+    }
+    let warned = e
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("\"WARN\"") && l.contains("restart the exporter to apply it"))
+        .count();
+    assert!(
+        warned >= 4,
+        "each refusal is a WARN line; {warned}:\n{}",
+        e.log().join("\n")
+    );
+    assert!(
+        e.log()
+            .iter()
+            .all(|l| !l.contains("web configuration reloaded")),
+        "nothing weaker was applied"
+    );
+    drop(e);
+    // Restarted with the weaker file, the exporter applies it.
+    let e = start(dir.path(), &weaker[3].1);
+    let r = https(
+        &e.addr,
+        "/metrics",
+        &anonymous,
+        Some(("alice", "wonderland")),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_fifo_swapped_in_for_a_certificate_neither_hangs_reload_nor_shutdown() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    let e = start(dir.path(), TLS_ONLY);
+    // Made beside it and renamed over it, so no reload sees the certificate missing.
+    let fifo = dir.path().join("fifo.tmp");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::fs::rename(&fifo, dir.path().join("server.pem")).unwrap();
+    let line = e.wait_log(
+        |l| l.contains("keeping the last good one") && l.contains("FIFO"),
+        Duration::from_secs(20),
+    );
+    assert!(
+        line.is_some(),
+        "the FIFO is refused:\n{}",
+        e.log().join("\n")
+    );
+    let tls = pki.client_config(None);
+    assert_eq!(
+        https(&e.addr, "/-/healthy", &tls, None).unwrap().status,
+        200
+    );
+    let t = Instant::now();
+    assert!(e.terminate().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_secret_file_swapped_in_for_web_yml_is_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let e = start(
+        dir.path(),
+        &format!("basic_auth_users:\n  alice: '{}'\n", hash("one")),
+    );
+    write_atomic(
+        &web,
+        "root:$6$s4ltS4lt$H4shOfTheRootPassw0rd:19700:0:99999:7:::\n",
+    );
+    e.wait_log(
+        |l| l.contains("keeping the last good one"),
+        Duration::from_secs(20),
+    )
+    .expect("the swapped file is refused");
+    let pasted = "tls_server_config:\n  cert_file: server.pem\n  key_file: \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BSECRET\\n-----END PRIVATE KEY-----\"\n";
+    write_atomic(&web, pasted);
+    eventually("the pasted key to be refused", || {
+        (e.log()
+            .iter()
+            .filter(|l| l.contains("keeping the last good one"))
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    for l in e.log() {
+        assert!(
+            !l.contains("H4sh") && !l.contains("s4lt") && !l.contains("MIIEvQ"),
+            "{l}"
+        );
+    }
+}

@@ -162,6 +162,22 @@ pub fn build(raw: &RawTls, base: &Path) -> Result<Arc<ServerConfig>, ConfigError
     Ok(Arc::new(config))
 }
 
+/// What a valid `tls_server_config` asks of clients: (a certificate is required, a certificate
+/// is verified against the CA, its SANs are restricted). Read after [`build`] accepted it.
+pub fn client_demands(raw: &RawTls) -> (bool, bool, bool) {
+    let auth = ClientAuth::parse(raw.client_auth_type.as_deref()).unwrap_or(ClientAuth::None);
+    let required = matches!(auth, ClientAuth::RequireAny | ClientAuth::RequireAndVerify);
+    let verified = matches!(
+        auth,
+        ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify
+    );
+    let sans = raw
+        .client_allowed_sans
+        .as_ref()
+        .is_some_and(|s| !s.is_empty());
+    (required, verified, sans)
+}
+
 fn version(key: &str, value: &str) -> Result<u8, ConfigError> {
     match value {
         "TLS12" => Ok(12),

@@ -41,15 +41,23 @@ impl Material {
                 "(set)",
                 format!("set either {file_key} or {inline_key}, not both"),
             )),
+            (Some(f), None) if looks_like_content(f) => Err(ConfigError::invalid(
+                format!("tls_server_config.{file_key}"),
+                "(hidden)",
+                format!(
+                    "holds PEM text or several lines, not a file name; give inline PEM under `{inline_key}` instead"
+                ),
+            )),
             (Some(f), None) => {
                 let path = base.join(f);
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    ConfigError::invalid(
-                        format!("tls_server_config.{file_key}"),
-                        path.display(),
-                        format!("cannot be read: {e}"),
-                    )
-                })?;
+                let bytes = crate::files::read_regular(&path, super::super::PEM_FILE_LIMIT)
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            format!("tls_server_config.{file_key}"),
+                            path.display(),
+                            format!("cannot be read: {e}"),
+                        )
+                    })?;
                 Ok(Some(Material {
                     bytes,
                     shown: path.display().to_string(),
@@ -70,7 +78,11 @@ impl Material {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.bytes)
             .collect::<Result<_, _>>()
             .map_err(|e| {
-                ConfigError::invalid(&self.key, &self.shown, format!("is not PEM: {e}"))
+                ConfigError::invalid(
+                    &self.key,
+                    &self.shown,
+                    format!("is not PEM: {}", describe(&e)),
+                )
             })?;
         if certs.is_empty() {
             return Err(ConfigError::invalid(
@@ -88,8 +100,51 @@ impl Material {
             ConfigError::invalid(
                 &self.key,
                 &self.shown,
-                format!("contains no usable PEM private key: {e}"),
+                format!("contains no usable PEM private key: {}", describe(&e)),
             )
         })
+    }
+}
+
+/// Whether a `*_file` value is content pasted in place of a path (never shown in errors).
+fn looks_like_content(value: &str) -> bool {
+    value.contains("-----BEGIN") || value.contains('\n') || value.len() > 4096
+}
+
+/// A PEM error without the bytes some of them carry (a line of the file, which may be a secret).
+fn describe(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line",
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
+        Error::Base64Decode(_) => "a PEM section is not valid base64",
+        Error::NoItemsFound => "no PEM section of the expected kind",
+        Error::SectionTooLarge => "a PEM section is too large",
+        _ => "unreadable PEM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasted_keys_and_bad_pem_are_not_echoed() {
+        let pasted = Some(
+            "-----BEGIN PRIVATE KEY-----\nMIIsecretsecret\n-----END PRIVATE KEY-----\n".to_string(),
+        );
+        let err = Material::load(&pasted, &None, "key_file", "key", Path::new("."))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("tls_server_config.key_file"), "{err}");
+        assert!(!err.contains("MIIsecret"), "{err}");
+        let m = Material {
+            bytes: b"-----BEGIN PRIVATE KEY-----junk-secret\nabc\n".to_vec(),
+            shown: "k.pem".into(),
+            key: "tls_server_config.key_file".into(),
+        };
+        let err = m.private_key().expect_err("not a key").to_string();
+        assert!(!err.contains("junk-secret"), "{err}");
     }
 }

@@ -8,11 +8,17 @@
 //! at the end. It exits non-zero on any error, on a panic in the exporter's log, if the exporter
 //! dies, or — once at least 100,000 scrapes were done — if resident memory grew by more than
 //! 1 MiB between the 1,000-scrape mark and the end. `--short` (CI) runs 30 s and only reports
-//! memory.
+//! memory growth.
+//!
+//! Unless `--no-hostile`, the exporter runs with basic auth (the scrapers log in; their
+//! credentials are checked once and remembered) and a hostile mix runs beside the scrapers
+//! (`hostile.rs`: wrong-password floods, silent sockets, slowloris, endless request heads, junk);
+//! then it also fails if the exporter's resident memory ever exceeds the shipped 64 MiB limit.
+//! Good scrapes must still all succeed.
 //!
 //! ```text
 //! vram-soak [--exporter PATH] [--library PATH | --simulate] [--scenario FILE]
-//!           [--duration 10m | --requests N] [--concurrency 64] [--short]
+//!           [--duration 10m | --requests N] [--concurrency 64] [--short] [--no-hostile]
 //! ```
 //!
 //! Defaults: the exporter and `libnvml_sim.so` next to this program (same `target/<profile>`),
@@ -29,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod hostile;
+
 use vram_testkit::exporter::{Exporter, Launch};
 use vram_testkit::http::Client;
 use vram_testkit::process::Spawn;
@@ -43,6 +51,11 @@ const ENFORCE_AT: u64 = 100_000;
 /// The memory-growth target between the baseline and the end.
 const MAX_GROWTH: f64 = MIB;
 const PATHS: [&str; 2] = ["/metrics", "/api/v1/gpus"];
+/// The shipped memory limit (systemd MemoryMax=64M, the DaemonSet's 64Mi).
+const SHIPPED_LIMIT: f64 = 64.0 * MIB;
+/// The scrapers' user and password when the hostile mix runs.
+const USER: &str = "soak";
+const PASSWORD: &str = "soak-password";
 
 struct Args {
     exporter: PathBuf,
@@ -53,12 +66,13 @@ struct Args {
     requests: Option<u64>,
     concurrency: usize,
     short: bool,
+    hostile: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: vram-soak [--exporter PATH] [--library PATH | --simulate] [--scenario FILE]\n\
-         \x20                [--duration 10m | --requests N] [--concurrency 64] [--short]"
+         \x20                [--duration 10m | --requests N] [--concurrency 64] [--short] [--no-hostile]"
     );
     std::process::exit(2)
 }
@@ -88,6 +102,7 @@ fn parse_args() -> Args {
         requests: None,
         concurrency: 64,
         short: false,
+        hostile: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -103,6 +118,7 @@ fn parse_args() -> Args {
             "--requests" => args.requests = Some(value().parse().unwrap_or_else(|_| usage())),
             "--concurrency" => args.concurrency = value().parse().unwrap_or_else(|_| usage()),
             "--short" => args.short = true,
+            "--no-hostile" => args.hostile = false,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -147,14 +163,20 @@ impl Drop for TempDir {
     }
 }
 
-/// Start: the exporter on the scenario, polling every 100 ms, admitting 256 concurrent requests.
+/// Start: the exporter on the scenario, polling every 100 ms, admitting 256 concurrent requests;
+/// with the hostile mix, behind basic auth (bcrypt cost 10, as the docs suggest).
 fn start(args: &Args, dir: &TempDir) -> Result<Exporter, String> {
     let config = dir.0.join("soak.toml");
-    std::fs::write(
-        &config,
-        "[poll]\ninterval = \"100ms\"\n[web]\nmax_concurrent_requests = 256\n",
-    )
-    .map_err(|e| format!("write config: {e}"))?;
+    let mut text =
+        String::from("[poll]\ninterval = \"100ms\"\n[web]\nmax_concurrent_requests = 256\n");
+    if args.hostile {
+        let web = dir.0.join("web.yml");
+        let hash = bcrypt::hash(PASSWORD, 10).map_err(|e| format!("bcrypt: {e}"))?;
+        std::fs::write(&web, format!("basic_auth_users:\n  {USER}: '{hash}'\n"))
+            .map_err(|e| format!("write web.yml: {e}"))?;
+        text.push_str(&format!("config_file = \"{}\"\n", web.display()));
+    }
+    std::fs::write(&config, text).map_err(|e| format!("write config: {e}"))?;
     let scenario = std::fs::canonicalize(&args.scenario)
         .map_err(|e| format!("scenario {}: {e}", args.scenario.display()))?;
     let mut launch = Launch::new(&args.exporter).config(&config).spawn(Spawn {
@@ -169,13 +191,45 @@ fn start(args: &Args, dir: &TempDir) -> Result<Exporter, String> {
     launch.start()
 }
 
-/// Warm-up: NVML up and the 8 GPUs published before any load.
-fn warm_up(exporter: &mut Exporter) -> Result<(), String> {
-    exporter
-        .wait_for("/metrics", Duration::from_secs(30), |text| {
-            text.contains("vram_nvml_up 1") && text.matches("vram_total_bytes{").count() >= 8
-        })
-        .map_err(|e| format!("the exporter never reported 8 GPUs with NVML up: {e}"))
+/// The scrapers' `Authorization` value (the hostile mix runs behind basic auth).
+fn authorization(args: &Args) -> Option<String> {
+    use base64::Engine as _;
+    args.hostile.then(|| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        format!("Basic {token}")
+    })
+}
+
+/// A scraper's client: keep-alive, strict, logged in when the exporter wants it.
+fn client(addr: SocketAddr, auth: &Option<String>) -> Client {
+    let c = Client::new(addr).timeout(Duration::from_secs(10)).strict();
+    match auth {
+        Some(a) => c.authorization(a.clone()),
+        None => c,
+    }
+}
+
+/// Warm-up: NVML up and the 8 GPUs published before any load (the login, if any, checked once
+/// and remembered from here on).
+fn warm_up(exporter: &mut Exporter, auth: &Option<String>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = client(exporter.addr, auth);
+    let mut body = Vec::new();
+    loop {
+        if let Ok(200) = c.get_into("/metrics", &mut body) {
+            let text = String::from_utf8_lossy(&body);
+            if text.contains("vram_nvml_up 1") && text.matches("vram_total_bytes{").count() >= 8 {
+                return Ok(());
+            }
+        }
+        if exporter.exited().is_some() || Instant::now() > deadline {
+            return Err(format!(
+                "the exporter never reported 8 GPUs with NVML up; its log:\n{}",
+                exporter.log_tail(20)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One scrape: an error unless the answer is 200 with a body.
@@ -209,15 +263,15 @@ struct Load {
 
 /// Load: `concurrency` keep-alive scrapers alternating between the paths, until stopped or until
 /// `--requests` were sent.
-fn load(args: &Args, addr: SocketAddr) -> Load {
+fn load(args: &Args, addr: SocketAddr, auth: &Option<String>) -> Load {
     let totals = Arc::new(Totals::default());
     let started = Instant::now();
     let workers = (0..args.concurrency)
         .map(|w| {
             let totals = totals.clone();
             let limit = args.requests;
+            let mut client = client(addr, auth);
             std::thread::spawn(move || {
-                let mut client = Client::new(addr).timeout(Duration::from_secs(10)).strict();
                 let mut body = Vec::with_capacity(64 << 10);
                 let mut latencies: Latencies = [Vec::new(), Vec::new()];
                 let mut i = w;
@@ -355,7 +409,13 @@ fn ms(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Report: the figures, then the verdict; true when the soak failed.
-fn report(args: &Args, out: &mut Outcome, mem: &Memory, exporter: &Exporter) -> bool {
+fn report(
+    args: &Args,
+    out: &mut Outcome,
+    mem: &Memory,
+    exporter: &Exporter,
+    hostile: Option<&hostile::Counts>,
+) -> bool {
     let (requests, errors) = (out.requests, out.errors);
     println!("vram-soak results");
     println!(
@@ -398,8 +458,35 @@ fn report(args: &Args, out: &mut Outcome, mem: &Memory, exporter: &Exporter) -> 
     );
     let panics = exporter.panics();
     println!("  exporter panics {panics}");
-
     let mut failed = false;
+    if let Some(h) = hostile {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        println!(
+            "  hostile mix     {} bad-auth clients: {} refused (401), {} shed (429/closed); {} silent, {} slowloris, {} endless-head connections held, {} closed by the server and reopened; {} junk clients: {} answered",
+            hostile::BAD_AUTH_CLIENTS,
+            n(&h.denied),
+            n(&h.shed),
+            hostile::SILENT_SOCKETS,
+            hostile::SLOWLORIS,
+            hostile::ENDLESS_HEADS,
+            n(&h.reopened),
+            hostile::JUNK_CLIENTS,
+            n(&h.junk_answered),
+        );
+        if mem.max > SHIPPED_LIMIT {
+            failed = true;
+            eprintln!(
+                "vram-soak: FAIL: resident memory reached {:.2} MiB under the hostile mix (shipped limit 64 MiB)",
+                mem.max / MIB
+            );
+        } else {
+            println!(
+                "  memory limit    met (max {:.2} MiB ≤ 64 MiB under the hostile mix)",
+                mem.max / MIB
+            );
+        }
+    }
+
     if errors > 0 {
         failed = true;
         eprintln!("vram-soak: FAIL: {errors} errors; first ones:");
@@ -475,18 +562,23 @@ fn main() -> ExitCode {
             _ => unreachable!(),
         }
     );
-    if let Err(e) = warm_up(&mut exporter) {
+    let auth = authorization(&args);
+    if let Err(e) = warm_up(&mut exporter, &auth) {
         eprintln!("vram-soak: {e}");
         return ExitCode::FAILURE;
     }
     let rss_start = rss(pid).unwrap_or(0.0);
-    let load = load(&args, exporter.addr);
+    let load = load(&args, exporter.addr, &auth);
+    let hostile = args
+        .hostile
+        .then(|| hostile::Hostile::start(exporter.addr, USER));
     let mut memory = measure(&args, &mut exporter, &load, rss_start);
+    let hostile = hostile.map(hostile::Hostile::stop);
     let mut outcome = load.finish();
     // The baseline was taken under load, so the end is read right after the load stops: allocator
     // caches settle the same way for both readings.
     memory.end = rss(pid).unwrap_or(0.0);
-    let mut failed = report(&args, &mut outcome, &memory, &exporter);
+    let mut failed = report(&args, &mut outcome, &memory, &exporter, hostile.as_deref());
     if memory.alive {
         failed |= stop(&mut exporter);
     }

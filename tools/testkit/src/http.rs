@@ -31,6 +31,7 @@ pub struct Client {
     retry_stale: bool,
     accept: &'static str,
     accept_encoding: Option<&'static str>,
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -43,7 +44,14 @@ impl Client {
             retry_stale: true,
             accept: EXPOSITION,
             accept_encoding: None,
+            authorization: None,
         }
+    }
+
+    /// Sends this `Authorization` header value with every request.
+    pub fn authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
+        self
     }
 
     /// The `Accept` header (the plain text exposition format unless set).
@@ -81,6 +89,9 @@ impl Client {
         )?;
         if let Some(encoding) = self.accept_encoding {
             write!(self.request, "Accept-Encoding: {encoding}\r\n")?;
+        }
+        if let Some(auth) = &self.authorization {
+            write!(self.request, "Authorization: {auth}\r\n")?;
         }
         self.request.extend_from_slice(b"\r\n");
         // A kept-alive connection the server closed meanwhile fails on first use: retry once fresh.
