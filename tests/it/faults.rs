@@ -264,7 +264,7 @@ fn process_queries_not_supported_keep_memory_and_drop_process_series() {
     let warnings = e
         .log()
         .iter()
-        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .filter(|l| l.contains("\"level\":\"warn\""))
         .count();
     assert!(warnings <= 1, "no warning per poll: {warnings}");
 }

@@ -778,7 +778,9 @@ fn a_reload_that_lowers_security_is_refused_until_a_restart() {
     let warned = e
         .log()
         .into_iter()
-        .filter(|l| l.contains("\"WARN\"") && l.contains("restart the exporter to apply it"))
+        .filter(|l| {
+            l.contains("\"level\":\"warn\"") && l.contains("restart the exporter to apply it")
+        })
         .count();
     assert!(
         warned >= 4,
