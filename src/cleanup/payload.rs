@@ -139,9 +139,11 @@ mod tests {
                     allocated: 50 - u64::from(i),
                     leak_drift_bytes: 0,
                     leak_rate: 0.0,
+                    workload: None,
                 })
                 .collect(),
             migs: vec![],
+            allocations: vec![],
         }
     }
 

@@ -117,6 +117,7 @@ mod tests {
             allocated: gib << 30,
             leak_drift_bytes: 0,
             leak_rate: 0.0,
+            workload: None,
         }
     }
 
