@@ -39,6 +39,8 @@ pub struct Gpu<'a> {
     /// Every process on the GPU, largest first.
     pub processes: Vec<Process<'a>>,
     pub migs: Vec<Mig<'a>>,
+    /// The containers the device plugin allocated the GPU (or its MIG devices) to (Kubernetes).
+    pub allocations: Vec<Allocation<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +65,25 @@ pub struct Process<'a> {
     pub allocated: u64,
     pub leak_drift_bytes: u64,
     pub leak_rate_bytes_per_second: f64,
+    /// The Kubernetes pod and container; null outside Kubernetes.
+    pub workload: Option<Workload<'a>>,
+}
+
+/// A process's Kubernetes workload; names are empty when they cannot be told.
+#[derive(Debug, Serialize)]
+pub struct Workload<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub pod_uid: &'a str,
+    pub container_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Allocation<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +131,15 @@ impl<'a> Gpu<'a> {
             hard_limit_eta_seconds: g.hard_limit_eta,
             processes: g.processes.iter().map(Process::new).collect(),
             migs: g.migs.iter().map(Mig::new).collect(),
+            allocations: g
+                .allocations
+                .iter()
+                .map(|a| Allocation {
+                    namespace: &a.namespace,
+                    pod: &a.pod,
+                    container: &a.container,
+                })
+                .collect(),
         }
     }
 }
@@ -133,6 +163,13 @@ impl<'a> Process<'a> {
             allocated: p.allocated,
             leak_drift_bytes: p.leak_drift_bytes,
             leak_rate_bytes_per_second: p.leak_rate,
+            workload: p.workload.as_deref().map(|w| Workload {
+                namespace: &w.namespace,
+                pod: &w.pod,
+                container: &w.container,
+                pod_uid: &w.pod_uid,
+                container_id: &w.container_id,
+            }),
         }
     }
 }

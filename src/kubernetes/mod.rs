@@ -121,7 +121,8 @@ impl RawKubernetes {
         };
         let refresh_interval =
             parse_duration("kubernetes.refresh_interval", &self.refresh_interval)?;
-        if refresh_interval < Duration::from_millis(100) || refresh_interval > Duration::from_secs(3600)
+        if refresh_interval < Duration::from_millis(100)
+            || refresh_interval > Duration::from_secs(3600)
         {
             return Err(ConfigError::invalid(
                 "kubernetes.refresh_interval",
@@ -130,7 +131,8 @@ impl RawKubernetes {
             ));
         }
         let timeout = parse_duration("kubernetes.timeout", &self.timeout)?;
-        if timeout < Duration::from_millis(10) || timeout > refresh_interval.min(Duration::from_secs(60))
+        if timeout < Duration::from_millis(10)
+            || timeout > refresh_interval.min(Duration::from_secs(60))
         {
             return Err(ConfigError::invalid(
                 "kubernetes.timeout",
@@ -355,7 +357,11 @@ impl Attributor {
                 .iter()
                 .map(|a| (a.namespace.as_str(), a.pod.as_str()))
                 .collect();
-            let uids: BTreeSet<&str> = dev_refs.iter().flatten().map(|c| c.pod_uid.as_str()).collect();
+            let uids: BTreeSet<&str> = dev_refs
+                .iter()
+                .flatten()
+                .map(|c| c.pod_uid.as_str())
+                .collect();
             let (Some((ns, pod)), Some(uid)) = (only(&pods), only(&uids)) else {
                 continue;
             };
