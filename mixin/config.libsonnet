@@ -8,6 +8,8 @@
     // Label matchers that select the exporter's series in every rule and dashboard query. Annotations
     // read the job from the alert's labels, so any selector works.
     vramExporterSelector: 'job="vram-exporter"',
+    // Selects kube-state-metrics' kube_pod_info for the workload join (rules, vram-exporter.workloads).
+    kubeStateMetricsSelector: 'job="kube-state-metrics"',
 
     // The label that tells clusters (or Prometheus shards) apart, as in kubernetes-mixin. It is part of
     // every on()/by(), so series of two clusters never meet in one match group; joining on a label that
