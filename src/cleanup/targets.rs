@@ -25,7 +25,7 @@ pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
     let w = p.workload.as_deref();
     if let Some(w) = w {
         if !f.avoid_namespaces.is_empty()
-            && (w.namespace.is_empty() || f.avoid_namespaces.iter().any(|n| *n == w.namespace))
+            && (w.namespace.is_empty() || f.avoid_namespaces.contains(&w.namespace))
         {
             return false;
         }

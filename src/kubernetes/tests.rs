@@ -48,7 +48,10 @@ fn off_means_nothing_runs_and_bad_values_name_the_key() {
     .starts_with("kubernetes.pod_resources_socket"));
 }
 
-fn response(pods: &[(&str, &str, &[(&str, &[&str])])]) -> ListPodResourcesResponse {
+/// (namespace, pod, [(container, device IDs)]) as the kubelet lists it.
+type Pod<'a> = (&'a str, &'a str, &'a [(&'a str, &'a [&'a str])]);
+
+fn response(pods: &[Pod<'_>]) -> ListPodResourcesResponse {
     ListPodResourcesResponse {
         pod_resources: pods
             .iter()
