@@ -82,6 +82,10 @@ pub struct RawAction {
     /// Signal and kill: processes in these namespaces are never touched (default kube-system).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avoid_namespaces: Option<Vec<String>>,
+    /// Signal and kill: processes of these user IDs are never touched (unlike a name, a process
+    /// cannot choose its uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avoid_uids: Option<Vec<u32>>,
 }
 
 /// The validated `cleanup` section.
@@ -143,6 +147,9 @@ pub struct WorkloadFilter {
     /// Never a process in one of these namespaces, nor one in a pod whose namespace is unknown
     /// (it might be one of them); processes outside Kubernetes are not concerned.
     pub avoid_namespaces: Vec<String>,
+    /// Never a process of these user IDs (owner of `/proc/<pid>`); with any given, a process whose
+    /// owner cannot be read is not touched either.
+    pub avoid_uids: Vec<u32>,
 }
 
 /// The namespaces no action touches unless the configuration says otherwise.
@@ -157,6 +164,7 @@ impl Default for WorkloadFilter {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            avoid_uids: Vec::new(),
         }
     }
 }
@@ -312,6 +320,7 @@ impl Kind {
                 "namespace_regex",
                 "pod_regex",
                 "avoid_namespaces",
+                "avoid_uids",
             ],
             Kind::Webhook => &["url", "timeout", "retries"],
             Kind::Exec => &["argv", "timeout"],
@@ -323,6 +332,7 @@ impl Kind {
                 "namespace_regex",
                 "pod_regex",
                 "avoid_namespaces",
+                "avoid_uids",
             ],
         }
     }
@@ -550,6 +560,7 @@ impl RawAction {
             }
             out.avoid_namespaces = list.clone();
         }
+        out.avoid_uids = self.avoid_uids.clone().unwrap_or_default();
         Ok(out)
     }
 
@@ -574,6 +585,10 @@ impl RawAction {
             (
                 "avoid_namespaces",
                 self.avoid_namespaces.as_ref().map(|a| format!("{a:?}")),
+            ),
+            (
+                "avoid_uids",
+                self.avoid_uids.as_ref().map(|a| format!("{a:?}")),
             ),
         ]
         .into_iter()

@@ -22,6 +22,9 @@ pub fn forbidden(pid: u32, own_pid: u32) -> bool {
 /// namespace (or in a pod whose namespace is unknown while some are avoided); with a namespace
 /// or pod regex, only processes in a matching pod.
 pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
+    if !f.avoid_uids.is_empty() && owner_uid(p.pid).is_none_or(|u| f.avoid_uids.contains(&u)) {
+        return false;
+    }
     let w = p.workload.as_deref();
     if let Some(w) = w {
         if !f.avoid_namespaces.is_empty()
@@ -35,6 +38,14 @@ pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
             .is_none_or(|re| w.is_some_and(|w| !value(w).is_empty() && re.is_match(value(w))))
     };
     matches(&f.namespace, |w| &w.namespace) && matches(&f.pod, |w| &w.pod)
+}
+
+/// The user a process runs as: the owner of its `/proc/<pid>` (its effective uid).
+fn owner_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// The processes a signal action reaches, largest first.
@@ -293,6 +304,24 @@ mod tests {
         k.workloads = team_a;
         k.workloads.namespace = Some(Regex::new("^team-b$").unwrap());
         assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, 22);
+    }
+
+    #[test]
+    fn avoided_uids_are_never_targets() {
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let ps = vec![p(std::process::id(), "test", 2), p(u32::MAX - 1, "gone", 1)];
+        let with = |uids: Vec<u32>| WorkloadFilter {
+            avoid_uids: uids,
+            ..WorkloadFilter::default()
+        };
+        let all = |f: &WorkloadFilter| pids(&signal_targets(&ps, &Target::All, f, 999));
+        assert_eq!(all(&with(vec![])), [std::process::id(), u32::MAX - 1]);
+        assert!(
+            all(&with(vec![me])).is_empty(),
+            "ours avoided, the unreadable one too"
+        );
+        assert_eq!(all(&with(vec![me + 1])), [std::process::id()]);
     }
 
     #[test]
