@@ -86,6 +86,9 @@ pub struct RawAction {
     /// cannot choose its uid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avoid_uids: Option<Vec<u32>>,
+    /// Kill: processes of these user IDs are killed first (like `prefer`, by uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer_uids: Option<Vec<u32>>,
 }
 
 /// The validated `cleanup` section.
@@ -207,6 +210,8 @@ pub struct KillAction {
     pub avoid: Option<Regex>,
     /// Processes whose name matches are killed first (largest of them).
     pub prefer: Option<Regex>,
+    /// Processes of these user IDs are killed first too.
+    pub prefer_uids: Vec<u32>,
     /// Kill only once the GPU has been in hard breach this long (lets cheaper actions work first).
     pub after: Duration,
     pub workloads: WorkloadFilter,
@@ -328,6 +333,7 @@ impl Kind {
                 "grace",
                 "avoid",
                 "prefer",
+                "prefer_uids",
                 "after",
                 "namespace_regex",
                 "pod_regex",
@@ -529,6 +535,7 @@ impl RawAction {
             grace,
             avoid: name_filter("avoid", &self.avoid)?,
             prefer: name_filter("prefer", &self.prefer)?,
+            prefer_uids: self.prefer_uids.clone().unwrap_or_default(),
             after,
             workloads: self.workload_filter(prefix)?,
         })
@@ -589,6 +596,10 @@ impl RawAction {
             (
                 "avoid_uids",
                 self.avoid_uids.as_ref().map(|a| format!("{a:?}")),
+            ),
+            (
+                "prefer_uids",
+                self.prefer_uids.as_ref().map(|a| format!("{a:?}")),
             ),
         ]
         .into_iter()

@@ -90,8 +90,13 @@ pub fn kill_victim<'a>(
                 && workload_allowed(p, &kill.workloads)
         })
     };
-    if let Some(prefer) = &kill.prefer {
-        if let Some(p) = largest(&mut candidates().filter(|p| prefer.is_match(&p.name))) {
+    if kill.prefer.is_some() || !kill.prefer_uids.is_empty() {
+        let preferred = |p: &&ProcessView| {
+            kill.prefer.as_ref().is_some_and(|r| r.is_match(&p.name))
+                || (!kill.prefer_uids.is_empty()
+                    && owner_uid(p.pid).is_some_and(|u| kill.prefer_uids.contains(&u)))
+        };
+        if let Some(p) = largest(&mut candidates().filter(preferred)) {
             return Some(p);
         }
     }
@@ -174,6 +179,7 @@ mod tests {
             grace: Duration::from_secs(1),
             avoid: avoid.map(|r| Regex::new(r).unwrap()),
             prefer: prefer.map(|r| Regex::new(r).unwrap()),
+            prefer_uids: vec![],
             after: Duration::ZERO,
             workloads: WorkloadFilter::default(),
         }
@@ -322,6 +328,12 @@ mod tests {
             "ours avoided, the unreadable one too"
         );
         assert_eq!(all(&with(vec![me + 1])), [std::process::id()]);
+        // prefer_uids: ours is chosen although another is larger.
+        let ps = vec![p(std::process::id(), "test", 2), p(u32::MAX - 1, "gone", 9)];
+        let mut k = kill(None, None);
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, u32::MAX - 1);
+        k.prefer_uids = vec![me];
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, std::process::id());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod cgroup;
 pub mod pb;
 pub mod podresources;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,7 +285,7 @@ impl Attributor {
     pub fn annotate(&mut self, sample: &mut PollSample) {
         let map = self.devices.as_ref().map(|rx| rx.borrow().clone());
         let now = Instant::now();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         // Each GPU's processes' containers, read (or taken from the cache) once.
         let mut refs: Vec<Vec<Option<ContainerRef>>> = Vec::with_capacity(sample.devices.len());
         for dev in &mut sample.devices {
@@ -299,7 +299,7 @@ impl Attributor {
             let mut dev_refs = Vec::with_capacity(listed.len());
             for p in listed {
                 let key = (p.pid, p.start_ticks);
-                seen.push(key);
+                seen.insert(key);
                 dev_refs.push(self.container_of(key, now));
             }
             refs.push(dev_refs);
@@ -383,16 +383,15 @@ impl Attributor {
             }
         }
         self.pods.retain(|_, (ns, pod)| map.has_pod(ns, pod));
-        let pods = &self.pods;
-        let cache = &self.cache;
         // A container's name is kept while its pod is named and a process of it is cached.
-        self.containers.retain(|id, _| {
-            cache.values().any(|c| {
-                c.container
-                    .as_ref()
-                    .is_some_and(|c| &c.container_id == id && pods.contains_key(&c.pod_uid))
-            })
-        });
+        let live: HashSet<&str> = self
+            .cache
+            .values()
+            .filter_map(|c| c.container.as_ref())
+            .filter(|c| self.pods.contains_key(&c.pod_uid))
+            .map(|c| c.container_id.as_str())
+            .collect();
+        self.containers.retain(|id, _| live.contains(id.as_str()));
     }
 
     /// The workload of a process in `container`, reusing the last one while nothing changed.
