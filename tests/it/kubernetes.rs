@@ -554,3 +554,115 @@ fn configuration_refusals_and_attribution_off_at_defaults() {
         .is_some());
     assert_eq!(e.get("/-/healthy").0, 200);
 }
+
+/// A live child that records each SIGUSR1 it gets in `<dir>/signals`.
+struct Listener {
+    kid: Kid,
+    signals: PathBuf,
+}
+
+impl Listener {
+    fn spawn(dir: &Path, name: &str) -> Listener {
+        let signals = dir.join(format!("{name}.signals"));
+        let ready = dir.join(format!("{name}.ready"));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("trap 'echo usr1 >> \"$F\"' USR1; touch \"$R\"; while :; do sleep 0.05; done")
+            .env("F", &signals)
+            .env("R", &ready)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let deadline = std::time::Instant::now() + WAIT;
+        while !ready.exists() {
+            assert!(std::time::Instant::now() < deadline, "{name} never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Listener {
+            kid: Kid(child),
+            signals,
+        }
+    }
+
+    fn signals(&self) -> usize {
+        std::fs::read_to_string(&self.signals)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn cleanup_spares_kube_system_and_reports_pods_in_audit_and_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc_root = dir.path().join("proc");
+    let socket = dir.path().join("kubelet.sock");
+    let out = dir.path().join("exec.out");
+    let user = Listener::spawn(dir.path(), "user");
+    let system = Listener::spawn(dir.path(), "system");
+    write_cgroup(&proc_root, &user.kid.pid(), &cgroup_file(0, 1));
+    write_cgroup(&proc_root, &system.kid.pid(), &cgroup_file(2, 2));
+    let kubelet = Kubelet::default();
+    *kubelet.pods.lock().unwrap() = vec![
+        pod("team-a", "train-a", &[("main", &[&uuid(0)])]),
+        pod("kube-system", "dns", &[("coredns", &[&uuid(1)])]),
+    ];
+    let _server = Server::start(&socket, kubelet);
+    // Both GPUs above their hard limit (95% of 10GiB), each held by one pod.
+    let mut scenario = String::new();
+    for (i, l) in [&user, &system].iter().enumerate() {
+        scenario += &format!(
+            "[[device]]\nname = \"Sim GPU 10G\"\nuuid = \"{}\"\ntotal = \"10GiB\"\nreserved = \"0\"\noverhead = \"0\"\n\
+             [[device.process]]\npid = {}\nname = \"python\"\nmemory = \"10035MiB\"\n",
+            uuid(i as u32),
+            l.kid.pid()
+        );
+    }
+    let config = format!(
+        "[poll]\ninterval = \"200ms\"\n[kubernetes]\nenabled = true\nproc_root = \"{}\"\n\
+         pod_resources_socket = \"{}\"\nrefresh_interval = \"200ms\"\ntimeout = \"150ms\"\n\
+         [cleanup]\nenabled = true\ncooldown = \"1s\"\n\
+         [[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGUSR1\"\ntarget = \"all\"\n\
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"echo \\\"$VRAM_GPU $VRAM_TOP_PODS\\\" >> {}\"]\n",
+        proc_root.display(),
+        socket.display(),
+        out.display()
+    );
+    let e = Exporter::start(Options {
+        scenario: &scenario,
+        config: &config,
+        time: None,
+        ..Options::default()
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while user.signals() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the team-a process was never signalled; log:\n{}",
+            e.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(system.signals(), 0, "a kube-system process was signalled");
+    let audit = e
+        .wait_log(
+            |l| {
+                l.contains("cleanup action")
+                    && l.contains("\"action\":\"signal\"")
+                    && l.contains("\"result\":\"ok\"")
+            },
+            WAIT,
+        )
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(audit["fields"]["pids"], user.kid.pid());
+    assert_eq!(audit["fields"]["pods"], "team-a/train-a");
+    let exec = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        exec.lines().any(|l| l == "0 team-a/train-a"),
+        "VRAM_TOP_PODS: {exec}"
+    );
+    assert!(
+        exec.lines().any(|l| l == "1 kube-system/dns"),
+        "VRAM_TOP_PODS: {exec}"
+    );
+}
