@@ -11,6 +11,10 @@
 //! - either below a prefix, as on nested nodes (kind: `/kubelet.slice/kubelet-kubepods.slice/
 //!   kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod<uid>.slice/…`).
 //!
+//! Read from inside a cgroup namespace (a pod reading the host's /proc), the path is relative to the
+//! reader's own cgroup (`/../../kubepods-besteffort.slice/…`), so the pod segment is looked for
+//! anywhere in the path rather than below a `kubepods` root.
+//!
 //! A v2 file has one line `0::<path>`; a v1 file one line per hierarchy, of which the first that
 //! names a container wins. Lines are split on the first two `:` only (a path may hold colons), and
 //! nothing has to be UTF-8 except the parts that are taken.
@@ -38,17 +42,15 @@ pub fn parse(bytes: &[u8]) -> Option<ContainerRef> {
 /// The container named by one cgroup path.
 fn from_path(path: &[u8]) -> Option<ContainerRef> {
     let path = std::str::from_utf8(path).ok()?.trim_end_matches('\r');
+    // No anchor on the `kubepods` root: read through a cgroup namespace (the exporter in a pod
+    // reading the host's /proc), another pod's path is relative to ours and starts with `..`.
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let kubepods = segments
-        .iter()
-        .position(|s| *s == "kubepods" || s.ends_with("kubepods.slice"))?;
-    let below = &segments[kubepods + 1..];
     // The pod's segment, then the container's right after it.
-    let (pod_at, pod_uid) = below
+    let (pod_at, pod_uid) = segments
         .iter()
         .enumerate()
         .find_map(|(i, s)| pod_uid_of(s).map(|uid| (i, uid)))?;
-    let container_id = container_id_of(below.get(pod_at + 1)?)?;
+    let container_id = container_id_of(segments.get(pod_at + 1)?)?;
     Some(ContainerRef {
         pod_uid,
         container_id,
@@ -165,6 +167,22 @@ mod tests {
         assert_eq!(parse(v2(&p).as_bytes()), want());
         let p = format!("/docker/abc/kubepods/burstable/pod{UID}/{ID}");
         assert_eq!(parse(v2(&p).as_bytes()), want());
+    }
+
+    #[test]
+    fn relative_to_the_readers_cgroup_namespace() {
+        // The exporter's own pod is in kubepods-burstable; the target in besteffort.
+        let uid = UID.replace('-', "_");
+        for p in [
+            format!("/../../../kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/crio-{ID}.scope"),
+            format!("/../../pod{UID}/{ID}"),
+            format!("/../../besteffort/pod{UID}/{ID}"),
+        ] {
+            assert_eq!(parse(v2(&p).as_bytes()), want(), "{p}");
+        }
+        // The reader's own container (path "/") and its siblings outside any pod.
+        assert_eq!(parse(b"0::/\n"), None);
+        assert_eq!(parse(b"0::/../../system.slice/containerd.service\n"), None);
     }
 
     #[test]

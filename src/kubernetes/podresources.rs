@@ -24,7 +24,7 @@ use crate::telemetry::Telemetry;
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Device ID → the containers it was allocated to, from one List answer.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DeviceMap {
     by_device: HashMap<String, Vec<Allocation>>,
     /// (namespace, pod) → its containers that hold any device.
