@@ -209,7 +209,7 @@ fn kid_env(i: u32, pids: &[&Kid]) -> Vec<(String, String)> {
 fn start(scenario: &str, env: Vec<(String, String)>, proc_root: &Path, socket: &Path) -> Exporter {
     let config = format!(
         "[poll]\ninterval = \"200ms\"\n[kubernetes]\nenabled = true\nproc_root = \"{}\"\n\
-         pod_resources_socket = \"{}\"\nrefresh_interval = \"200ms\"\ntimeout = \"150ms\"\n",
+         pod_resources_socket = \"{}\"\nrefresh_interval = \"300ms\"\ntimeout = \"300ms\"\n",
         proc_root.display(),
         socket.display()
     );
@@ -619,7 +619,7 @@ fn cleanup_spares_kube_system_and_reports_pods_in_audit_and_exec() {
     }
     let config = format!(
         "[poll]\ninterval = \"200ms\"\n[kubernetes]\nenabled = true\nproc_root = \"{}\"\n\
-         pod_resources_socket = \"{}\"\nrefresh_interval = \"200ms\"\ntimeout = \"150ms\"\n\
+         pod_resources_socket = \"{}\"\nrefresh_interval = \"300ms\"\ntimeout = \"300ms\"\n\
          [cleanup]\nenabled = true\ncooldown = \"1s\"\n\
          [[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGUSR1\"\ntarget = \"all\"\n\
          [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"echo \\\"$VRAM_GPU $VRAM_TOP_PODS\\\" >> {}\"]\n",
