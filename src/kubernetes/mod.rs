@@ -257,7 +257,8 @@ pub struct Attributor {
     proc_root: PathBuf,
     reread_after: Duration,
     devices: Option<watch::Receiver<Arc<DeviceMap>>>,
-    /// (pid, start ticks) → its cgroup; a reused pid has other start ticks.
+    /// (pid, start ticks) → its cgroup; a reused pid has other start ticks where the exporter's own
+    /// /proc sees the process, and is caught at the next re-read where it does not (start 0).
     cache: HashMap<(u32, u64), Cached>,
     /// Pod UID → (namespace, pod), learnt from GPUs allocated to one pod.
     pods: HashMap<String, (String, String)>,
