@@ -65,7 +65,7 @@ pub struct GpuView {
     /// MIG instances, when the GPU is up and in MIG mode.
     pub migs: Vec<MigSample>,
     /// The containers the device plugin allocated this GPU (or its MIG devices) to.
-    pub allocations: Vec<Allocation>,
+    pub allocations: Arc<[Allocation]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

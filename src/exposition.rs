@@ -272,7 +272,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             "A container the device plugin allocated the GPU, one of its MIG devices or a time-slicing replica of it to (value 1), from the kubelet's pod-resources API.",
         );
         for (g, gl) in s.gpus.iter().zip(&labels.gpu) {
-            for a in &g.allocations {
+            for a in g.allocations.iter() {
                 let _ = writeln!(
                     w,
                     "vram_gpu_allocation_info{{{gl},namespace=\"{}\",pod=\"{}\",container=\"{}\"}} 1",

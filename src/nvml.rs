@@ -255,7 +255,7 @@ fn poll_devices(
             memory,
             processes,
             migs,
-            allocations: Vec::new(),
+            allocations: Default::default(),
         });
     }
     names.retain(|pid, _| seen_pids.contains(pid));
@@ -269,7 +269,7 @@ fn down(identity: DeviceIdentity) -> DeviceSample {
         memory: None,
         processes: ProcessList::Listed(Vec::new()),
         migs: Vec::new(),
-        allocations: Vec::new(),
+        allocations: Default::default(),
     }
 }
 

@@ -84,8 +84,9 @@ pub struct DeviceSample {
     pub processes: ProcessList,
     /// MIG instances, when the GPU is in MIG mode.
     pub migs: Vec<MigSample>,
-    /// The containers allocated this GPU or its MIG devices (`kubernetes`), sorted, each once.
-    pub allocations: Vec<Allocation>,
+    /// The containers allocated this GPU or its MIG devices (`kubernetes`), sorted, each once;
+    /// shared with the pod-resources list it came from (it changes only when that list does).
+    pub allocations: Arc<[Allocation]>,
 }
 
 /// A device's processes in one poll: listed, not reported by this device, or a failed query.

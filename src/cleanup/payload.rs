@@ -180,7 +180,7 @@ mod tests {
                 })
                 .collect(),
             migs: vec![],
-            allocations: vec![],
+            allocations: Default::default(),
         }
     }
 

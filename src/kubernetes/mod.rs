@@ -247,12 +247,19 @@ pub fn start(
 
 /// A process's cgroup as last read, and the workload last published for it.
 struct Cached {
-    container: Option<ContainerRef>,
+    container: Option<Arc<ContainerRef>>,
     read_at: Instant,
-    workload: Option<Arc<Workload>>,
+    /// The poll that last listed the process.
+    seen: u64,
+    /// The workload published, and the names generation it was made with.
+    workload: Option<(Arc<Workload>, u64)>,
 }
 
 /// Annotates each poll's sample with workloads and allocations; owned by the poller thread.
+///
+/// In the steady state (same processes, same pod-resources list, cgroups fresh) a poll costs one
+/// cache lookup per process: names are only worked out again when something they depend on
+/// changed (a process came or went, a cgroup was re-read differently, a new list arrived).
 pub struct Attributor {
     proc_root: PathBuf,
     reread_after: Duration,
@@ -264,6 +271,14 @@ pub struct Attributor {
     pods: HashMap<String, (String, String)>,
     /// Container ID → container name, learnt the same way within a pod.
     containers: HashMap<String, String>,
+    /// The poll counter (marks the cache entries listed by the current poll).
+    epoch: u64,
+    /// Bumped whenever a name could have changed; a cached workload of an older one is redone.
+    names_gen: u64,
+    /// The pod-resources list the names were worked out with.
+    last_map: Option<Arc<DeviceMap>>,
+    /// The cache changed (an entry added, re-read differently or dropped) this poll.
+    cache_changed: bool,
 }
 
 impl Attributor {
@@ -279,16 +294,28 @@ impl Attributor {
             cache: HashMap::new(),
             pods: HashMap::new(),
             containers: HashMap::new(),
+            epoch: 0,
+            names_gen: 0,
+            last_map: None,
+            cache_changed: false,
         }
     }
 
     /// Fills in each listed process's workload and each GPU's allocations.
     pub fn annotate(&mut self, sample: &mut PollSample) {
         let map = self.devices.as_ref().map(|rx| rx.borrow().clone());
+        let map_changed = match (&map, &self.last_map) {
+            (Some(new), Some(old)) => !Arc::ptr_eq(new, old),
+            (None, None) => false,
+            _ => true,
+        };
+        self.last_map = map.clone();
         let now = Instant::now();
-        let mut seen = HashSet::new();
+        self.epoch += 1;
+        self.cache_changed = false;
         // Each GPU's processes' containers, read (or taken from the cache) once.
-        let mut refs: Vec<Vec<Option<ContainerRef>>> = Vec::with_capacity(sample.devices.len());
+        let mut refs: Vec<Vec<Option<Arc<ContainerRef>>>> =
+            Vec::with_capacity(sample.devices.len());
         for dev in &mut sample.devices {
             if let Some(map) = &map {
                 dev.allocations = map.allocations_of(
@@ -299,15 +326,19 @@ impl Attributor {
             let listed = dev.processes.listed();
             let mut dev_refs = Vec::with_capacity(listed.len());
             for p in listed {
-                let key = (p.pid, p.start_ticks);
-                seen.insert(key);
-                dev_refs.push(self.container_of(key, now));
+                dev_refs.push(self.container_of((p.pid, p.start_ticks), now));
             }
             refs.push(dev_refs);
         }
-        self.cache.retain(|k, _| seen.contains(k));
-        if let Some(map) = &map {
-            self.learn(sample, &refs, map);
+        let before = self.cache.len();
+        let epoch = self.epoch;
+        self.cache.retain(|_, c| c.seen == epoch);
+        self.cache_changed |= self.cache.len() != before;
+        if map_changed || self.cache_changed {
+            self.names_gen += 1;
+            if let Some(map) = &map {
+                self.learn(sample, &refs, map);
+            }
         }
         for (dev, dev_refs) in sample.devices.iter_mut().zip(&refs) {
             let ProcessList::Listed(list) = &mut dev.processes else {
@@ -322,36 +353,50 @@ impl Attributor {
     }
 
     /// The container of a process, from the cache while it is fresh.
-    fn container_of(&mut self, key: (u32, u64), now: Instant) -> Option<ContainerRef> {
-        if let Some(c) = self.cache.get(&key) {
+    fn container_of(&mut self, key: (u32, u64), now: Instant) -> Option<Arc<ContainerRef>> {
+        if let Some(c) = self.cache.get_mut(&key) {
+            c.seen = self.epoch;
             if now.duration_since(c.read_at) < self.reread_after {
                 return c.container.clone();
             }
         }
         let path = self.proc_root.join(key.0.to_string()).join("cgroup");
         let container = match crate::files::read_regular(&path, CGROUP_FILE_LIMIT) {
-            Ok(bytes) => cgroup::parse(&bytes),
+            Ok(bytes) => cgroup::parse(&bytes).map(Arc::new),
             Err(e) => {
                 tracing::debug!(pid = key.0, error = %e, "cgroup file not read");
                 None
             }
         };
-        let entry = self.cache.entry(key).or_insert(Cached {
-            container: None,
-            read_at: now,
-            workload: None,
+        let mut changed = false;
+        let entry = self.cache.entry(key).or_insert_with(|| {
+            changed = true;
+            Cached {
+                container: None,
+                read_at: now,
+                seen: 0,
+                workload: None,
+            }
         });
         if entry.container != container {
             entry.workload = None;
+            entry.container = container.clone();
+            changed = true;
         }
-        entry.container = container.clone();
         entry.read_at = now;
+        entry.seen = self.epoch;
+        self.cache_changed |= changed;
         container
     }
 
     /// Learns pod and container names where a GPU's allocation makes them unambiguous, and
     /// forgets those of pods no longer listed.
-    fn learn(&mut self, sample: &PollSample, refs: &[Vec<Option<ContainerRef>>], map: &DeviceMap) {
+    fn learn(
+        &mut self,
+        sample: &PollSample,
+        refs: &[Vec<Option<Arc<ContainerRef>>>],
+        map: &DeviceMap,
+    ) {
         for (dev, dev_refs) in sample.devices.iter().zip(refs) {
             let pods: BTreeSet<(&str, &str)> = dev
                 .allocations
@@ -366,8 +411,10 @@ impl Attributor {
             let (Some((ns, pod)), Some(uid)) = (only(&pods), only(&uids)) else {
                 continue;
             };
-            self.pods
-                .insert(uid.to_string(), (ns.to_string(), pod.to_string()));
+            if self.pods.get(uid).is_none_or(|(n, p)| n != ns || p != pod) {
+                self.pods
+                    .insert(uid.to_string(), (ns.to_string(), pod.to_string()));
+            }
             let names: BTreeSet<&str> = dev
                 .allocations
                 .iter()
@@ -380,7 +427,9 @@ impl Attributor {
                 .map(|c| c.container_id.as_str())
                 .collect();
             if let (Some(name), Some(id)) = (only(&names), only(&ids)) {
-                self.containers.insert(id.to_string(), name.to_string());
+                if self.containers.get(id).is_none_or(|n| n != name) {
+                    self.containers.insert(id.to_string(), name.to_string());
+                }
             }
         }
         self.pods.retain(|_, (ns, pod)| map.has_pod(ns, pod));
@@ -402,6 +451,11 @@ impl Attributor {
         container: &ContainerRef,
         map: Option<&DeviceMap>,
     ) -> Arc<Workload> {
+        if let Some((w, generation)) = self.cache.get(&key).and_then(|c| c.workload.as_ref()) {
+            if *generation == self.names_gen {
+                return w.clone();
+            }
+        }
         let (namespace, pod) = self
             .pods
             .get(&container.pod_uid)
@@ -413,9 +467,11 @@ impl Attributor {
             .map(String::as_str)
             .or_else(|| map.and_then(|m| m.only_container(namespace, pod)))
             .unwrap_or("");
+        let generation = self.names_gen;
         let entry = self.cache.get_mut(&key).expect("read this poll");
-        if let Some(w) = &entry.workload {
+        if let Some((w, g)) = &mut entry.workload {
             if w.namespace == namespace && w.pod == pod && w.container == name {
+                *g = generation;
                 return w.clone();
             }
         }
@@ -426,7 +482,7 @@ impl Attributor {
             pod_uid: container.pod_uid.clone(),
             container_id: container.container_id.clone(),
         });
-        entry.workload = Some(w.clone());
+        entry.workload = Some((w.clone(), self.names_gen));
         w
     }
 }

@@ -26,9 +26,10 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Device ID → the containers it was allocated to, from one List answer.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceMap {
-    by_device: HashMap<String, Vec<Allocation>>,
-    /// (namespace, pod) → its containers that hold any device.
-    pods: HashMap<(String, String), BTreeSet<String>>,
+    /// Sorted, each once; shared by every poll's samples until the next list.
+    by_device: HashMap<String, Arc<[Allocation]>>,
+    /// namespace → pod → its containers that hold any device.
+    pods: HashMap<String, HashMap<String, BTreeSet<String>>>,
 }
 
 impl DeviceMap {
@@ -36,6 +37,7 @@ impl DeviceMap {
     /// plugin's default `uuid` strategy); a time-slicing replica `UUID::N` counts as its GPU.
     pub fn from_response(response: &ListPodResourcesResponse) -> Self {
         let mut map = DeviceMap::default();
+        let mut by_device: HashMap<String, Vec<Allocation>> = HashMap::new();
         for pod in &response.pod_resources {
             for container in &pod.containers {
                 let allocation = Allocation {
@@ -46,7 +48,7 @@ impl DeviceMap {
                 let mut holds = false;
                 for id in container.devices.iter().flat_map(|d| &d.device_ids) {
                     let uuid = id.split_once("::").map_or(id.as_str(), |(u, _)| u);
-                    map.by_device
+                    by_device
                         .entry(uuid.to_string())
                         .or_default()
                         .push(allocation.clone());
@@ -54,36 +56,58 @@ impl DeviceMap {
                 }
                 if holds {
                     map.pods
-                        .entry((pod.namespace.clone(), pod.name.clone()))
+                        .entry(pod.namespace.clone())
+                        .or_default()
+                        .entry(pod.name.clone())
                         .or_default()
                         .insert(container.name.clone());
                 }
             }
         }
+        map.by_device = by_device
+            .into_iter()
+            .map(|(id, mut allocations)| {
+                allocations.sort();
+                allocations.dedup();
+                (id, allocations.into())
+            })
+            .collect();
         map
     }
 
-    /// The containers allocated any of `device_ids`, sorted, each once.
-    pub fn allocations_of<'a>(&self, device_ids: impl Iterator<Item = &'a str>) -> Vec<Allocation> {
-        let mut out: Vec<Allocation> = device_ids
-            .filter_map(|id| self.by_device.get(id))
-            .flatten()
-            .cloned()
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+    /// The containers allocated any of `device_ids`, sorted, each once (shared, not copied,
+    /// when only one of the IDs is allocated: a GPU without MIG).
+    pub fn allocations_of<'a>(
+        &self,
+        device_ids: impl Iterator<Item = &'a str>,
+    ) -> Arc<[Allocation]> {
+        let found: Vec<&Arc<[Allocation]>> =
+            device_ids.filter_map(|id| self.by_device.get(id)).collect();
+        match found[..] {
+            [] => Arc::default(),
+            [one] => one.clone(),
+            _ => {
+                let mut out: Vec<Allocation> =
+                    found.into_iter().flat_map(|a| a.iter().cloned()).collect();
+                out.sort();
+                out.dedup();
+                out.into()
+            }
+        }
     }
 
     /// Whether the pod holds any device.
     pub fn has_pod(&self, namespace: &str, pod: &str) -> bool {
-        self.pods
-            .contains_key(&(namespace.to_string(), pod.to_string()))
+        self.containers_of(namespace, pod).is_some()
+    }
+
+    fn containers_of(&self, namespace: &str, pod: &str) -> Option<&BTreeSet<String>> {
+        self.pods.get(namespace)?.get(pod)
     }
 
     /// The name of the pod's container when exactly one of its containers holds devices.
     pub fn only_container(&self, namespace: &str, pod: &str) -> Option<&str> {
-        let containers = self.pods.get(&(namespace.to_string(), pod.to_string()))?;
+        let containers = self.containers_of(namespace, pod)?;
         match containers.len() {
             1 => containers.iter().next().map(String::as_str),
             _ => None,

@@ -150,7 +150,7 @@ fn sample(devices: &[(&str, &[u32], &[&str])]) -> PollSample {
                         memory: None,
                     })
                     .collect(),
-                allocations: Vec::new(),
+                allocations: Default::default(),
             })
             .collect(),
         errors: Vec::new(),

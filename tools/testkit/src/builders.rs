@@ -61,7 +61,7 @@ pub fn device_with(index: u32, allocated: u64, processes: Vec<ProcessSample>) ->
         memory: Some(memory_80g(allocated)),
         processes: ProcessList::Listed(processes),
         migs: vec![],
-        allocations: vec![],
+        allocations: Default::default(),
     }
 }
 
@@ -163,7 +163,7 @@ pub fn published_one_gpu(level: Level, pid: u32, name: &str) -> SharedPublished 
             workload: None,
         }],
         migs: vec![],
-        allocations: vec![],
+        allocations: Default::default(),
     }];
     Arc::new(Published::new(s, 16))
 }
