@@ -164,11 +164,11 @@ local p = import '../lib/promql.libsonnet';
         // Kubernetes workloads: the namespace, pod and container labels of the per-process series
         // (docs/deploy.md, workload attribution); empty panels outside Kubernetes.
         g.row(106, 'Workloads', 88 + o),
-        g.timeseries(60, 'Memory by namespace', 'GPU memory of the top processes per node and GPU, summed by Kubernetes namespace (processes whose namespace is unknown are left out).', g.grid(0, 89 + o, 12, 9),
-                     g.targets([['sum by (%s, namespace) (vram_process_allocated_bytes{%s,namespace=~"$namespace",namespace!=""})' % [cl, S], '{{namespace}}']]), 'bytes')
+        g.timeseries(60, 'Memory by namespace', 'GPU memory of the top processes per node and GPU, summed by Kubernetes namespace (processes whose namespace is unknown are left out); 0 outside Kubernetes.', g.grid(0, 89 + o, 12, 9),
+                     g.targets([['sum by (%s, namespace) (vram_process_allocated_bytes{%s,namespace=~"$namespace",namespace!=""}) or sum by (%s) (vram_total_bytes{%s} * 0)' % [cl, S, cl, S], '{{namespace}}']]), 'bytes')
         + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
-        g.timeseries(61, 'Memory by pod', 'GPU memory of the top processes summed by namespace and pod.', g.grid(12, 89 + o, 12, 9),
-                     g.targets([['sum by (%s, namespace, pod) (vram_process_allocated_bytes{%s,namespace=~"$namespace",pod!=""})' % [cl, S], '{{namespace}}/{{pod}}']]), 'bytes')
+        g.timeseries(61, 'Memory by pod', 'GPU memory of the top processes summed by namespace and pod; 0 outside Kubernetes.', g.grid(12, 89 + o, 12, 9),
+                     g.targets([['sum by (%s, namespace, pod) (vram_process_allocated_bytes{%s,namespace=~"$namespace",pod!=""}) or sum by (%s) (vram_total_bytes{%s} * 0)' % [cl, S, cl, S], '{{namespace}}/{{pod}}']]), 'bytes')
         + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
       ],
       [g.dashboardLink('Single GPU', '/d/%s/vram-single-gpu' % c.dashboardUIDs['vram-gpu.json'], 'Drill down into one GPU')],

@@ -360,6 +360,9 @@ fn every_runtime_and_driver_is_attributed_and_time_slices_are_named_from_what_wa
         .value("vram_process_info", &[("pid", &kids[8].pid())])
         .is_none());
 
+    // The workload families keep the exposition clean for promtool.
+    crate::golden::promtool_check(&m.text);
+
     // The JSON API and the status page carry the same facts.
     let (status, body) = e.get("/api/v1/gpus");
     assert_eq!(status, 200);
