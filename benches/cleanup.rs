@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::sync::{mpsc, watch};
-use vram_exporter::cleanup::config::{parse_signal, Action, CleanupConfig, SignalAction, Target};
+use vram_exporter::cleanup::config::{
+    parse_signal, Action, CleanupConfig, SignalAction, Target, WorkloadFilter,
+};
 use vram_exporter::cleanup::decide::{decide, Inputs, Track};
 use vram_exporter::cleanup::{CleanupMetrics, Dispatcher, Report};
 use vram_exporter::policy::Level;
@@ -69,6 +71,7 @@ impl Rig {
             actions: vec![Action::Signal(SignalAction {
                 signal: parse_signal("bench", "SIGUSR1").unwrap(),
                 target: Target::All,
+                workloads: WorkloadFilter::default(),
             })],
         };
         let dispatcher = Dispatcher::new(config, CleanupMetrics::new(), rx).with_observer(otx);

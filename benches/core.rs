@@ -6,11 +6,18 @@
 //! - `render/8x32`: rendering the domain exposition alone.
 //! - `scrape/8x32`: what a `/metrics` request does: copy the pre-rendered text and encode the
 //!   self-metrics (process collector included); budget ≤ 100 µs.
+//! - `attribution/8x32`: the Kubernetes attributor on one poll (cgroups cached, names looked up),
+//!   as the poller runs it before the engine; `attribution_reread/8x32` the same with every cgroup
+//!   file read and parsed again (what each refresh interval costs).
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use vram_exporter::kubernetes::pb::v1::{
+    ContainerDevices, ContainerResources, ListPodResourcesResponse, PodResources,
+};
+use vram_exporter::kubernetes::{Attributor, DeviceMap};
 use vram_exporter::publish::Published;
 use vram_exporter::sample::PollSample;
 use vram_exporter::telemetry::Telemetry;
@@ -54,6 +61,65 @@ fn benches(c: &mut Criterion) {
             black_box(body)
         })
     });
+
+    attribution(c, &samples[0]);
+}
+
+/// Each GPU held by one pod (32 containers, one per process), real-format cgroup files in a
+/// temporary proc root.
+fn attribution(c: &mut Criterion, sample: &PollSample) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut pods = Vec::new();
+    for d in &sample.devices {
+        let g = d.identity.index;
+        let uid = format!("5d1c3a2b-8e7f-4a6b-9c0d-1e2f3a4b5c{g:02}");
+        let mut containers = Vec::new();
+        for (n, p) in d.processes.listed().iter().enumerate() {
+            let dir = root.path().join(p.pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{:064x}.scope",
+                uid.replace('-', "_"),
+                u64::from(g) * 1000 + n as u64
+            );
+            std::fs::write(dir.join("cgroup"), format!("0::{path}\n")).unwrap();
+            containers.push(ContainerResources {
+                name: format!("worker-{n}"),
+                devices: vec![ContainerDevices {
+                    resource_name: "nvidia.com/gpu".into(),
+                    device_ids: vec![d.identity.uuid.clone()],
+                    topology: None,
+                }],
+                ..Default::default()
+            });
+        }
+        pods.push(PodResources {
+            name: format!("train-{g}"),
+            namespace: "team".into(),
+            containers,
+        });
+    }
+    let map = DeviceMap::from_response(&ListPodResourcesResponse {
+        pod_resources: pods,
+    });
+    for (name, reread) in [
+        ("attribution/8x32", Duration::from_secs(3600)),
+        ("attribution_reread/8x32", Duration::ZERO),
+    ] {
+        let (_tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(map.clone()));
+        let mut a = Attributor::new(root.path().to_path_buf(), reread, Some(rx));
+        a.annotate(&mut sample.clone());
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || sample.clone(),
+                |mut s| {
+                    a.annotate(&mut s);
+                    black_box(s)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 criterion_group! {

@@ -8,6 +8,9 @@
     // Label matchers that select the exporter's series in every rule and dashboard query. Annotations
     // read the job from the alert's labels, so any selector works.
     vramExporterSelector: 'job="vram-exporter"',
+    // Label matchers for kube-state-metrics' kube_pod_info in the workload join (vram-exporter.workloads);
+    // empty: kube_pod_info has one source, whatever its job is called (e.g. 'job="kube-state-metrics"').
+    kubeStateMetricsSelector: '',
 
     // The label that tells clusters (or Prometheus shards) apart, as in kubernetes-mixin. It is part of
     // every on()/by(), so series of two clusters never meet in one match group; joining on a label that

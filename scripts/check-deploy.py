@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - the message is the point.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE = REPO_ROOT / "deploy" / "kubernetes"
-COMPONENTS = ("cleanup", "nvidia-runtime", "grafana-dashboards")
+COMPONENTS = ("cleanup", "nvidia-runtime", "grafana-dashboards", "pod-names")
 
 # The exporter's HTTP routes (README); a probe or scrape path outside this set is a typo.
 EXPORTER_PATHS = {"/", "/metrics", "/-/healthy", "/-/ready", "/api/v1/gpus"}
@@ -254,8 +254,28 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
     else:
         c.check(not pod.get("hostPID"), f"[{label}] hostPID is set without the cleanup component")
         c.check(not caps.get("add"), f"[{label}] capabilities are added without the cleanup component")
+    if "cleanup" in components or "pod-names" in components:
+        c.check(pod_sc.get("runAsUser") == 0, f"[{label}] the pod does not run as UID 0 (kill, pod-resources socket)")
+    else:
         c.check(pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser", 0) != 0,
                 f"[{label}] the pod does not run as a non-root user")
+
+    # Workload attribution: the host's /proc where kubernetes.proc_root points, the kubelet's pod-resources
+    # directory where the configured socket is, both hostPath mounts read-only.
+    env = {e.get("name"): e.get("value") for e in ctr.get("env", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    host_mounts = {m["mountPath"]: ((volumes.get(m["name"]) or {}).get("hostPath") or {}, m.get("readOnly"))
+                   for m in ctr.get("volumeMounts", [])}
+    proc_root = env.get("VRAM_EXPORTER__KUBERNETES__PROC_ROOT", "/proc")
+    proc = host_mounts.get(proc_root)
+    c.check(proc is not None and proc[0].get("path") == "/proc" and proc[1] is True,
+            f"[{label}] kubernetes.proc_root {proc_root} is not the host's /proc mounted read-only")
+    socket_dir = "/var/lib/kubelet/pod-resources"
+    sock = host_mounts.get(socket_dir)
+    c.check(sock is not None and sock[0].get("path") == socket_dir and sock[1] is True,
+            f"[{label}] {socket_dir} is not the host's pod-resources directory mounted read-only")
+    c.check(all(ro is True for hp, ro in host_mounts.values() if hp),
+            f"[{label}] a hostPath volume is mounted writable")
     expected_runtime = "nvidia" if "nvidia-runtime" in components else None
     c.check(pod.get("runtimeClassName") == expected_runtime,
             f"[{label}] runtimeClassName is {pod.get('runtimeClassName')!r}, expected {expected_runtime!r}")
@@ -334,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     rules = check_prometheusrule_fresh(c, args.rules)
 
     kustomize = find_kustomize()
-    variants: list[tuple[str, ...]] = [(), ("cleanup",), ("nvidia-runtime",), ("grafana-dashboards",), COMPONENTS]
+    variants: list[tuple[str, ...]] = [(), ("cleanup",), ("nvidia-runtime",), ("grafana-dashboards",), ("pod-names",),
+                                       COMPONENTS]
     if kustomize is None:
         banner = "#" * 78
         print(f"{banner}\n# check-deploy: NO kustomize OR kubectl FOUND. The base is checked through a\n"

@@ -42,6 +42,8 @@ pub struct Gpu<'a> {
     /// How many smaller processes on the GPU are not listed in `processes`.
     pub processes_omitted: usize,
     pub migs: Vec<Mig<'a>>,
+    /// The containers the device plugin allocated the GPU (or its MIG devices) to (Kubernetes).
+    pub allocations: Vec<Allocation<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +68,25 @@ pub struct Process<'a> {
     pub allocated: u64,
     pub leak_drift_bytes: u64,
     pub leak_rate_bytes_per_second: f64,
+    /// The Kubernetes pod and container; null outside Kubernetes.
+    pub workload: Option<Workload<'a>>,
+}
+
+/// A process's Kubernetes workload; names are empty when they cannot be told.
+#[derive(Debug, Serialize)]
+pub struct Workload<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub pod_uid: &'a str,
+    pub container_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Allocation<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +141,15 @@ impl<'a> Gpu<'a> {
             processes: g.processes[..listed].iter().map(Process::new).collect(),
             processes_omitted: g.processes.len() - listed,
             migs: g.migs.iter().map(Mig::new).collect(),
+            allocations: g
+                .allocations
+                .iter()
+                .map(|a| Allocation {
+                    namespace: &a.namespace,
+                    pod: &a.pod,
+                    container: &a.container,
+                })
+                .collect(),
         }
     }
 }
@@ -143,6 +173,13 @@ impl<'a> Process<'a> {
             allocated: p.allocated,
             leak_drift_bytes: p.leak_drift_bytes,
             leak_rate_bytes_per_second: p.leak_rate,
+            workload: p.workload.as_deref().map(|w| Workload {
+                namespace: &w.namespace,
+                pod: &w.pod,
+                container: &w.container,
+                pod_uid: &w.pod_uid,
+                container_id: &w.container_id,
+            }),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! [`RawConfig::validate`] turns it into [`Config`], whose types are already checked. Each section
 //! is owned and validated by the module that uses it (`[poll]` by `poller`, `[limits]` by
 //! `policy::limits`, `[leak]` by `drift`, `[processes]` by `exposition`, `[nvml]` by `nvml`,
-//! `[web]` by `web::section`, `[cleanup]` by `cleanup`); this module only layers the input and
+//! `[web]` by `web::section`, `[cleanup]` by `cleanup`, `[kubernetes]` by `kubernetes`); this module only layers the input and
 //! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
 //! nothing is applied until the whole configuration is valid.
 
@@ -19,6 +19,7 @@ use crate::cleanup::{CleanupConfig, RawCleanup};
 use crate::drift::{LeakConfig, RawLeak};
 use crate::exposition::RawProcesses;
 use crate::input::ConfigError;
+use crate::kubernetes::{KubernetesConfig, RawKubernetes};
 use crate::logging::{LogConfig, LogFormat, RawLog};
 use crate::nvml::RawNvml;
 use crate::policy::limits::{LimitsConfig, RawLimits};
@@ -39,6 +40,7 @@ pub struct RawConfig {
     pub web: RawWeb,
     pub nvml: RawNvml,
     pub cleanup: RawCleanup,
+    pub kubernetes: RawKubernetes,
     pub log: RawLog,
 }
 
@@ -262,6 +264,7 @@ pub struct Config {
     pub web: WebConfig,
     pub nvml_library: Option<PathBuf>,
     pub cleanup: CleanupConfig,
+    pub kubernetes: KubernetesConfig,
     pub log: LogConfig,
 }
 
@@ -274,6 +277,7 @@ impl RawConfig {
         let max_processes_per_gpu = self.processes.validate()?;
         let mut web = self.web.validate()?;
         let cleanup = self.cleanup.validate()?;
+        let kubernetes = self.kubernetes.validate()?;
         let log = self.log.validate()?;
         // The web configuration file is read last: its errors are reported after every key's.
         web.security = crate::web::WebSettings::load_optional(self.web.config_file.as_deref())?;
@@ -285,6 +289,7 @@ impl RawConfig {
             web,
             nvml_library: self.nvml.library.clone(),
             cleanup,
+            kubernetes,
             log,
         })
     }

@@ -7,12 +7,15 @@
 //! exposition and the JSON API are built from the snapshot downstream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::drift::{self, DriftGeometry, FloorTracker, LeakConfig};
 use crate::policy::limits::LimitsConfig;
 use crate::policy::{self, Level, Limits, PolicyState};
-use crate::sample::{DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList};
+use crate::sample::{
+    Allocation, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
+};
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub struct GpuView {
     pub processes: Vec<ProcessView>,
     /// MIG instances, when the GPU is up and in MIG mode.
     pub migs: Vec<MigSample>,
+    /// The containers the device plugin allocated this GPU (or its MIG devices) to.
+    pub allocations: Arc<[Allocation]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +76,16 @@ pub struct ProcessView {
     pub leak_drift_bytes: u64,
     /// Bytes per second; 0 when the process's floor is not growing.
     pub leak_rate: f64,
+    /// The Kubernetes pod and container of the process; None outside Kubernetes.
+    pub workload: Option<Arc<Workload>>,
+}
+
+/// What the engine keeps of a process between polls: its drift tracker, its last allocation and
+/// workload (republished while the process query fails).
+struct ProcessState {
+    tracker: FloorTracker,
+    allocated: u64,
+    workload: Option<Arc<Workload>>,
 }
 
 /// Identity of a process for drift: a reused pid with another start (clock ticks since boot) or
@@ -82,8 +97,8 @@ struct DeviceState {
     /// (total the limits were resolved for, the limits).
     limits: Option<(u64, Limits)>,
     drift: FloorTracker,
-    /// Drift tracker and last allocation of each process seen at the last good process query.
-    processes: HashMap<ProcessKey, (FloorTracker, u64)>,
+    /// Each process seen at the last good process query.
+    processes: HashMap<ProcessKey, ProcessState>,
     /// Consecutive polls whose process query failed and which republished the last good list.
     held_polls: u32,
 }
@@ -158,6 +173,7 @@ impl Engine {
             hard_limit_eta: None,
             processes: Vec::new(),
             migs: if dev.up { dev.migs.clone() } else { Vec::new() },
+            allocations: dev.allocations.clone(),
         };
         if !dev.up {
             return view;
@@ -191,12 +207,13 @@ impl Engine {
                 view.processes = state
                     .processes
                     .iter()
-                    .map(|((pid, _, name), (tracker, allocated))| ProcessView {
+                    .map(|((pid, _, name), p)| ProcessView {
                         pid: *pid,
                         name: name.clone(),
-                        allocated: *allocated,
-                        leak_drift_bytes: tracker.leak().drift,
-                        leak_rate: tracker.leak().rate,
+                        allocated: p.allocated,
+                        leak_drift_bytes: p.tracker.leak().drift,
+                        leak_rate: p.tracker.leak().rate,
+                        workload: p.workload.clone(),
                     })
                     .collect();
                 view.processes
@@ -207,15 +224,14 @@ impl Engine {
             other => other.listed(),
         };
         state.held_polls = 0;
-        let mut live: HashMap<ProcessKey, (FloorTracker, u64)> =
-            HashMap::with_capacity(listed.len());
+        let mut live: HashMap<ProcessKey, ProcessState> = HashMap::with_capacity(listed.len());
         view.processes.reserve(listed.len());
         for p in listed {
             let key = (p.pid, p.start_ticks, p.name.clone());
             let mut tracker = state
                 .processes
                 .remove(&key)
-                .map(|(t, _)| t)
+                .map(|p| p.tracker)
                 .unwrap_or_else(|| FloorTracker::new(geometry));
             tracker.observe(geometry, now_ms, p.allocated);
             view.processes.push(ProcessView {
@@ -224,8 +240,16 @@ impl Engine {
                 allocated: p.allocated,
                 leak_drift_bytes: tracker.leak().drift,
                 leak_rate: tracker.leak().rate,
+                workload: p.workload.clone(),
             });
-            live.insert(key, (tracker, p.allocated));
+            live.insert(
+                key,
+                ProcessState {
+                    tracker,
+                    allocated: p.allocated,
+                    workload: p.workload.clone(),
+                },
+            );
         }
         // Trackers of processes that vanished are dropped here.
         state.processes = live;

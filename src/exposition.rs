@@ -265,6 +265,26 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         );
     }
 
+    if s.gpus.iter().any(|g| !g.allocations.is_empty()) {
+        family(
+            w,
+            "vram_gpu_allocation_info",
+            "gauge",
+            "A container the device plugin allocated the GPU, one of its MIG devices or a time-slicing replica of it to (value 1), from the kubelet's pod-resources API.",
+        );
+        for (g, gl) in s.gpus.iter().zip(&labels.gpu) {
+            for a in g.allocations.iter() {
+                let _ = writeln!(
+                    w,
+                    "vram_gpu_allocation_info{{{gl},namespace=\"{}\",pod=\"{}\",container=\"{}\"}} 1",
+                    Escaped(&a.namespace),
+                    Escaped(&a.pod),
+                    Escaped(&a.container)
+                );
+            }
+        }
+    }
+
     let n = max_processes_per_gpu;
     if n > 0 && s.gpus.iter().any(|g| g.up && !g.processes.is_empty()) {
         family(
@@ -292,6 +312,17 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         per_process(w, &labels, "vram_process_leak_rate_bytes_per_second", |p| {
             p.leak_rate.round() as u64
         });
+        if labels.info.iter().flatten().any(Option::is_some) {
+            family(
+                w,
+                "vram_process_info",
+                "gauge",
+                "The Kubernetes pod UID and container ID of a process in a pod (value 1), from its cgroup (same processes as vram_process_allocated_bytes); join with kube_pod_info on uid.",
+            );
+            for l in labels.info.iter().flatten().flatten() {
+                let _ = writeln!(w, "vram_process_info{{{l}}} 1");
+            }
+        }
     }
     Bytes::from(out)
 }
@@ -354,11 +385,14 @@ fn per_process<V: std::fmt::Display>(
 }
 
 /// The label sets of one render, escaped and formatted once and written by every family: each
-/// GPU's `gpu,uuid`, and each published process's `gpu,uuid,pid,process` (top N of up GPUs).
+/// GPU's `gpu,uuid`, each published process's `gpu,uuid,pid,process,namespace,pod,container`
+/// (top N of up GPUs; the workload labels empty when unknown) and, for those in a pod,
+/// `gpu,uuid,pid,process,pod_uid,container_id`.
 struct Labels<'a> {
     s: &'a Snapshot,
     gpu: Vec<String>,
     process: Vec<Vec<String>>,
+    info: Vec<Vec<Option<String>>>,
 }
 
 impl<'a> Labels<'a> {
@@ -374,22 +408,60 @@ impl<'a> Labels<'a> {
                 )
             })
             .collect();
+        let published = |g: &'a GpuView| {
+            let n = if g.up { max_processes_per_gpu } else { 0 };
+            g.processes.iter().take(n)
+        };
         let process = s
             .gpus
             .iter()
             .zip(&gpu)
             .map(|(g, gl)| {
-                if !g.up {
-                    return Vec::new();
-                }
-                g.processes
-                    .iter()
-                    .take(max_processes_per_gpu)
-                    .map(|p| format!("{gl},pid=\"{}\",process=\"{}\"", p.pid, Escaped(&p.name)))
+                published(g)
+                    .map(|p| {
+                        let (ns, pod, container) = p
+                            .workload
+                            .as_deref()
+                            .map(|w| (w.namespace.as_str(), w.pod.as_str(), w.container.as_str()))
+                            .unwrap_or(("", "", ""));
+                        format!(
+                            "{gl},pid=\"{}\",process=\"{}\",namespace=\"{}\",pod=\"{}\",container=\"{}\"",
+                            p.pid,
+                            Escaped(&p.name),
+                            Escaped(ns),
+                            Escaped(pod),
+                            Escaped(container)
+                        )
+                    })
                     .collect()
             })
             .collect();
-        Labels { s, gpu, process }
+        let info = s
+            .gpus
+            .iter()
+            .zip(&gpu)
+            .map(|(g, gl)| {
+                published(g)
+                    .map(|p| {
+                        p.workload.as_deref().map(|w| {
+                            format!(
+                                "{gl},pid=\"{}\",process=\"{}\",pod_uid=\"{}\",container_id=\"{}\"",
+                                p.pid,
+                                Escaped(&p.name),
+                                Escaped(&w.pod_uid),
+                                Escaped(&w.container_id)
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Labels {
+            s,
+            gpu,
+            process,
+            info,
+        }
     }
 }
 

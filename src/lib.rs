@@ -16,6 +16,7 @@ pub mod exposition;
 pub mod files;
 pub mod http;
 pub mod input;
+pub mod kubernetes;
 pub mod logging;
 pub mod nvml;
 pub mod policy;
@@ -68,9 +69,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
     let engine = Engine::new(config.limits.clone(), config.leak);
+    // Workload attribution: its pod-resources task runs here, its cgroup reads on the poller.
+    let (attributor, pod_resources) = match kubernetes::start(&config.kubernetes, &telemetry) {
+        Some((a, task)) => (Some(a), task),
+        None => (None, None),
+    };
     let poller = poller::Poller::spawn(
         source,
         engine,
+        attributor,
         config.poll_interval,
         config.max_processes_per_gpu,
         telemetry.clone(),
@@ -142,6 +149,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     if let Some(cleanup) = cleanup {
         cleanup.abort();
+    }
+    if let Some(task) = pod_resources {
+        task.abort();
     }
     poller.shutdown(Duration::from_secs(2));
     served.map_err(RunError::Serve)

@@ -255,6 +255,7 @@ fn poll_devices(
             memory,
             processes,
             migs,
+            allocations: Default::default(),
         });
     }
     names.retain(|pid, _| seen_pids.contains(pid));
@@ -268,6 +269,7 @@ fn down(identity: DeviceIdentity) -> DeviceSample {
         memory: None,
         processes: ProcessList::Listed(Vec::new()),
         migs: Vec::new(),
+        allocations: Default::default(),
     }
 }
 
@@ -371,6 +373,7 @@ fn read_processes(
             name,
             start_ticks,
             allocated: bytes,
+            workload: None,
         });
     }
     merged.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::input::{parse_duration_within, ConfigError};
+use crate::kubernetes::Attributor;
 use crate::nvml::NvmlSource;
 use crate::publish::{Published, SharedPublished};
 use crate::telemetry::Telemetry;
@@ -60,10 +61,12 @@ pub struct Poller {
 
 impl Poller {
     /// Starts polling at once and then every `interval`, publishing into `publish` with at most
-    /// `max_processes_per_gpu` process series per GPU in the exposition.
+    /// `max_processes_per_gpu` process series per GPU in the exposition; `attributor` (when
+    /// Kubernetes attribution is on) annotates each sample with workloads before the engine.
     pub fn spawn(
         mut source: NvmlSource,
         mut engine: Engine,
+        mut attributor: Option<Attributor>,
         interval: Duration,
         max_processes_per_gpu: usize,
         telemetry: Telemetry,
@@ -76,7 +79,10 @@ impl Poller {
                 let mut next = Instant::now();
                 loop {
                     let started = Instant::now();
-                    let sample = source.poll();
+                    let mut sample = source.poll();
+                    if let Some(a) = &mut attributor {
+                        a.annotate(&mut sample);
+                    }
                     for e in &sample.errors {
                         let gpu = e.gpu.map(|g| g.to_string()).unwrap_or_default();
                         telemetry

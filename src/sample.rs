@@ -3,6 +3,7 @@
 //! These types are the boundary between `nvml.rs` (the only module that talks to NVML) and the rest
 //! of the exporter, so tests and benchmarks can build them by hand.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The identity of a GPU; kept from the last good poll when the device is lost.
@@ -33,6 +34,29 @@ pub struct ProcessSample {
     /// the name it tells a reused pid from the process that had it before.
     pub start_ticks: u64,
     pub allocated: u64,
+    /// The Kubernetes pod and container the process runs in (`kubernetes`); None outside
+    /// Kubernetes or with attribution off.
+    pub workload: Option<Arc<Workload>>,
+}
+
+/// Which Kubernetes workload a process belongs to: the pod UID and container ID from its cgroup,
+/// the names from the kubelet's pod-resources API (empty when they cannot be told).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub pod_uid: String,
+    pub container_id: String,
+}
+
+/// A container the device plugin gave a GPU (or one of its MIG devices, or a time-slicing
+/// replica of it) to, as the kubelet's pod-resources API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Allocation {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
 }
 
 /// One MIG instance of a GPU in MIG mode. Its memory is part of its parent's; it is published in
@@ -60,6 +84,9 @@ pub struct DeviceSample {
     pub processes: ProcessList,
     /// MIG instances, when the GPU is in MIG mode.
     pub migs: Vec<MigSample>,
+    /// The containers allocated this GPU or its MIG devices (`kubernetes`), sorted, each once;
+    /// shared with the pod-resources list it came from (it changes only when that list does).
+    pub allocations: Arc<[Allocation]>,
 }
 
 /// A device's processes in one poll: listed, not reported by this device, or a failed query.
@@ -93,6 +120,8 @@ pub enum Operation {
     Memory,
     Processes,
     Mig,
+    /// The kubelet's pod-resources API (not NVML; counted with the poll errors).
+    PodResources,
 }
 
 impl Operation {
@@ -106,6 +135,7 @@ impl Operation {
             Operation::Memory => "memory",
             Operation::Processes => "processes",
             Operation::Mig => "mig",
+            Operation::PodResources => "pod_resources",
         }
     }
 }

@@ -140,13 +140,14 @@ fn gpu_card(h: &mut String, g: &GpuView) {
         g.soft_violations, g.hard_violations
     );
     if !g.processes.is_empty() {
-        h.push_str("<table><tr><th>pid</th><th>process</th><th class=\"n\">allocated</th><th class=\"n\">leak</th><th class=\"n\">rate</th></tr>\n");
+        h.push_str("<table><tr><th>pid</th><th>process</th><th>pod</th><th class=\"n\">allocated</th><th class=\"n\">leak</th><th class=\"n\">rate</th></tr>\n");
         for p in g.processes.iter().take(CARD_PROCESSES) {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}/s</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}/s</td></tr>",
                 p.pid,
                 Html(&p.name),
+                Html(&workload(p)),
                 gib(p.allocated),
                 gib(p.leak_drift_bytes),
                 mib(p.leak_rate)
@@ -155,6 +156,17 @@ fn gpu_card(h: &mut String, g: &GpuView) {
         h.push_str("</table>\n");
     }
     h.push_str("</section>\n");
+}
+
+/// "namespace/pod/container" as far as known, the pod UID when the names are not; empty outside
+/// Kubernetes.
+fn workload(p: &crate::engine::ProcessView) -> String {
+    match p.workload.as_deref() {
+        None => String::new(),
+        Some(w) if w.pod.is_empty() => format!("pod {}", w.pod_uid),
+        Some(w) if w.container.is_empty() => format!("{}/{}", w.namespace, w.pod),
+        Some(w) => format!("{}/{}/{}", w.namespace, w.pod, w.container),
+    }
 }
 
 fn gib(bytes: u64) -> String {

@@ -16,6 +16,13 @@ local p = import '../lib/promql.libsonnet';
       '{{ with printf "' + metric + '{' + c.clusterLabel + '=%q,job=%q,instance=%q,gpu=%q}" $labels.' + c.clusterLabel
       + ' $labels.job $labels.instance $labels.gpu | query }}{{ . | first | value | humanize1024 }}B{{ end }}',
     local gpu = 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}',
+    // The GPU's largest process, with its Kubernetes pod when the exporter knows it; nothing when no
+    // process is listed.
+    local topProcess =
+      '{{ with printf "topk(1, vram_process_allocated_bytes{' + c.clusterLabel + '=%q,job=%q,instance=%q,gpu=%q})" $labels.' + c.clusterLabel
+      + ' $labels.job $labels.instance $labels.gpu | query }}{{ with first . }} Largest process: pid {{ .Labels.pid }} ({{ .Labels.process }})'
+      + '{{ if .Labels.pod }} in pod {{ .Labels.namespace }}/{{ .Labels.pod }}{{ if .Labels.container }}, container {{ .Labels.container }}{{ end }}{{ end }}'
+      + ', {{ .Value | humanize1024 }}B.{{ end }}{{ end }}',
 
     groups+: [
       {
@@ -47,7 +54,7 @@ local p = import '../lib/promql.libsonnet';
             annotations: {
               summary: 'GPU memory crossed its hard limit; an out-of-memory error is imminent.',
               description: gpu + ' is at or has just crossed its hard limit: {{ $value | humanize1024 }}B allocated now, hard limit '
-                           + lookup('vram_hard_limit_bytes') + ' of ' + lookup('vram_total_bytes') + '.',
+                           + lookup('vram_hard_limit_bytes') + ' of ' + lookup('vram_total_bytes') + '.' + topProcess,
               runbook_url: runbook('VramHardLimitBreached'),
             },
           },

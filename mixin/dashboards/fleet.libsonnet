@@ -160,6 +160,16 @@ local p = import '../lib/promql.libsonnet';
         g.table(56, 'Exporter versions', 'vram-exporter version and NVIDIA driver version per exporter.', g.grid(16, 80 + o, 8, 8),
                 g.targets([['vram_exporter_build_info{%s}' % N]], instant=true, table=true), 'none',
                 { excludeByName: { Time: true, __name__: true, job: true, Value: true }, indexByName: { [cl]: 0, [inst]: 1, version: 2, driver_version: 3 } }),
+
+        // Kubernetes workloads: the namespace, pod and container labels of the per-process series
+        // (docs/deploy.md, workload attribution); empty panels outside Kubernetes.
+        g.row(106, 'Workloads', 88 + o),
+        g.timeseries(60, 'Memory by namespace', 'GPU memory of the top processes per node and GPU, summed by Kubernetes namespace (processes whose namespace is unknown are left out); 0 outside Kubernetes.', g.grid(0, 89 + o, 12, 9),
+                     g.targets([['sum by (%s, namespace) (vram_process_allocated_bytes{%s,namespace=~"$namespace",namespace!=""}) or sum by (%s) (vram_total_bytes{%s} * 0)' % [cl, S, cl, S], '{{namespace}}']]), 'bytes')
+        + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
+        g.timeseries(61, 'Memory by pod', 'GPU memory of the top processes summed by namespace and pod; 0 outside Kubernetes.', g.grid(12, 89 + o, 12, 9),
+                     g.targets([['sum by (%s, namespace, pod) (vram_process_allocated_bytes{%s,namespace=~"$namespace",pod!=""}) or sum by (%s) (vram_total_bytes{%s} * 0)' % [cl, S, cl, S], '{{namespace}}/{{pod}}']]), 'bytes')
+        + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
       ],
       [g.dashboardLink('Single GPU', '/d/%s/vram-single-gpu' % c.dashboardUIDs['vram-gpu.json'], 'Drill down into one GPU')],
       true,

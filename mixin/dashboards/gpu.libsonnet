@@ -81,14 +81,14 @@ local p = import '../lib/promql.libsonnet';
 
         g.row(202, 'Processes', 35),
         g.timeseries(20, 'Allocation by process', 'GPU memory of each of the top processes on this GPU, stacked.', g.grid(0, 36, 14, 9),
-                     g.targets([['vram_process_allocated_bytes{%s}' % S, '{{process}} ({{pid}})']]), 'bytes')
+                     g.targets([['vram_process_allocated_bytes{%s,namespace=~"$namespace"}' % S, '{{process}} ({{pid}}) {{namespace}}/{{pod}}']]), 'bytes')
         + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
         g.table(21, 'Processes now', 'Processes on this GPU with their memory and leak drift.', g.grid(14, 36, 10, 9),
                 g.targets([
-                  ['max by (%s, pid, process) (vram_process_allocated_bytes{%s})' % [gpuBy, S]],
-                  ['max by (%s, pid, process) (vram_process_leak_drift_bytes{%s})' % [gpuBy, S]],
+                  ['max by (%s, pid, process, namespace, pod, container) (vram_process_allocated_bytes{%s,namespace=~"$namespace"})' % [gpuBy, S]],
+                  ['max by (%s, pid, process, namespace, pod, container) (vram_process_leak_drift_bytes{%s,namespace=~"$namespace"})' % [gpuBy, S]],
                 ], instant=true, table=true), 'none',
-                { excludeByName: { Time: true, __name__: true, job: true, uuid: true, [cl]: true, [inst]: true, gpu: true }, indexByName: { pid: 0, process: 1, 'Value #A': 2, 'Value #B': 3 }, renameByName: { 'Value #A': 'allocated', 'Value #B': 'leak drift' } },
+                { excludeByName: { Time: true, __name__: true, job: true, uuid: true, [cl]: true, [inst]: true, gpu: true }, indexByName: { pid: 0, process: 1, namespace: 2, pod: 3, container: 4, 'Value #A': 5, 'Value #B': 6 }, renameByName: { 'Value #A': 'allocated', 'Value #B': 'leak drift' } },
                 { displayName: 'allocated', desc: true })
         + {
           fieldConfig+: { overrides: [

@@ -134,7 +134,8 @@
     options: [],
   } + (if multi then { allValue: '.*' } else {}),
 
-  // The variables every vram dashboard has: data source, cluster, job, node (the instance label), GPU.
+  // The variables every vram dashboard has: data source, cluster, job, node (the instance label), GPU,
+  // and the Kubernetes namespace of the per-process series (All by default; empty outside Kubernetes).
   variables(config, multi):: [
     {
       name: 'datasource',
@@ -153,6 +154,7 @@
     $.variable('job', 'Job', 'label_values(vram_nvml_up{%s,%s=~"$cluster"}, job)' % [config.vramExporterSelector, config.clusterLabel], multi),
     $.variable('node', 'Node', 'label_values(vram_nvml_up{%s=~"$cluster",job=~"$job"}, %s)' % [config.clusterLabel, config.instanceLabel], multi),
     $.variable('gpu', 'GPU', 'label_values(vram_gpu_info{%s=~"$cluster",job=~"$job",%s=~"$node"}, gpu)' % [config.clusterLabel, config.instanceLabel], multi, 3),
+    $.variable('namespace', 'Namespace', 'label_values(vram_process_allocated_bytes{%s=~"$cluster",job=~"$job"}, namespace)' % [config.clusterLabel], true),
   ],
 
   dashboard(config, file, title, description, panels, links, multi):: {

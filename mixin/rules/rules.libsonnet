@@ -53,6 +53,41 @@ local p = import '../lib/promql.libsonnet';
           { record: 'cluster:vram_hard_limit_violations:increase5m', expr: 'sum %s (increase(%s[5m]))' % [byCluster, sel('vram_hard_limit_violations_total')] },
         ],
       },
+      {
+        // Kubernetes workloads (docs/deploy.md, workload attribution). The exporter names a process's
+        // namespace and pod where the kubelet's device allocations make that unambiguous; for the rest,
+        // vram_process_info carries the pod UID from the process's cgroup, and the join with
+        // kube-state-metrics' kube_pod_info{uid} names it (any process in a pod, time-sliced GPUs included).
+        name: 'vram-exporter.workloads',
+        local procLabels = std.join(', ', [c.clusterLabel] + c.gpuLabels + ['pid', 'process']),
+        rules: [
+          {
+            record: 'instance_gpu_process:vram_process_allocated_bytes:kube_pod_info',
+            expr: |||
+              max without (namespace, pod, container) (
+                %(alloc)s
+                * on (%(proc)s) group_left (pod_uid)
+                %(info)s
+              )
+              * on (%(cl)s, pod_uid) group_left (namespace, pod)
+              max by (%(cl)s, pod_uid, namespace, pod) (
+                label_replace(kube_pod_info{%(ksm)s}, "pod_uid", "$1", "uid", "(.+)")
+              )
+            ||| % {
+              alloc: sel('vram_process_allocated_bytes'),
+              info: sel('vram_process_info'),
+              proc: procLabels,
+              cl: c.clusterLabel,
+              ksm: c.kubeStateMetricsSelector,
+            },
+          },
+          // GPU memory per namespace from the join above (every process in a pod, named or not).
+          {
+            record: 'namespace:vram_process_allocated_bytes:sum',
+            expr: 'sum by (%s, job, namespace) (instance_gpu_process:vram_process_allocated_bytes:kube_pod_info)' % c.clusterLabel,
+          },
+        ],
+      },
     ],
   },
 }

@@ -72,7 +72,7 @@ pub fn signal(
     own_pid: u32,
     dry_run: bool,
 ) -> Outcome {
-    let chosen = targets::signal_targets(&gpu.processes, &a.target, own_pid);
+    let chosen = targets::signal_targets(&gpu.processes, &a.target, &a.workloads, own_pid);
     let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
     if pids.is_empty() {
         return Outcome::new(
@@ -141,15 +141,21 @@ pub async fn kill(
         return Outcome::new(
             ActionResult::Skipped,
             vec![],
-            "no eligible process (avoid, PID 1 and the exporter are never killed)",
+            "no eligible process (avoid, avoid_namespaces, PID 1 and the exporter are never killed)",
         );
     };
     let (pid, what) = (
         victim.pid,
-        format!(
-            "{} ({}, {} bytes)",
-            victim.pid, victim.name, victim.allocated
-        ),
+        match victim.workload.as_deref() {
+            Some(w) => format!(
+                "{} ({}, pod {}/{} uid {}, {} bytes)",
+                victim.pid, victim.name, w.namespace, w.pod, w.pod_uid, victim.allocated
+            ),
+            None => format!(
+                "{} ({}, {} bytes)",
+                victim.pid, victim.name, victim.allocated
+            ),
+        },
     );
     if dry_run {
         return Outcome::new(

@@ -73,6 +73,22 @@ pub struct RawAction {
     pub prefer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// Signal and kill: only processes in a pod whose namespace matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_regex: Option<String>,
+    /// Signal and kill: only processes in a pod whose name matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_regex: Option<String>,
+    /// Signal and kill: processes in these namespaces are never touched (default kube-system).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avoid_namespaces: Option<Vec<String>>,
+    /// Signal and kill: processes of these user IDs are never touched (unlike a name, a process
+    /// cannot choose its uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avoid_uids: Option<Vec<u32>>,
+    /// Kill: processes of these user IDs are killed first (like `prefer`, by uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer_uids: Option<Vec<u32>>,
 }
 
 /// The validated `cleanup` section.
@@ -121,6 +137,39 @@ impl Action {
 pub struct SignalAction {
     pub signal: Signal,
     pub target: Target,
+    pub workloads: WorkloadFilter,
+}
+
+/// Which Kubernetes workloads a signal or kill action may touch (names from `kubernetes`).
+#[derive(Debug, Clone)]
+pub struct WorkloadFilter {
+    /// Only processes in a pod whose namespace matches (a process outside a pod never does).
+    pub namespace: Option<Regex>,
+    /// Only processes in a pod whose name matches.
+    pub pod: Option<Regex>,
+    /// Never a process in one of these namespaces, nor one in a pod whose namespace is unknown
+    /// (it might be one of them); processes outside Kubernetes are not concerned.
+    pub avoid_namespaces: Vec<String>,
+    /// Never a process of these user IDs (owner of `/proc/<pid>`); with any given, a process whose
+    /// owner cannot be read is not touched either.
+    pub avoid_uids: Vec<u32>,
+}
+
+/// The namespaces no action touches unless the configuration says otherwise.
+pub const DEFAULT_AVOID_NAMESPACES: &[&str] = &["kube-system"];
+
+impl Default for WorkloadFilter {
+    fn default() -> Self {
+        WorkloadFilter {
+            namespace: None,
+            pod: None,
+            avoid_namespaces: DEFAULT_AVOID_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            avoid_uids: Vec::new(),
+        }
+    }
 }
 
 /// Which of a GPU's processes a signal action reaches.
@@ -163,8 +212,11 @@ pub struct KillAction {
     pub avoid: Option<Regex>,
     /// Processes whose name matches are killed first (largest of them).
     pub prefer: Option<Regex>,
+    /// Processes of these user IDs are killed first too.
+    pub prefer_uids: Vec<u32>,
     /// Kill only once the GPU has been in hard breach this long (lets cheaper actions work first).
     pub after: Duration,
+    pub workloads: WorkloadFilter,
 }
 
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
@@ -267,10 +319,29 @@ impl Kind {
     /// The optional keys an action of this type takes; any other one given is refused.
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Kind::Signal => &["signal", "target", "top", "name_regex"],
+            Kind::Signal => &[
+                "signal",
+                "target",
+                "top",
+                "name_regex",
+                "namespace_regex",
+                "pod_regex",
+                "avoid_namespaces",
+                "avoid_uids",
+            ],
             Kind::Webhook => &["url", "timeout", "retries"],
             Kind::Exec => &["argv", "timeout"],
-            Kind::Kill => &["grace", "avoid", "prefer", "after"],
+            Kind::Kill => &[
+                "grace",
+                "avoid",
+                "prefer",
+                "prefer_uids",
+                "after",
+                "namespace_regex",
+                "pod_regex",
+                "avoid_namespaces",
+                "avoid_uids",
+            ],
         }
     }
 }
@@ -343,7 +414,11 @@ impl RawAction {
                 "is only used with target = \"match\"",
             ));
         }
-        Ok(SignalAction { signal, target })
+        Ok(SignalAction {
+            signal,
+            target,
+            workloads: self.workload_filter(prefix)?,
+        })
     }
 
     /// `target` (with `top` or `name_regex`): which processes a signal action reaches. There is
@@ -453,8 +528,40 @@ impl RawAction {
             grace,
             avoid: name_filter("avoid", &self.avoid)?,
             prefer: name_filter("prefer", &self.prefer)?,
+            prefer_uids: self.prefer_uids.clone().unwrap_or_default(),
             after,
+            workloads: self.workload_filter(prefix)?,
         })
+    }
+
+    /// `namespace_regex`, `pod_regex` and `avoid_namespaces` of a signal or kill action.
+    fn workload_filter(&self, prefix: &str) -> Result<WorkloadFilter, ConfigError> {
+        let filter = |name: &str, written: &Option<String>| {
+            written
+                .as_deref()
+                .map(|r| regex(&key(prefix, name), r))
+                .transpose()
+        };
+        let mut out = WorkloadFilter {
+            namespace: filter("namespace_regex", &self.namespace_regex)?,
+            pod: filter("pod_regex", &self.pod_regex)?,
+            ..WorkloadFilter::default()
+        };
+        if let Some(list) = &self.avoid_namespaces {
+            if let Some(bad) = list
+                .iter()
+                .find(|n| n.is_empty() || n.len() > 63 || n.contains(char::is_whitespace))
+            {
+                return Err(ConfigError::invalid(
+                    key(prefix, "avoid_namespaces"),
+                    format!("{bad:?}"),
+                    "is not a namespace name (1 to 63 characters, no spaces)",
+                ));
+            }
+            out.avoid_namespaces = list.clone();
+        }
+        out.avoid_uids = self.avoid_uids.clone().unwrap_or_default();
+        Ok(out)
     }
 
     /// Every optional key that was given, in a fixed order, with its value as an error shows it.
@@ -473,6 +580,20 @@ impl RawAction {
             ("avoid", text(&self.avoid)),
             ("prefer", text(&self.prefer)),
             ("after", text(&self.after)),
+            ("namespace_regex", text(&self.namespace_regex)),
+            ("pod_regex", text(&self.pod_regex)),
+            (
+                "avoid_namespaces",
+                self.avoid_namespaces.as_ref().map(|a| format!("{a:?}")),
+            ),
+            (
+                "avoid_uids",
+                self.avoid_uids.as_ref().map(|a| format!("{a:?}")),
+            ),
+            (
+                "prefer_uids",
+                self.prefer_uids.as_ref().map(|a| format!("{a:?}")),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))

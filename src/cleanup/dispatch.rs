@@ -305,6 +305,25 @@ impl Shared {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        // The pods of those pids, in the same order: "namespace/pod", "-" outside Kubernetes.
+        let pods = outcome
+            .pids
+            .iter()
+            .map(|pid| {
+                gpu.processes
+                    .iter()
+                    .find(|p| p.pid == *pid)
+                    .and_then(|p| p.workload.as_deref())
+                    .map_or_else(
+                        || "-".to_string(),
+                        |w| match w.pod.is_empty() {
+                            true => format!("uid:{}", w.pod_uid),
+                            false => format!("{}/{}", w.namespace, w.pod),
+                        },
+                    )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let reclaimed = reclaimed.load(Ordering::Relaxed);
         macro_rules! audit {
             ($level:ident) => {
@@ -314,6 +333,7 @@ impl Shared {
                     uuid = %gpu.identity.uuid,
                     reason = reason.as_str(),
                     pids = %pids,
+                    pods = %pods,
                     result = outcome.result.as_str(),
                     detail = %outcome.detail,
                     allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),

@@ -36,6 +36,12 @@ pub struct PayloadProcess {
     pub pid: u32,
     pub name: String,
     pub bytes: u64,
+    /// The Kubernetes workload (empty strings outside Kubernetes or when unknown).
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub pod_uid: String,
+    pub container_id: String,
 }
 
 impl Payload {
@@ -56,10 +62,18 @@ impl Payload {
                 .processes
                 .iter()
                 .take(PAYLOAD_PROCESSES)
-                .map(|p| PayloadProcess {
-                    pid: p.pid,
-                    name: printable(&p.name),
-                    bytes: p.allocated,
+                .map(|p| {
+                    let w = p.workload.as_deref().cloned().unwrap_or_default();
+                    PayloadProcess {
+                        pid: p.pid,
+                        name: printable(&p.name),
+                        bytes: p.allocated,
+                        namespace: w.namespace,
+                        pod: w.pod,
+                        container: w.container,
+                        pod_uid: w.pod_uid,
+                        container_id: w.container_id,
+                    }
                 })
                 .collect(),
         }
@@ -73,6 +87,28 @@ impl Payload {
     /// The environment an exec'd command gets (on top of the exporter's own).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let pids: Vec<String> = self.processes.iter().map(|p| p.pid.to_string()).collect();
+        // One word per pid, in the same order: "namespace/pod", or "-" outside Kubernetes or
+        // when the names are unknown (Kubernetes names hold no spaces; anything odd becomes _).
+        let pods: Vec<String> = self
+            .processes
+            .iter()
+            .map(|p| {
+                if p.pod.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", p.namespace, p.pod)
+                        .chars()
+                        .map(|c| {
+                            if c.is_whitespace() || c.is_control() {
+                                '_'
+                            } else {
+                                c
+                            }
+                        })
+                        .collect()
+                }
+            })
+            .collect();
         vec![
             ("VRAM_HOST", self.host.clone()),
             ("VRAM_GPU", self.gpu.to_string()),
@@ -85,6 +121,7 @@ impl Payload {
             ("VRAM_LEVEL", self.level.to_string()),
             ("VRAM_REASON", self.reason.to_string()),
             ("VRAM_TOP_PIDS", pids.join(" ")),
+            ("VRAM_TOP_PODS", pods.join(" ")),
         ]
     }
 }
@@ -146,9 +183,11 @@ mod tests {
                     allocated: 50 - u64::from(i),
                     leak_drift_bytes: 0,
                     leak_rate: 0.0,
+                    workload: None,
                 })
                 .collect(),
             migs: vec![],
+            allocations: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 pub use crate::procfs::{proc_stat, ProcStat};
 use std::time::{Duration, SystemTime};
 
-use crate::cleanup::config::{KillAction, Target};
+use crate::cleanup::config::{KillAction, Target, WorkloadFilter};
 use crate::engine::ProcessView;
 
 /// A pid the safety rules never allow, whatever the configuration.
@@ -18,15 +18,46 @@ pub fn forbidden(pid: u32, own_pid: u32) -> bool {
     pid <= 1 || pid == own_pid
 }
 
+/// Whether the workload filter lets an action touch the process: never one in an avoided
+/// namespace (or in a pod whose namespace is unknown while some are avoided); with a namespace
+/// or pod regex, only processes in a matching pod.
+pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
+    if !f.avoid_uids.is_empty() && owner_uid(p.pid).is_none_or(|u| f.avoid_uids.contains(&u)) {
+        return false;
+    }
+    let w = p.workload.as_deref();
+    if let Some(w) = w {
+        if !f.avoid_namespaces.is_empty()
+            && (w.namespace.is_empty() || f.avoid_namespaces.contains(&w.namespace))
+        {
+            return false;
+        }
+    }
+    let matches = |re: &Option<regex::Regex>, value: fn(&crate::sample::Workload) -> &str| {
+        re.as_ref()
+            .is_none_or(|re| w.is_some_and(|w| !value(w).is_empty() && re.is_match(value(w))))
+    };
+    matches(&f.namespace, |w| &w.namespace) && matches(&f.pod, |w| &w.pod)
+}
+
+/// The user a process runs as: the owner of its `/proc/<pid>` (its effective uid).
+fn owner_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
 /// The processes a signal action reaches, largest first.
 pub fn signal_targets<'a>(
     procs: &'a [ProcessView],
     target: &Target,
+    workloads: &WorkloadFilter,
     own_pid: u32,
 ) -> Vec<&'a ProcessView> {
     let mut eligible: Vec<&ProcessView> = procs
         .iter()
-        .filter(|p| !forbidden(p.pid, own_pid))
+        .filter(|p| !forbidden(p.pid, own_pid) && workload_allowed(p, workloads))
         .collect();
     eligible.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
     match target {
@@ -54,11 +85,18 @@ pub fn kill_victim<'a>(
     };
     let candidates = || {
         procs.iter().filter(move |p| {
-            !forbidden(p.pid, own_pid) && !kill.avoid.as_ref().is_some_and(|r| r.is_match(&p.name))
+            !forbidden(p.pid, own_pid)
+                && !kill.avoid.as_ref().is_some_and(|r| r.is_match(&p.name))
+                && workload_allowed(p, &kill.workloads)
         })
     };
-    if let Some(prefer) = &kill.prefer {
-        if let Some(p) = largest(&mut candidates().filter(|p| prefer.is_match(&p.name))) {
+    if kill.prefer.is_some() || !kill.prefer_uids.is_empty() {
+        let preferred = |p: &&ProcessView| {
+            kill.prefer.as_ref().is_some_and(|r| r.is_match(&p.name))
+                || (!kill.prefer_uids.is_empty()
+                    && owner_uid(p.pid).is_some_and(|u| kill.prefer_uids.contains(&u)))
+        };
+        if let Some(p) = largest(&mut candidates().filter(preferred)) {
             return Some(p);
         }
     }
@@ -117,6 +155,7 @@ mod tests {
             allocated: gib << 30,
             leak_drift_bytes: 0,
             leak_rate: 0.0,
+            workload: None,
         }
     }
 
@@ -140,7 +179,9 @@ mod tests {
             grace: Duration::from_secs(1),
             avoid: avoid.map(|r| Regex::new(r).unwrap()),
             prefer: prefer.map(|r| Regex::new(r).unwrap()),
+            prefer_uids: vec![],
             after: Duration::ZERO,
+            workloads: WorkloadFilter::default(),
         }
     }
 
@@ -148,16 +189,34 @@ mod tests {
     fn signal_targets_skip_init_and_self() {
         let ps = procs();
         assert_eq!(
-            pids(&signal_targets(&ps, &Target::All, 999)),
+            pids(&signal_targets(
+                &ps,
+                &Target::All,
+                &WorkloadFilter::default(),
+                999
+            )),
             [10, 11, 12, 13]
         );
-        assert_eq!(pids(&signal_targets(&ps, &Target::Top(2), 999)), [10, 11]);
+        assert_eq!(
+            pids(&signal_targets(
+                &ps,
+                &Target::Top(2),
+                &WorkloadFilter::default(),
+                999
+            )),
+            [10, 11]
+        );
         let re = Regex::new("^python").unwrap();
         assert_eq!(
-            pids(&signal_targets(&ps, &Target::Match(re), 999)),
+            pids(&signal_targets(
+                &ps,
+                &Target::Match(re),
+                &WorkloadFilter::default(),
+                999
+            )),
             [11, 12]
         );
-        assert!(signal_targets(&[], &Target::All, 999).is_empty());
+        assert!(signal_targets(&[], &Target::All, &WorkloadFilter::default(), 999).is_empty());
     }
 
     #[test]
@@ -200,6 +259,81 @@ mod tests {
     fn nobody_eligible_means_no_victim() {
         let ps = vec![p(1, "init", 9), p(999, "me", 9), p(5, "db", 9)];
         assert!(kill_victim(&ps, &kill(Some("^db$"), None), 999).is_none());
+    }
+
+    fn in_pod(mut p: ProcessView, namespace: &str, pod: &str) -> ProcessView {
+        p.workload = Some(std::sync::Arc::new(crate::sample::Workload {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: "main".into(),
+            pod_uid: "0f4c8a4e-3b6b-4c1f-9d6e-2a5b7c8d9e01".into(),
+            container_id: "ab".repeat(32),
+        }));
+        p
+    }
+
+    #[test]
+    fn workload_filters_and_avoided_namespaces() {
+        let ps = vec![
+            in_pod(p(20, "dns", 40), "kube-system", "coredns-1"),
+            in_pod(p(21, "python", 30), "team-a", "train-0"),
+            in_pod(p(22, "python", 20), "team-b", "train-0"),
+            // In a pod whose names are unknown: it could be kube-system.
+            in_pod(p(23, "python", 15), "", ""),
+            p(24, "host-job", 10),
+        ];
+        let all = |f: &WorkloadFilter| pids(&signal_targets(&ps, &Target::All, f, 999));
+        let default = WorkloadFilter::default();
+        assert_eq!(all(&default), [21, 22, 24]);
+        let none_avoided = WorkloadFilter {
+            avoid_namespaces: vec![],
+            ..WorkloadFilter::default()
+        };
+        assert_eq!(all(&none_avoided), [20, 21, 22, 23, 24]);
+        let team_a = WorkloadFilter {
+            namespace: Some(Regex::new("^team-a$").unwrap()),
+            ..WorkloadFilter::default()
+        };
+        assert_eq!(all(&team_a), [21]);
+        let train = WorkloadFilter {
+            pod: Some(Regex::new("^train-").unwrap()),
+            ..WorkloadFilter::default()
+        };
+        assert_eq!(all(&train), [21, 22]);
+        // Top N counts among the allowed processes only.
+        assert_eq!(
+            pids(&signal_targets(&ps, &Target::Top(1), &default, 999)),
+            [21]
+        );
+        let mut k = kill(None, None);
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, 21);
+        k.workloads = team_a;
+        k.workloads.namespace = Some(Regex::new("^team-b$").unwrap());
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, 22);
+    }
+
+    #[test]
+    fn avoided_uids_are_never_targets() {
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let ps = vec![p(std::process::id(), "test", 2), p(u32::MAX - 1, "gone", 1)];
+        let with = |uids: Vec<u32>| WorkloadFilter {
+            avoid_uids: uids,
+            ..WorkloadFilter::default()
+        };
+        let all = |f: &WorkloadFilter| pids(&signal_targets(&ps, &Target::All, f, 999));
+        assert_eq!(all(&with(vec![])), [std::process::id(), u32::MAX - 1]);
+        assert!(
+            all(&with(vec![me])).is_empty(),
+            "ours avoided, the unreadable one too"
+        );
+        assert_eq!(all(&with(vec![me + 1])), [std::process::id()]);
+        // prefer_uids: ours is chosen although another is larger.
+        let ps = vec![p(std::process::id(), "test", 2), p(u32::MAX - 1, "gone", 9)];
+        let mut k = kill(None, None);
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, u32::MAX - 1);
+        k.prefer_uids = vec![me];
+        assert_eq!(kill_victim(&ps, &k, 999).unwrap().pid, std::process::id());
     }
 
     #[test]

@@ -410,6 +410,7 @@ fn check_dashboards(prom: &str, instance: &str) {
         ("$job", "vram-exporter"),
         ("$node", instance),
         ("$gpu", "0"),
+        ("$namespace", ".*"),
     ]
     .into_iter()
     .collect();

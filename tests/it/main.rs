@@ -12,6 +12,10 @@ mod golden;
 mod hardening;
 mod harness;
 mod hostile_input;
+mod kubernetes;
 mod leak;
+// Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
+#[allow(clippy::all)]
+mod podresources_server;
 mod status_page;
 mod tls;

@@ -152,7 +152,7 @@ def pct(values: list[float], q: float) -> float:
 
 def dashboard_queries(window: int) -> list[dict]:
     dash = json.loads(FLEET_DASHBOARD.read_text())
-    subst = {"cluster": ".*", "job": "vram-exporter", "node": ".*", "gpu": ".*",
+    subst = {"cluster": ".*", "job": "vram-exporter", "node": ".*", "gpu": ".*", "namespace": ".*",
              "__rate_interval": "1m", "__interval": f"{SCRAPE}s", "__range": f"{window}s"}
     out = []
 

@@ -42,6 +42,7 @@ pub fn process(pid: u32, name: &str, allocated: u64) -> ProcessSample {
         name: name.into(),
         start_ticks: 0,
         allocated,
+        workload: None,
     }
 }
 
@@ -60,6 +61,7 @@ pub fn device_with(index: u32, allocated: u64, processes: Vec<ProcessSample>) ->
         memory: Some(memory_80g(allocated)),
         processes: ProcessList::Listed(processes),
         migs: vec![],
+        allocations: Default::default(),
     }
 }
 
@@ -158,8 +160,10 @@ pub fn published_one_gpu(level: Level, pid: u32, name: &str) -> SharedPublished 
             allocated,
             leak_drift_bytes: 0,
             leak_rate: 0.0,
+            workload: None,
         }],
         migs: vec![],
+        allocations: Default::default(),
     }];
     Arc::new(Published::new(s, 16))
 }
