@@ -442,11 +442,15 @@ fn kill_ends_the_largest_offender_with_sigkill_after_grace_and_spares_avoided_an
         "it ignores SIGTERM, so SIGKILL after grace: {status:?}"
     );
     // The reclaimed bytes are measured over a few polls after the kill: wait for them too.
-    e.wait_metrics("the kill counted, GPU 0 relieved, 4.5 GiB reclaimed", WAIT, |m| {
-        cleanups(m, "0", "kill", "ok") == 1.0
-            && m.gpu("vram_pressure_level", "0") == Some(0.0)
-            && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) >= 4.5 * GIB
-    });
+    e.wait_metrics(
+        "the kill counted, GPU 0 relieved, 4.5 GiB reclaimed",
+        WAIT,
+        |m| {
+            cleanups(m, "0", "kill", "ok") == 1.0
+                && m.gpu("vram_pressure_level", "0") == Some(0.0)
+                && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) >= 4.5 * GIB
+        },
+    );
     let line = audit_line(&mut e, "kill", "ok");
     assert_eq!(line["pids"], victim.pid().to_string());
     assert!(
