@@ -657,8 +657,8 @@ fn cleanup_spares_kube_system_and_reports_pods_in_audit_and_exec() {
         )
         .unwrap();
     let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
-    assert_eq!(audit["fields"]["pids"], user.kid.pid());
-    assert_eq!(audit["fields"]["pods"], "team-a/train-a");
+    assert_eq!(audit["pids"], user.kid.pid());
+    assert_eq!(audit["pods"], "team-a/train-a");
     let exec = std::fs::read_to_string(&out).unwrap();
     assert!(
         exec.lines().any(|l| l == "0 team-a/train-a"),
