@@ -119,8 +119,8 @@ run "dashboard structure: uids, unique panel ids, datasource/cluster/node variab
     python3 - "$tmp/exprs.yml" <<'PY'
 import glob, json, re, sys
 DS = {"type": "prometheus", "uid": "${datasource}"}
-ALLOWED = {"cluster", "job", "node", "gpu", "__rate_interval", "__interval", "__range"}
-SUBST = {"cluster": ".*", "job": "vram-exporter", "node": "localhost:18726", "gpu": "0",
+ALLOWED = {"cluster", "job", "node", "gpu", "namespace", "__rate_interval", "__interval", "__range"}
+SUBST = {"cluster": ".*", "job": "vram-exporter", "node": "localhost:18726", "gpu": "0", "namespace": ".*",
          "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 EXPECTED_UIDS = {"vram-fleet.json": "vram-fleet", "vram-gpu.json": "vram-gpu"}
 errors, exprs = [], []
