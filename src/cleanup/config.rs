@@ -14,6 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::{parse_duration_within, ConfigError};
 
+mod signal;
+mod url;
+mod workload;
+
+use signal::is_terminating;
+pub use signal::{parse_signal, Signal};
+use url::check_url;
+pub use url::{redacted_url, REDACTED};
+pub use workload::{WorkloadFilter, DEFAULT_AVOID_NAMESPACES};
+
 /// The `cleanup` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,38 +150,6 @@ pub struct SignalAction {
     pub workloads: WorkloadFilter,
 }
 
-/// Which Kubernetes workloads a signal or kill action may touch (names from `kubernetes`).
-#[derive(Debug, Clone)]
-pub struct WorkloadFilter {
-    /// Only processes in a pod whose namespace matches (a process outside a pod never does).
-    pub namespace: Option<Regex>,
-    /// Only processes in a pod whose name matches.
-    pub pod: Option<Regex>,
-    /// Never a process in one of these namespaces, nor one in a pod whose namespace is unknown
-    /// (it might be one of them); processes outside Kubernetes are not concerned.
-    pub avoid_namespaces: Vec<String>,
-    /// Never a process of these user IDs (owner of `/proc/<pid>`); with any given, a process whose
-    /// owner cannot be read is not touched either.
-    pub avoid_uids: Vec<u32>,
-}
-
-/// The namespaces no action touches unless the configuration says otherwise.
-pub const DEFAULT_AVOID_NAMESPACES: &[&str] = &["kube-system"];
-
-impl Default for WorkloadFilter {
-    fn default() -> Self {
-        WorkloadFilter {
-            namespace: None,
-            pod: None,
-            avoid_namespaces: DEFAULT_AVOID_NAMESPACES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            avoid_uids: Vec::new(),
-        }
-    }
-}
-
 /// Which of a GPU's processes a signal action reaches.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -180,13 +158,6 @@ pub enum Target {
     Top(usize),
     /// Those whose process name matches.
     Match(Regex),
-}
-
-/// A signal by number and by the name the user wrote (normalised to `SIGXXX`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signal {
-    pub number: i32,
-    pub name: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -233,19 +204,6 @@ const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 const MAX_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Compiled-regex size bound: a name filter never needs more, and a huge one is a mistake.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-/// Signals a `signal` action may send. Terminating ones need `allow_kill`.
-const SIGNALS: &[(&str, i32, bool)] = &[
-    ("SIGUSR1", libc::SIGUSR1, false),
-    ("SIGUSR2", libc::SIGUSR2, false),
-    ("SIGHUP", libc::SIGHUP, false),
-    ("SIGWINCH", libc::SIGWINCH, false),
-    ("SIGCONT", libc::SIGCONT, false),
-    ("SIGALRM", libc::SIGALRM, false),
-    ("SIGINT", libc::SIGINT, true),
-    ("SIGTERM", libc::SIGTERM, true),
-    ("SIGQUIT", libc::SIGQUIT, true),
-];
 
 impl RawCleanup {
     pub fn validate(&self) -> Result<CleanupConfig, ConfigError> {
@@ -388,11 +346,7 @@ impl RawAction {
     fn signal_action(&self, prefix: &str, allow_kill: bool) -> Result<SignalAction, ConfigError> {
         let written = self.signal.as_deref().unwrap_or("SIGUSR1");
         let signal = parse_signal(&key(prefix, "signal"), written)?;
-        if SIGNALS
-            .iter()
-            .any(|(n, _, terminating)| *n == signal.name && *terminating)
-            && !allow_kill
-        {
+        if is_terminating(signal) && !allow_kill {
             return Err(ConfigError::invalid(
                 key(prefix, "signal"),
                 written,
@@ -534,36 +488,6 @@ impl RawAction {
         })
     }
 
-    /// `namespace_regex`, `pod_regex` and `avoid_namespaces` of a signal or kill action.
-    fn workload_filter(&self, prefix: &str) -> Result<WorkloadFilter, ConfigError> {
-        let filter = |name: &str, written: &Option<String>| {
-            written
-                .as_deref()
-                .map(|r| regex(&key(prefix, name), r))
-                .transpose()
-        };
-        let mut out = WorkloadFilter {
-            namespace: filter("namespace_regex", &self.namespace_regex)?,
-            pod: filter("pod_regex", &self.pod_regex)?,
-            ..WorkloadFilter::default()
-        };
-        if let Some(list) = &self.avoid_namespaces {
-            if let Some(bad) = list
-                .iter()
-                .find(|n| n.is_empty() || n.len() > 63 || n.contains(char::is_whitespace))
-            {
-                return Err(ConfigError::invalid(
-                    key(prefix, "avoid_namespaces"),
-                    format!("{bad:?}"),
-                    "is not a namespace name (1 to 63 characters, no spaces)",
-                ));
-            }
-            out.avoid_namespaces = list.clone();
-        }
-        out.avoid_uids = self.avoid_uids.clone().unwrap_or_default();
-        Ok(out)
-    }
-
     /// Every optional key that was given, in a fixed order, with its value as an error shows it.
     fn given(&self) -> Vec<(&'static str, String)> {
         let text = |o: &Option<String>| o.clone();
@@ -601,52 +525,6 @@ impl RawAction {
     }
 }
 
-/// Parses "SIGUSR1", "USR1" or "sigusr1"; refuses what a signal action must never send.
-pub fn parse_signal(key: &str, written: &str) -> Result<Signal, ConfigError> {
-    let upper = written.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    match name.as_str() {
-        "SIGKILL" => {
-            return Err(ConfigError::invalid(
-                key,
-                written,
-                "SIGKILL cannot be handled, so it frees nothing gracefully; use a kill action \
-                 (SIGTERM, then SIGKILL after grace; needs cleanup.allow_kill = true)",
-            ))
-        }
-        "SIGSTOP" | "SIGTSTP" => {
-            return Err(ConfigError::invalid(
-                key,
-                written,
-                "stopping a process freezes it with its memory still allocated",
-            ))
-        }
-        _ => {}
-    }
-    SIGNALS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(n, number, _)| Signal {
-            number: *number,
-            name: n,
-        })
-        .ok_or_else(|| {
-            let names: Vec<&str> = SIGNALS.iter().map(|(n, _, _)| *n).collect();
-            ConfigError::invalid(
-                key,
-                written,
-                format!(
-                    "is not a signal a signal action can send; use one of {}",
-                    names.join(", ")
-                ),
-            )
-        })
-}
-
 /// A webhook or exec `timeout`, or a kill `grace`: `default` when not given.
 fn action_timeout(
     key: &str,
@@ -671,88 +549,6 @@ fn regex(key: &str, pattern: &str) -> Result<Regex, ConfigError> {
                 .to_string();
             ConfigError::invalid(key, pattern, format!("is not a valid regex: {reason}"))
         })
-}
-
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"));
-    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
-    // The value is echoed redacted: a URL may carry a token.
-    let shown = redacted_url(url);
-    match host {
-        None => Err(ConfigError::invalid(
-            key,
-            if url.is_empty() { "(missing)" } else { &shown },
-            "must be an http:// or https:// URL",
-        )),
-        Some(h) if h.is_empty() || h.contains(char::is_whitespace) || h.contains('@') => {
-            Err(ConfigError::invalid(
-                key,
-                shown,
-                "must name a host (credentials in the URL are not accepted)",
-            ))
-        }
-        Some(_) => match url.parse::<ureq::http::Uri>() {
-            Ok(_) => Ok(()),
-            Err(e) => Err(ConfigError::invalid(
-                key,
-                shown,
-                format!("is not a valid URL: {e}"),
-            )),
-        },
-    }
-}
-
-/// What replaces a secret in a shown URL.
-pub const REDACTED: &str = "REDACTED";
-
-/// A URL as it may be shown: user information (`user:password@`), every query value and the
-/// fragment replaced by `REDACTED`; scheme, host, port, path and query keys kept, so the
-/// endpoint stays recognisable. Works on any text, valid URL or not (errors show it too).
-pub fn redacted_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let mut out = String::with_capacity(url.len());
-    out.push_str(scheme);
-    match authority.rfind('@') {
-        Some(at) => {
-            out.push_str(REDACTED);
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let (before_fragment, fragment) = match tail.find('#') {
-        Some(i) => (&tail[..i], Some(())),
-        None => (tail, None),
-    };
-    let (path, query) = match before_fragment.find('?') {
-        Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..])),
-        None => (before_fragment, None),
-    };
-    out.push_str(path);
-    if let Some(query) = query {
-        out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) => format!("{k}={REDACTED}"),
-                None if pair.is_empty() => String::new(),
-                None => REDACTED.to_string(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
-    }
-    if fragment.is_some() {
-        out.push('#');
-        out.push_str(REDACTED);
-    }
-    out
 }
 
 #[cfg(test)]
