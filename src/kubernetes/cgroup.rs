@@ -1,19 +1,29 @@
 //! Which pod and container a process runs in, from the bytes of its `/proc/<pid>/cgroup`.
 //!
-//! The kubelet puts every container in a cgroup under `kubepods`; the path carries the pod UID and
-//! the container runtime's container ID. Both drivers and both cgroup versions are understood:
+//! The kubelet puts every container in a cgroup under its `kubepods` root; the path carries the
+//! pod UID and the container runtime's container ID. Both drivers and both cgroup versions are
+//! understood:
 //!
 //! - systemd driver (v1 or v2): `/kubepods.slice/kubepods-burstable.slice/
 //!   kubepods-burstable-pod<uid with _ for ->.slice/<runtime>-<id>.scope`, where `<runtime>` is
 //!   `cri-containerd`, `crio` or `docker`;
 //! - cgroupfs driver: `/kubepods/burstable/pod<uid>/<id>` (also `/kubepods/pod<uid>/<id>` for
-//!   guaranteed pods);
-//! - either below a prefix, as on nested nodes (kind: `/kubelet.slice/kubelet-kubepods.slice/
-//!   kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod<uid>.slice/…`).
+//!   guaranteed pods); CRI-O's own cgroup manager names the container `crio-<id>` (no `.scope`);
+//! - either below a nesting prefix, as on nested nodes (kind: `/kubelet.slice/kubelet-kubepods.slice/
+//!   kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod<uid>.slice/…`; Docker in
+//!   Docker: `/docker/<id>/kubepods/…`).
 //!
-//! Read from inside a cgroup namespace (a pod reading the host's /proc), the path is relative to the
-//! reader's own cgroup (`/../../kubepods-besteffort.slice/…`), so the pod segment is looked for
-//! anywhere in the path rather than below a `kubepods` root.
+//! The path is anchored at the kubepods root: between it and the pod segment only QoS segments
+//! may stand, and the prefix above it may not be a user or system slice nor a service or scope
+//! unit (systemd delegates those subtrees to their owners, who may create any cgroup in them: a
+//! user's `user@1000.service/kubepods.slice/kubepods-pod<uid>.slice/…` is a host process posing
+//! as a pod, not a pod).
+//!
+//! Read from inside a cgroup namespace (a pod reading the host's /proc), the path is relative to
+//! the reader's own cgroup (`/../../kubepods-besteffort.slice/…`): the kernel writes the `..`
+//! steps up to the common ancestor, so a path that climbs out of the reader's cgroup and comes
+//! down through QoS segments straight to a pod segment is below the same kubepods root as the
+//! reader's own pod, and is accepted without naming the root.
 //!
 //! A v2 file has one line `0::<path>`; a v1 file one line per hierarchy, of which the first that
 //! names a container wins. Lines are split on the first two `:` only (a path may hold colons), and
@@ -39,22 +49,65 @@ pub fn parse(bytes: &[u8]) -> Option<ContainerRef> {
     })
 }
 
-/// The container named by one cgroup path.
+/// The container named by one cgroup path, when the path is anchored at a kubepods root.
 fn from_path(path: &[u8]) -> Option<ContainerRef> {
     let path = std::str::from_utf8(path).ok()?.trim_end_matches('\r');
-    // No anchor on the `kubepods` root: read through a cgroup namespace (the exporter in a pod
-    // reading the host's /proc), another pod's path is relative to ours and starts with `..`.
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // The pod's segment, then the container's right after it.
     let (pod_at, pod_uid) = segments
         .iter()
         .enumerate()
         .find_map(|(i, s)| pod_uid_of(s).map(|uid| (i, uid)))?;
+    if !anchored(&segments[..pod_at]) {
+        return None;
+    }
     let container_id = container_id_of(segments.get(pod_at + 1)?)?;
     Some(ContainerRef {
         pod_uid,
         container_id,
     })
+}
+
+/// Whether the segments above a pod segment are a kubepods root and its QoS classes: below a
+/// nesting prefix that is not a delegated systemd subtree, or climbing out of the reader's cgroup
+/// namespace (`..`).
+fn anchored(above: &[&str]) -> bool {
+    let climbed = above.iter().take_while(|s| **s == "..").count();
+    if climbed > 0 {
+        // Relative to the reader's cgroup: after the climb, only the kubepods chain.
+        return above[climbed..].iter().all(|s| is_kubepods(s) || is_qos(s));
+    }
+    let Some(root) = above.iter().position(|s| is_kubepods(s)) else {
+        return false;
+    };
+    above[..root].iter().all(|s| nesting_allowed(s)) && above[root + 1..].iter().all(|s| is_qos(s))
+}
+
+/// The kubelet's root: `kubepods` (cgroupfs), `kubepods.slice` or a nested `<prefix>-kubepods.slice`.
+fn is_kubepods(segment: &str) -> bool {
+    segment == "kubepods"
+        || segment
+            .strip_suffix(".slice")
+            .is_some_and(|s| s == "kubepods" || s.ends_with("-kubepods"))
+}
+
+/// A QoS class below the root: `burstable`/`besteffort` (cgroupfs) or `…kubepods-<qos>.slice`.
+fn is_qos(segment: &str) -> bool {
+    const QOS: [&str; 2] = ["burstable", "besteffort"];
+    QOS.contains(&segment)
+        || segment.strip_suffix(".slice").is_some_and(|s| {
+            QOS.iter()
+                .any(|q| s.strip_suffix(q).is_some_and(|k| k.ends_with("kubepods-")))
+        })
+}
+
+/// A segment that may stand above the kubepods root: not a user, system or machine slice nor a
+/// service or scope unit, whose owners may create cgroups of any name below them.
+fn nesting_allowed(segment: &str) -> bool {
+    !(segment.ends_with(".service")
+        || segment.ends_with(".scope")
+        || ["user.slice", "system.slice", "machine.slice"].contains(&segment)
+        || (segment.starts_with("user-") && segment.ends_with(".slice")))
 }
 
 /// `pod<uid>` (cgroupfs) or `kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd).
@@ -71,14 +124,15 @@ fn pod_uid_of(segment: &str) -> Option<String> {
     is_uid(&uid).then_some(uid)
 }
 
-/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope` (systemd) or a bare
-/// `<id>` (cgroupfs). CRI-O's `crio-conmon-<id>.scope` is the monitor, not the container.
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope` (systemd), `crio-<id>`
+/// (CRI-O's cgroupfs manager) or a bare `<id>` (cgroupfs). CRI-O's `crio-conmon-<id>` is the
+/// monitor, not the container (its ID part is not hexadecimal).
 fn container_id_of(segment: &str) -> Option<String> {
     let id = match segment.strip_suffix(".scope") {
         Some(scope) => ["cri-containerd-", "crio-", "docker-"]
             .iter()
             .find_map(|prefix| scope.strip_prefix(prefix))?,
-        None => segment,
+        None => segment.strip_prefix("crio-").unwrap_or(segment),
     };
     is_container_id(id).then(|| id.to_string())
 }
@@ -149,10 +203,16 @@ mod tests {
                 assert_eq!(parse(v2(&p).as_bytes()), want(), "{p}");
                 assert_eq!(parse(v1(&p).as_bytes()), want(), "{p}");
             }
-            // cgroupfs names the container by its bare ID whatever the runtime.
+            // cgroupfs names the container by its bare ID (containerd, Docker) or, with CRI-O's
+            // own cgroup manager, `crio-<id>` without `.scope`.
             let p = cgroupfs_path(q);
             assert_eq!(parse(v2(&p).as_bytes()), want(), "{p}");
             assert_eq!(parse(v1(&p).as_bytes()), want(), "{p}");
+            let p = p.replace(ID, &format!("crio-{ID}"));
+            assert_eq!(parse(v2(&p).as_bytes()), want(), "{p}");
+            assert_eq!(parse(v1(&p).as_bytes()), want(), "{p}");
+            let conmon = p.replace("crio-", "crio-conmon-");
+            assert_eq!(parse(v2(&conmon).as_bytes()), None, "{conmon}");
         }
     }
 
@@ -201,6 +261,41 @@ mod tests {
             ),
         ] {
             assert_eq!(parse(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_pod_segment_below_a_user_or_system_slice_is_a_host_process() {
+        // A user's delegated subtree can hold cgroups of any name: a host process posing as a pod.
+        let pod = systemd_path(None, "cri-containerd");
+        let cgroupfs = cgroupfs_path(Some("burstable"));
+        for prefix in [
+            "/user.slice/user-1000.slice/user@1000.service",
+            "/user.slice/user-1000.slice/session-3.scope",
+            "/system.slice/containerd.service",
+            "/system.slice/docker-abc.scope",
+            "/machine.slice",
+            "/user.slice",
+        ] {
+            for p in [format!("{prefix}{pod}"), format!("{prefix}{cgroupfs}")] {
+                assert_eq!(parse(v2(&p).as_bytes()), None, "{p}");
+                assert_eq!(parse(v1(&p).as_bytes()), None, "{p}");
+            }
+        }
+        // Relative paths: after the climb only the kubepods chain may follow.
+        for p in [
+            format!("/../../user.slice/user-1000.slice/user@1000.service{pod}"),
+            format!("/../../../system.slice/x.service/pod{UID}/{ID}"),
+        ] {
+            assert_eq!(parse(v2(&p).as_bytes()), None, "{p}");
+        }
+        // No kubepods root at all, or something else between it and the pod.
+        for p in [
+            format!("/pod{UID}/{ID}"),
+            format!("/foo/pod{UID}/{ID}"),
+            format!("/kubepods/burstable/extra/pod{UID}/{ID}"),
+        ] {
+            assert_eq!(parse(v2(&p).as_bytes()), None, "{p}");
         }
     }
 
