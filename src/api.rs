@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
+use crate::cleanup::spare::SpareRules;
 use crate::engine::{GpuView, ProcessView, Snapshot};
 use crate::sample::{Memory, MigSample};
 
@@ -70,6 +71,24 @@ pub struct Process<'a> {
     pub leak_rate_bytes_per_second: f64,
     /// The Kubernetes pod and container; null outside Kubernetes.
     pub workload: Option<Workload<'a>>,
+    /// The configured signal and kill actions that would spare the process, and why (empty when
+    /// none would, or cleanup is off).
+    pub spared: Vec<Spared>,
+}
+
+/// A cleanup action that spares a process: which one, which rule, what the rule saw (a name and
+/// where it came from).
+#[derive(Debug, Serialize)]
+pub struct Spared {
+    /// The action's position in `cleanup.actions`.
+    pub action: usize,
+    /// "signal" or "kill".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The configuration key of the rule, e.g. "avoid_namespaces".
+    pub rule: &'static str,
+    /// e.g. "avoid_namespaces (kube-system, from runtime)".
+    pub why: String,
 }
 
 /// A process's Kubernetes workload; names are empty when they cannot be told.
@@ -80,6 +99,9 @@ pub struct Workload<'a> {
     pub container: &'a str,
     pub pod_uid: &'a str,
     pub container_id: &'a str,
+    /// Where the namespace and pod come from: "runtime" (the container runtime, acted on),
+    /// "inferred" (from the GPU allocation: shown, never acted on) or "none".
+    pub name_source: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,8 +120,9 @@ pub struct Mig<'a> {
 }
 
 impl<'a> GpusResponse<'a> {
-    /// The response for `s`, listing at most `max_processes_per_gpu` processes per GPU.
-    pub fn new(s: &'a Snapshot, max_processes_per_gpu: usize) -> Self {
+    /// The response for `s`, listing at most `max_processes_per_gpu` processes per GPU, each with
+    /// the cleanup actions of `rules` that would spare it.
+    pub fn new(s: &'a Snapshot, max_processes_per_gpu: usize, rules: &SpareRules) -> Self {
         GpusResponse {
             taken_at: s
                 .taken_at
@@ -111,14 +134,14 @@ impl<'a> GpusResponse<'a> {
             gpus: s
                 .gpus
                 .iter()
-                .map(|g| Gpu::new(g, max_processes_per_gpu))
+                .map(|g| Gpu::new(g, max_processes_per_gpu, rules))
                 .collect(),
         }
     }
 }
 
 impl<'a> Gpu<'a> {
-    fn new(g: &'a GpuView, max_processes: usize) -> Self {
+    fn new(g: &'a GpuView, max_processes: usize, rules: &SpareRules) -> Self {
         let listed = g.processes.len().min(max_processes);
         Gpu {
             index: g.identity.index,
@@ -138,7 +161,10 @@ impl<'a> Gpu<'a> {
             leak_drift_bytes: g.leak_drift_bytes,
             leak_rate_bytes_per_second: g.leak_rate,
             hard_limit_eta_seconds: g.hard_limit_eta,
-            processes: g.processes[..listed].iter().map(Process::new).collect(),
+            processes: g.processes[..listed]
+                .iter()
+                .map(|p| Process::new(p, rules))
+                .collect(),
             processes_omitted: g.processes.len() - listed,
             migs: g.migs.iter().map(Mig::new).collect(),
             allocations: g
@@ -166,7 +192,7 @@ impl From<Memory> for MemoryBytes {
 }
 
 impl<'a> Process<'a> {
-    fn new(p: &'a ProcessView) -> Self {
+    fn new(p: &'a ProcessView, rules: &SpareRules) -> Self {
         Process {
             pid: p.pid,
             name: &p.name,
@@ -179,7 +205,18 @@ impl<'a> Process<'a> {
                 container: &w.container,
                 pod_uid: &w.pod_uid,
                 container_id: &w.container_id,
+                name_source: w.names.as_str(),
             }),
+            spared: rules
+                .verdicts(p)
+                .into_iter()
+                .map(|v| Spared {
+                    action: v.action,
+                    kind: v.kind,
+                    rule: v.spared.rule,
+                    why: v.spared.to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -202,7 +239,7 @@ mod tests {
     #[test]
     fn initial_snapshot_has_null_time_and_no_gpus() {
         let s = Snapshot::initial();
-        let v = serde_json::to_value(GpusResponse::new(&s, 16)).unwrap();
+        let v = serde_json::to_value(GpusResponse::new(&s, 16, &SpareRules::default())).unwrap();
         assert!(v["taken_at"].is_null());
         assert_eq!(v["nvml_up"], false);
         assert_eq!(v["gpus"].as_array().unwrap().len(), 0);

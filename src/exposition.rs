@@ -317,7 +317,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
                 w,
                 "vram_process_info",
                 "gauge",
-                "The Kubernetes pod UID and container ID of a process in a pod (value 1), from its cgroup (same processes as vram_process_allocated_bytes); join with kube_pod_info on uid.",
+                "The Kubernetes pod UID and container ID of a process in a pod (value 1), from its cgroup (same processes as vram_process_allocated_bytes); join with kube_pod_info on uid. name_source: where the process's namespace and pod labels come from (runtime, inferred from the GPU allocation, or none).",
             );
             for l in labels.info.iter().flatten().flatten() {
                 let _ = writeln!(w, "vram_process_info{{{l}}} 1");
@@ -387,7 +387,7 @@ fn per_process<V: std::fmt::Display>(
 /// The label sets of one render, escaped and formatted once and written by every family: each
 /// GPU's `gpu,uuid`, each published process's `gpu,uuid,pid,process,namespace,pod,container`
 /// (top N of up GPUs; the workload labels empty when unknown) and, for those in a pod,
-/// `gpu,uuid,pid,process,pod_uid,container_id`.
+/// `gpu,uuid,pid,process,pod_uid,container_id,name_source`.
 struct Labels<'a> {
     s: &'a Snapshot,
     gpu: Vec<String>,
@@ -445,11 +445,12 @@ impl<'a> Labels<'a> {
                     .map(|p| {
                         p.workload.as_deref().map(|w| {
                             format!(
-                                "{gl},pid=\"{}\",process=\"{}\",pod_uid=\"{}\",container_id=\"{}\"",
+                                "{gl},pid=\"{}\",process=\"{}\",pod_uid=\"{}\",container_id=\"{}\",name_source=\"{}\"",
                                 p.pid,
                                 Escaped(&p.name),
                                 Escaped(&w.pod_uid),
-                                Escaped(&w.container_id)
+                                Escaped(&w.container_id),
+                                w.names.as_str()
                             )
                         })
                     })

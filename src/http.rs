@@ -36,6 +36,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Where `/metrics` is served (`web.telemetry_path`, validated).
     pub telemetry_path: Arc<str>,
+    /// The cleanup actions' sparing rules, for `/api/v1/gpus`.
+    pub spare_rules: Arc<crate::cleanup::spare::SpareRules>,
 }
 
 impl AppState {
@@ -175,6 +177,7 @@ async fn gpus(State(state): State<AppState>) -> Response {
     Json(GpusResponse::new(
         &published.snapshot,
         published.max_processes_per_gpu,
+        &state.spare_rules,
     ))
     .into_response()
 }

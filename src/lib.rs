@@ -91,6 +91,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         published: rx,
         telemetry,
         telemetry_path: config.web.telemetry_path.as_str().into(),
+        spare_rules: Arc::new(cleanup::spare::SpareRules::new(&config.cleanup)),
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.

@@ -40,7 +40,8 @@ pub struct ProcessSample {
 }
 
 /// Which Kubernetes workload a process belongs to: the pod UID and container ID from its cgroup,
-/// the names from the kubelet's pod-resources API (empty when they cannot be told).
+/// the names from the container runtime or inferred from the kubelet's pod-resources API (empty
+/// when they cannot be told); `names` says which.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Workload {
     pub namespace: String,
@@ -48,6 +49,32 @@ pub struct Workload {
     pub container: String,
     pub pod_uid: String,
     pub container_id: String,
+    pub names: NameSource,
+}
+
+/// Where a workload's namespace and pod name come from. Only [`NameSource::Runtime`] names may
+/// decide a cleanup action; an inferred name is shown, never acted on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NameSource {
+    /// No name: the pod UID alone.
+    #[default]
+    None,
+    /// Guessed from the GPU allocation (the pod-resources API names the pod holding the GPU the
+    /// process runs on): usually right, but a process of another pod on that GPU gets it too.
+    Inferred,
+    /// The container runtime's own record of the pod UID (CRI `ListPodSandbox`): authoritative.
+    Runtime,
+}
+
+impl NameSource {
+    /// The `name_source` label value and JSON field: `none`, `inferred` or `runtime`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameSource::None => "none",
+            NameSource::Inferred => "inferred",
+            NameSource::Runtime => "runtime",
+        }
+    }
 }
 
 /// A container the device plugin gave a GPU (or one of its MIG devices, or a time-slicing

@@ -13,8 +13,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction};
 use crate::cleanup::payload::Payload;
+use crate::cleanup::spare::{self, Spared};
 use crate::cleanup::targets::{self, alive, proc_stat};
-use crate::engine::GpuView;
+use crate::engine::{GpuView, ProcessView};
 use crate::policy::Level;
 
 /// The `result` label of `vram_cleanups_total`.
@@ -64,6 +65,23 @@ impl Outcome {
     }
 }
 
+/// The GPU's processes (largest first, PID 1 and the exporter left out) that `rule` spares, and
+/// why.
+fn spared_on(
+    gpu: &GpuView,
+    own_pid: u32,
+    rule: impl Fn(&ProcessView) -> Option<Spared>,
+) -> Vec<(u32, Spared)> {
+    let mut out: Vec<(u64, u32, Spared)> = gpu
+        .processes
+        .iter()
+        .filter(|p| !targets::forbidden(p.pid, own_pid))
+        .filter_map(|p| rule(p).map(|s| (p.allocated, p.pid, s)))
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, pid, s)| (pid, s)).collect()
+}
+
 /// Sends the signal to the GPU's target processes.
 pub fn signal(
     a: &SignalAction,
@@ -74,12 +92,15 @@ pub fn signal(
 ) -> Outcome {
     let chosen = targets::signal_targets(&gpu.processes, &a.target, &a.workloads, own_pid);
     let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
+    let spared = spare::describe(&spared_on(gpu, own_pid, |p| {
+        targets::spared_by(p, &a.workloads)
+    }));
     if pids.is_empty() {
-        return Outcome::new(
-            ActionResult::Skipped,
-            pids,
-            "no process on the GPU matches the target",
-        );
+        let detail = match spared.is_empty() {
+            true => "no process on the GPU matches the target".to_string(),
+            false => format!("no process on the GPU may be signalled; {spared}"),
+        };
+        return Outcome::new(ActionResult::Skipped, pids, detail);
     }
     if dry_run {
         return Outcome::new(
@@ -110,6 +131,9 @@ pub fn signal(
     if !refused.is_empty() {
         detail.push_str(&format!("; not signalled: {}", refused.join(", ")));
     }
+    if !spared.is_empty() {
+        detail.push_str(&format!("; {spared}"));
+    }
     let result = if !failed.is_empty() {
         ActionResult::Failed
     } else if sent.is_empty() {
@@ -138,10 +162,19 @@ pub async fn kill(
         );
     }
     let Some(victim) = targets::kill_victim(&gpu.processes, a, own_pid) else {
+        let spared = spare::describe(&spared_on(gpu, own_pid, |p| targets::kill_spared(p, a)));
         return Outcome::new(
             ActionResult::Skipped,
             vec![],
-            "no eligible process (avoid, avoid_namespaces, PID 1 and the exporter are never killed)",
+            format!(
+                "no eligible process (avoid, avoid_namespaces, PID 1 and the exporter are never \
+                 killed){}",
+                if spared.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {spared}")
+                }
+            ),
         );
     };
     let (pid, what) = (

@@ -20,6 +20,7 @@ pub mod config;
 pub mod decide;
 pub mod dispatch;
 pub mod payload;
+pub mod spare;
 pub mod targets;
 pub mod telemetry;
 

@@ -11,6 +11,7 @@ pub use crate::procfs::{proc_stat, ProcStat};
 use std::time::{Duration, SystemTime};
 
 use crate::cleanup::config::{KillAction, Target, WorkloadFilter};
+pub use crate::cleanup::spare::{kill_spared, owner_uid, spared_by, Spared};
 use crate::engine::ProcessView;
 
 /// A pid the safety rules never allow, whatever the configuration.
@@ -19,33 +20,11 @@ pub fn forbidden(pid: u32, own_pid: u32) -> bool {
 }
 
 /// Whether the workload filter lets an action touch the process: never one in an avoided
-/// namespace (or in a pod whose namespace is unknown while some are avoided); with a namespace
-/// or pod regex, only processes in a matching pod.
+/// namespace (or in a pod whose namespace is not known from the runtime while some are avoided);
+/// with a namespace or pod regex, only processes in a matching pod named by the runtime. Why a
+/// process is spared: [`spared_by`].
 pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
-    if !f.avoid_uids.is_empty() && owner_uid(p.pid).is_none_or(|u| f.avoid_uids.contains(&u)) {
-        return false;
-    }
-    let w = p.workload.as_deref();
-    if let Some(w) = w {
-        if !f.avoid_namespaces.is_empty()
-            && (w.namespace.is_empty() || f.avoid_namespaces.contains(&w.namespace))
-        {
-            return false;
-        }
-    }
-    let matches = |re: &Option<regex::Regex>, value: fn(&crate::sample::Workload) -> &str| {
-        re.as_ref()
-            .is_none_or(|re| w.is_some_and(|w| !value(w).is_empty() && re.is_match(value(w))))
-    };
-    matches(&f.namespace, |w| &w.namespace) && matches(&f.pod, |w| &w.pod)
-}
-
-/// The user a process runs as: the owner of its `/proc/<pid>` (its effective uid).
-fn owner_uid(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}"))
-        .ok()
-        .map(|m| m.uid())
+    spared_by(p, f).is_none()
 }
 
 /// The processes a signal action reaches, largest first.
@@ -84,11 +63,9 @@ pub fn kill_victim<'a>(
         it.max_by(|a, b| a.allocated.cmp(&b.allocated).then(b.pid.cmp(&a.pid)))
     };
     let candidates = || {
-        procs.iter().filter(move |p| {
-            !forbidden(p.pid, own_pid)
-                && !kill.avoid.as_ref().is_some_and(|r| r.is_match(&p.name))
-                && workload_allowed(p, &kill.workloads)
-        })
+        procs
+            .iter()
+            .filter(move |p| !forbidden(p.pid, own_pid) && kill_spared(p, kill).is_none())
     };
     if kill.prefer.is_some() || !kill.prefer_uids.is_empty() {
         let preferred = |p: &&ProcessView| {
@@ -268,6 +245,10 @@ mod tests {
             container: "main".into(),
             pod_uid: "0f4c8a4e-3b6b-4c1f-9d6e-2a5b7c8d9e01".into(),
             container_id: "ab".repeat(32),
+            names: match namespace.is_empty() {
+                true => crate::sample::NameSource::None,
+                false => crate::sample::NameSource::Runtime,
+            },
         }));
         p
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::input::{parse_duration, ConfigError};
-use crate::sample::{PollSample, ProcessList, Workload};
+use crate::sample::{NameSource, PollSample, ProcessList, Workload};
 
 use self::cgroup::ContainerRef;
 pub use self::podresources::DeviceMap;
@@ -476,6 +476,10 @@ impl Attributor {
             }
         }
         let w = Arc::new(Workload {
+            names: match namespace.is_empty() {
+                true => NameSource::None,
+                false => NameSource::Inferred,
+            },
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             container: name.to_string(),
