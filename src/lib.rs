@@ -69,10 +69,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
     let engine = Engine::new(config.limits.clone(), config.leak);
-    // Workload attribution: its pod-resources task runs here, its cgroup reads on the poller.
-    let (attributor, pod_resources) = match kubernetes::start(&config.kubernetes, &telemetry) {
-        Some((a, task)) => (Some(a), task),
-        None => (None, None),
+    // Workload attribution: its pod-resources and runtime tasks run here, its cgroup reads on the poller.
+    let (attributor, kubernetes_tasks) = match kubernetes::start(&config.kubernetes, &telemetry) {
+        Some((a, tasks)) => (Some(a), tasks),
+        None => (None, Vec::new()),
     };
     let poller = poller::Poller::spawn(
         source,
@@ -151,7 +151,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some(cleanup) = cleanup {
         cleanup.abort();
     }
-    if let Some(task) = pod_resources {
+    for task in kubernetes_tasks {
         task.abort();
     }
     poller.shutdown(Duration::from_secs(2));

@@ -149,6 +149,8 @@ pub enum Operation {
     Mig,
     /// The kubelet's pod-resources API (not NVML; counted with the poll errors).
     PodResources,
+    /// The container runtime's CRI runtime service (not NVML; counted with the poll errors).
+    Runtime,
 }
 
 impl Operation {
@@ -163,6 +165,7 @@ impl Operation {
             Operation::Processes => "processes",
             Operation::Mig => "mig",
             Operation::PodResources => "pod_resources",
+            Operation::Runtime => "runtime",
         }
     }
 }

@@ -138,7 +138,7 @@ fn container_id_of(segment: &str) -> Option<String> {
 }
 
 /// A UUID in its textual form: 36 characters, hexadecimal digits and dashes at 8, 13, 18, 23.
-fn is_uid(s: &str) -> bool {
+pub(crate) fn is_uid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
@@ -147,7 +147,7 @@ fn is_uid(s: &str) -> bool {
 }
 
 /// A runtime container ID: hexadecimal digits, 12 to 64 of them.
-fn is_container_id(s: &str) -> bool {
+pub(crate) fn is_container_id(s: &str) -> bool {
     (12..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -1,13 +1,16 @@
 //! Kubernetes workload attribution: which namespace, pod and container holds each process's GPU
 //! memory, and which containers the device plugin allocated each GPU to.
 //!
-//! Two sources, neither on the scrape path:
+//! Three sources, none on the scrape path:
 //! - `cgroup`: a process's pod UID and container ID, read from `<proc_root>/<pid>/cgroup` by the
 //!   poller thread ([`Attributor`]), cached per process and re-read every refresh interval;
 //! - `podresources`: the kubelet's pod-resources API (gRPC on a unix socket), listed on its own
-//!   tokio task every refresh interval; a failure keeps the last good list.
+//!   tokio task every refresh interval; a failure keeps the last good list;
+//! - `runtime`: the container runtime's CRI service (containerd or CRI-O), listed the same way:
+//!   the authoritative name of every pod UID and container ID ([`NameSource::Runtime`]).
 //!
-//! The names (namespace, pod, container) come from pairing the two: the pod-resources API names
+//! Without the runtime, names are inferred ([`NameSource::Inferred`]; shown, never acted on by
+//! cleanup) by pairing the other two: the pod-resources API names
 //! the containers a GPU was allocated to but not their UIDs, the cgroup gives the UIDs but no
 //! names. A pod UID is named when a GPU allocated to exactly one pod runs processes of exactly one
 //! pod UID; what is learnt that way stays known (it is a fact about the pod) while the pod is
@@ -17,23 +20,25 @@
 //! kube-state-metrics. Owns the `[kubernetes]` section.
 
 pub mod cgroup;
+pub mod limits;
 pub mod pb;
 pub mod podresources;
+pub mod runtime;
+mod section;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::input::{parse_duration, ConfigError};
 use crate::sample::{NameSource, PollSample, ProcessList, Workload};
 
 use self::cgroup::ContainerRef;
 pub use self::podresources::DeviceMap;
+pub use self::runtime::RuntimeNames;
+pub use self::section::{Enabled, KubernetesConfig, RawKubernetes, SocketConfig};
 
 /// The proc root read by default.
 pub const DEFAULT_PROC_ROOT: &str = "/proc";
@@ -42,207 +47,36 @@ pub const DEFAULT_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// The largest `/proc/<pid>/cgroup` read (a v1 file with every controller is about 1 KiB).
 const CGROUP_FILE_LIMIT: u64 = 64 * 1024;
 
-/// `kubernetes.enabled`: `"auto"`, `true` or `false` (a boolean or its text).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Enabled {
-    Bool(bool),
-    Text(String),
-}
-
-/// The `[kubernetes]` section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawKubernetes {
-    /// "auto" (default): attribution where the proc root and the socket exist, a logged
-    /// "attribution off" for what is absent; true: both must exist (exit 2 otherwise); false: off.
-    pub enabled: Enabled,
-    /// Where the host's /proc is seen (the DaemonSet mounts it read-only; no hostPID needed).
-    pub proc_root: String,
-    /// The kubelet's pod-resources socket.
-    pub pod_resources_socket: String,
-    /// How often the pod-resources API is listed and cgroup files are re-read.
-    pub refresh_interval: String,
-    /// How long one pod-resources call (connect and list) may take.
-    pub timeout: String,
-}
-
-impl Default for RawKubernetes {
-    fn default() -> Self {
-        RawKubernetes {
-            enabled: Enabled::Text("auto".into()),
-            proc_root: DEFAULT_PROC_ROOT.into(),
-            pod_resources_socket: DEFAULT_SOCKET.into(),
-            refresh_interval: "10s".into(),
-            timeout: "2s".into(),
-        }
-    }
-}
-
-/// The validated section: what runs and what was switched off (logged at start).
-#[derive(Debug, Clone, Default)]
-pub struct KubernetesConfig {
-    /// Where cgroup files are read; None: no attribution at all.
-    pub proc_root: Option<PathBuf>,
-    /// The pod-resources client; None: pod UIDs and container IDs without names.
-    pub pod_resources: Option<PodResourcesConfig>,
-    pub refresh_interval: Duration,
-    /// Why a part is off, logged once at start.
-    pub off: Vec<String>,
-}
-
-/// The pod-resources client's settings.
-#[derive(Debug, Clone)]
-pub struct PodResourcesConfig {
-    pub socket: PathBuf,
-    pub refresh_interval: Duration,
-    pub timeout: Duration,
-}
-
-impl RawKubernetes {
-    /// Checks the keys; an explicitly configured path (or `enabled = true`) that does not exist
-    /// is refused, a default one that does not exist turns its part off.
-    pub fn validate(&self) -> Result<KubernetesConfig, ConfigError> {
-        let required = match &self.enabled {
-            Enabled::Bool(false) => return Ok(KubernetesConfig::default()),
-            Enabled::Bool(true) => true,
-            Enabled::Text(t) => match t.trim() {
-                "auto" => false,
-                "true" => true,
-                "false" => return Ok(KubernetesConfig::default()),
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "kubernetes.enabled",
-                        t,
-                        "must be \"auto\", true or false",
-                    ))
-                }
-            },
-        };
-        let refresh_interval =
-            parse_duration("kubernetes.refresh_interval", &self.refresh_interval)?;
-        if refresh_interval < Duration::from_millis(100)
-            || refresh_interval > Duration::from_secs(3600)
-        {
-            return Err(ConfigError::invalid(
-                "kubernetes.refresh_interval",
-                &self.refresh_interval,
-                "must be between 100ms and 1h",
-            ));
-        }
-        let timeout = parse_duration("kubernetes.timeout", &self.timeout)?;
-        if timeout < Duration::from_millis(10)
-            || timeout > refresh_interval.min(Duration::from_secs(60))
-        {
-            return Err(ConfigError::invalid(
-                "kubernetes.timeout",
-                &self.timeout,
-                "must be at least 10ms and at most the refresh interval and 1m",
-            ));
-        }
-        let mut off = Vec::new();
-        let proc_root = PathBuf::from(&self.proc_root);
-        let explicit = required || self.proc_root != DEFAULT_PROC_ROOT;
-        if !proc_root.is_absolute() {
-            return Err(ConfigError::invalid(
-                "kubernetes.proc_root",
-                &self.proc_root,
-                "must be an absolute path",
-            ));
-        }
-        match std::fs::metadata(&proc_root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(ConfigError::invalid(
-                    "kubernetes.proc_root",
-                    &self.proc_root,
-                    "is not a directory",
-                ))
-            }
-            Err(e) if explicit => {
-                return Err(ConfigError::invalid(
-                    "kubernetes.proc_root",
-                    &self.proc_root,
-                    format!("cannot be read: {e}"),
-                ))
-            }
-            Err(e) => {
-                off.push(format!(
-                    "workload attribution off: kubernetes.proc_root {} cannot be read ({e})",
-                    self.proc_root
-                ));
-                return Ok(KubernetesConfig {
-                    off,
-                    ..KubernetesConfig::default()
-                });
-            }
-        }
-        let socket = PathBuf::from(&self.pod_resources_socket);
-        let explicit = required || self.pod_resources_socket != DEFAULT_SOCKET;
-        let pod_resources = match std::fs::metadata(&socket) {
-            Ok(m) if m.file_type().is_socket() => Some(PodResourcesConfig {
-                socket,
-                refresh_interval,
-                timeout,
-            }),
-            Ok(_) => {
-                return Err(ConfigError::invalid(
-                    "kubernetes.pod_resources_socket",
-                    &self.pod_resources_socket,
-                    "is not a unix socket",
-                ))
-            }
-            Err(e) if explicit => {
-                return Err(ConfigError::invalid(
-                    "kubernetes.pod_resources_socket",
-                    &self.pod_resources_socket,
-                    format!("cannot be used: {e}"),
-                ))
-            }
-            Err(e) => {
-                off.push(format!(
-                    "pod-resources attribution off (pod UIDs and container IDs only, no names): \
-                     kubernetes.pod_resources_socket {} is absent ({e})",
-                    self.pod_resources_socket
-                ));
-                None
-            }
-        };
-        Ok(KubernetesConfig {
-            proc_root: Some(proc_root),
-            pod_resources,
-            refresh_interval,
-            off,
-        })
-    }
-}
-
 /// Starts what the configuration asks for: the pod-resources task (on the current tokio
 /// runtime) and the attributor that the poller thread runs. None when attribution is off.
 pub fn start(
     config: &KubernetesConfig,
     telemetry: &crate::telemetry::Telemetry,
-) -> Option<(Attributor, Option<tokio::task::JoinHandle<()>>)> {
+) -> Option<(Attributor, Vec<tokio::task::JoinHandle<()>>)> {
     for reason in &config.off {
         tracing::info!("{reason}");
     }
     let proc_root = config.proc_root.clone()?;
-    let (devices, task) = match &config.pod_resources {
-        Some(p) => {
-            let (rx, task) = podresources::spawn(p.clone(), telemetry.clone());
-            (Some(rx), Some(task))
-        }
-        None => (None, None),
-    };
+    let mut tasks = Vec::new();
+    let devices = config.pod_resources.as_ref().map(|p| {
+        let (rx, task) = podresources::spawn(p.clone(), telemetry.clone());
+        tasks.push(task);
+        rx
+    });
+    let names = config.runtime.as_ref().map(|r| {
+        let (rx, task) = runtime::spawn(r.clone(), telemetry.clone());
+        tasks.push(task);
+        rx
+    });
     tracing::info!(
         proc_root = %proc_root.display(),
         pod_resources = config.pod_resources.is_some(),
+        runtime = %config.runtime.as_ref().map_or("none".into(), |r| r.socket.display().to_string()),
         "Kubernetes workload attribution on"
     );
-    Some((
-        Attributor::new(proc_root, config.refresh_interval, devices),
-        task,
-    ))
+    let mut attributor = Attributor::new(proc_root, config.refresh_interval, devices);
+    attributor.runtime = names;
+    Some((attributor, tasks))
 }
 
 /// A process's cgroup as last read, and the workload last published for it.
@@ -264,6 +98,10 @@ pub struct Attributor {
     proc_root: PathBuf,
     reread_after: Duration,
     devices: Option<watch::Receiver<Arc<DeviceMap>>>,
+    /// The container runtime's names (authoritative); None without a runtime socket.
+    pub runtime: Option<watch::Receiver<Arc<RuntimeNames>>>,
+    /// The runtime's names the workloads were worked out with.
+    last_names: Option<Arc<RuntimeNames>>,
     /// (pid, start ticks) → its cgroup; a reused pid has other start ticks where the exporter's own
     /// /proc sees the process, and is caught at the next re-read where it does not (start 0).
     cache: HashMap<(u32, u64), Cached>,
@@ -291,6 +129,8 @@ impl Attributor {
             proc_root,
             reread_after,
             devices,
+            runtime: None,
+            last_names: None,
             cache: HashMap::new(),
             pods: HashMap::new(),
             containers: HashMap::new(),
@@ -310,6 +150,13 @@ impl Attributor {
             _ => true,
         };
         self.last_map = map.clone();
+        let names = self.runtime.as_ref().map(|rx| rx.borrow().clone());
+        let names_changed = match (&names, &self.last_names) {
+            (Some(new), Some(old)) => !Arc::ptr_eq(new, old),
+            (None, None) => false,
+            _ => true,
+        };
+        self.last_names = names.clone();
         let now = Instant::now();
         self.epoch += 1;
         self.cache_changed = false;
@@ -334,7 +181,7 @@ impl Attributor {
         let epoch = self.epoch;
         self.cache.retain(|_, c| c.seen == epoch);
         self.cache_changed |= self.cache.len() != before;
-        if map_changed || self.cache_changed {
+        if map_changed || names_changed || self.cache_changed {
             self.names_gen += 1;
             if let Some(map) = &map {
                 self.learn(sample, &refs, map);
@@ -345,9 +192,9 @@ impl Attributor {
                 continue;
             };
             for (p, c) in list.iter_mut().zip(dev_refs) {
-                p.workload = c
-                    .as_ref()
-                    .map(|c| self.workload_of((p.pid, p.start_ticks), c, map.as_deref()));
+                p.workload = c.as_ref().map(|c| {
+                    self.workload_of((p.pid, p.start_ticks), c, map.as_deref(), names.as_deref())
+                });
             }
         }
     }
@@ -450,36 +297,53 @@ impl Attributor {
         key: (u32, u64),
         container: &ContainerRef,
         map: Option<&DeviceMap>,
+        runtime: Option<&RuntimeNames>,
     ) -> Arc<Workload> {
         if let Some((w, generation)) = self.cache.get(&key).and_then(|c| c.workload.as_ref()) {
             if *generation == self.names_gen {
                 return w.clone();
             }
         }
-        let (namespace, pod) = self
-            .pods
-            .get(&container.pod_uid)
-            .map(|(n, p)| (n.as_str(), p.as_str()))
-            .unwrap_or(("", ""));
-        let name = self
-            .containers
-            .get(&container.container_id)
-            .map(String::as_str)
-            .or_else(|| map.and_then(|m| m.only_container(namespace, pod)))
-            .unwrap_or("");
+        // The runtime's names where it knows the pod; else what the allocations let us infer.
+        let (namespace, pod, name, source) = match runtime.and_then(|r| r.pod(&container.pod_uid)) {
+            Some(p) => (
+                p.namespace.as_str(),
+                p.name.as_str(),
+                runtime
+                    .and_then(|r| r.container(&container.container_id))
+                    .unwrap_or(""),
+                NameSource::Runtime,
+            ),
+            None => {
+                let (namespace, pod) = self
+                    .pods
+                    .get(&container.pod_uid)
+                    .map(|(n, p)| (n.as_str(), p.as_str()))
+                    .unwrap_or(("", ""));
+                let name = self
+                    .containers
+                    .get(&container.container_id)
+                    .map(String::as_str)
+                    .or_else(|| map.and_then(|m| m.only_container(namespace, pod)))
+                    .unwrap_or("");
+                let source = match namespace.is_empty() {
+                    true => NameSource::None,
+                    false => NameSource::Inferred,
+                };
+                (namespace, pod, name, source)
+            }
+        };
         let generation = self.names_gen;
         let entry = self.cache.get_mut(&key).expect("read this poll");
         if let Some((w, g)) = &mut entry.workload {
-            if w.namespace == namespace && w.pod == pod && w.container == name {
+            if w.namespace == namespace && w.pod == pod && w.container == name && w.names == source
+            {
                 *g = generation;
                 return w.clone();
             }
         }
         let w = Arc::new(Workload {
-            names: match namespace.is_empty() {
-                true => NameSource::None,
-                false => NameSource::Inferred,
-            },
+            names: source,
             namespace: namespace.to_string(),
             pod: pod.to_string(),
             container: name.to_string(),

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::pb::v1::pod_resources_lister_client::PodResourcesListerClient;
 use super::pb::v1::{ListPodResourcesRequest, ListPodResourcesResponse};
-use super::PodResourcesConfig;
+use super::SocketConfig;
 use crate::sample::{Allocation, Operation};
 use crate::telemetry::Telemetry;
 
@@ -117,7 +117,7 @@ impl DeviceMap {
 
 /// Starts the refresh task; the receiver holds an empty map until the first good List.
 pub fn spawn(
-    config: PodResourcesConfig,
+    config: SocketConfig,
     telemetry: Telemetry,
 ) -> (watch::Receiver<Arc<DeviceMap>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(DeviceMap::default()));
@@ -164,20 +164,9 @@ pub fn spawn(
 
 /// One List call on a fresh connection, within the timeout. The error is a stable description
 /// (the kind of failure, not its varying details), so that logging once per change works.
-async fn list(config: &PodResourcesConfig) -> Result<ListPodResourcesResponse, String> {
+async fn list(config: &SocketConfig) -> Result<ListPodResourcesResponse, String> {
     let call = async {
-        let socket: PathBuf = config.socket.clone();
-        // The URI is required by the API and unused: the connector dials the unix socket.
-        let channel = tonic::transport::Endpoint::from_static("http://kubelet.invalid")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| describe_connect(&e))?;
+        let channel = connect(config.socket.clone(), "kubelet").await?;
         let mut client =
             PodResourcesListerClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         client
@@ -190,6 +179,26 @@ async fn list(config: &PodResourcesConfig) -> Result<ListPodResourcesResponse, S
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {:?}", config.timeout)),
     }
+}
+
+/// A gRPC channel to the unix socket `socket` (the kubelet's or the container runtime's); the
+/// error is the kind of failure (socket absent, permission denied, refused).
+pub(super) async fn connect(
+    socket: PathBuf,
+    host: &'static str,
+) -> Result<tonic::transport::Channel, String> {
+    // The URI is required by the API and unused: the connector dials the unix socket.
+    tonic::transport::Endpoint::from_shared(format!("http://{host}.invalid"))
+        .map_err(|_| "cannot connect".to_string())?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| describe_connect(&e))
 }
 
 /// A connection failure as its io error kind (socket absent, permission denied, refused).

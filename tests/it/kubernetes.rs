@@ -21,12 +21,12 @@ use crate::podresources_server::pod_resources_lister_server::{
     PodResourcesLister, PodResourcesListerServer,
 };
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// The kubelet stand-in: answers List with whatever the test put in `pods`.
 #[derive(Clone, Default)]
-struct Kubelet {
-    pods: Arc<Mutex<Vec<PodResources>>>,
+pub(crate) struct Kubelet {
+    pub(crate) pods: Arc<Mutex<Vec<PodResources>>>,
 }
 
 #[tonic::async_trait]
@@ -57,13 +57,21 @@ impl PodResourcesLister for Kubelet {
 
 /// A tonic server on a unix socket, on a runtime of its own; dropping it stops the server and
 /// removes the socket.
-struct Server {
+pub(crate) struct Server {
     runtime: Option<tokio::runtime::Runtime>,
     path: PathBuf,
 }
 
 impl Server {
     fn start(path: &Path, kubelet: Kubelet) -> Server {
+        Server::serve(
+            path,
+            tonic::transport::Server::builder().add_service(PodResourcesListerServer::new(kubelet)),
+        )
+    }
+
+    /// Serves `router` (any tonic services) on a unix socket at `path`.
+    pub(crate) fn serve(path: &Path, router: tonic::transport::server::Router) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -74,11 +82,7 @@ impl Server {
             let _guard = runtime.enter();
             tokio::net::UnixListener::bind(path).unwrap()
         };
-        runtime.spawn(
-            tonic::transport::Server::builder()
-                .add_service(PodResourcesListerServer::new(kubelet))
-                .serve_with_incoming(UnixListenerStream::new(listener)),
-        );
+        runtime.spawn(router.serve_with_incoming(UnixListenerStream::new(listener)));
         Server {
             runtime: Some(runtime),
             path: path.to_path_buf(),
@@ -95,7 +99,7 @@ impl Drop for Server {
     }
 }
 
-fn pod(namespace: &str, name: &str, containers: &[(&str, &[&str])]) -> PodResources {
+pub(crate) fn pod(namespace: &str, name: &str, containers: &[(&str, &[&str])]) -> PodResources {
     PodResources {
         name: name.into(),
         namespace: namespace.into(),
@@ -115,10 +119,10 @@ fn pod(namespace: &str, name: &str, containers: &[(&str, &[&str])]) -> PodResour
 }
 
 /// A live child process (`sleep`), killed on drop.
-struct Kid(Child);
+pub(crate) struct Kid(Child);
 
 impl Kid {
-    fn spawn() -> Kid {
+    pub(crate) fn spawn() -> Kid {
         Kid(Command::new("sleep")
             .arg("300")
             .stdin(Stdio::null())
@@ -126,7 +130,7 @@ impl Kid {
             .expect("spawn sleep"))
     }
 
-    fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.0.id().to_string()
     }
 }
@@ -138,15 +142,15 @@ impl Drop for Kid {
     }
 }
 
-fn uuid(i: u32) -> String {
+pub(crate) fn uuid(i: u32) -> String {
     format!("GPU-6b75620d-0000-4000-8000-00000000000{i}")
 }
 
-fn pod_uid(i: u32) -> String {
+pub(crate) fn pod_uid(i: u32) -> String {
     format!("5d1c3a2b-8e7f-4a6b-9c0d-1e2f3a4b5c{i:02}")
 }
 
-fn container_id(i: u32) -> String {
+pub(crate) fn container_id(i: u32) -> String {
     format!("{:064x}", 0xc0ffee_u64 * 1000 + u64::from(i))
 }
 
@@ -177,7 +181,7 @@ fn cgroup_file(form: usize, i: u32) -> String {
 }
 
 /// A fake host /proc: `<root>/<pid>/cgroup`.
-fn write_cgroup(root: &Path, pid: &str, text: &str) {
+pub(crate) fn write_cgroup(root: &Path, pid: &str, text: &str) {
     let dir = root.join(pid);
     std::fs::create_dir_all(&dir).unwrap();
     let tmp = dir.join("cgroup.tmp");
@@ -223,7 +227,7 @@ fn start(scenario: &str, env: Vec<(String, String)>, proc_root: &Path, socket: &
 }
 
 /// The labels of the process series of `pid`.
-fn process_labels(m: &Metrics, pid: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn process_labels(m: &Metrics, pid: &str) -> Option<Vec<(String, String)>> {
     m.samples
         .iter()
         .find(|(n, ls, _)| {
@@ -232,14 +236,14 @@ fn process_labels(m: &Metrics, pid: &str) -> Option<Vec<(String, String)>> {
         .map(|(_, ls, _)| ls.clone())
 }
 
-fn label<'a>(ls: &'a [(String, String)], key: &str) -> &'a str {
+pub(crate) fn label<'a>(ls: &'a [(String, String)], key: &str) -> &'a str {
     ls.iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no label {key} in {ls:?}"))
 }
 
-fn has_pod(m: &Metrics, pid: &str, pod: &str) -> bool {
+pub(crate) fn has_pod(m: &Metrics, pid: &str, pod: &str) -> bool {
     process_labels(m, pid).is_some_and(|ls| label(&ls, "pod") == pod)
 }
 
@@ -559,13 +563,13 @@ fn configuration_refusals_and_attribution_off_at_defaults() {
 }
 
 /// A live child that records each SIGUSR1 it gets in `<dir>/signals`.
-struct Listener {
-    kid: Kid,
+pub(crate) struct Listener {
+    pub(crate) kid: Kid,
     signals: PathBuf,
 }
 
 impl Listener {
-    fn spawn(dir: &Path, name: &str) -> Listener {
+    pub(crate) fn spawn(dir: &Path, name: &str) -> Listener {
         let signals = dir.join(format!("{name}.signals"));
         let ready = dir.join(format!("{name}.ready"));
         let child = Command::new("sh")
@@ -587,7 +591,7 @@ impl Listener {
         }
     }
 
-    fn signals(&self) -> usize {
+    pub(crate) fn signals(&self) -> usize {
         std::fs::read_to_string(&self.signals)
             .map(|s| s.lines().count())
             .unwrap_or(0)

@@ -2,9 +2,13 @@
 
 mod abuse;
 mod alerting;
+mod attribution;
 mod cleanup;
 mod config_errors;
 mod conventions;
+// Generated from our CRI v1 subset proto by scripts/gen-protos.sh.
+#[allow(clippy::all)]
+mod cri_server;
 mod engine;
 mod exporter;
 mod faults;

@@ -1,0 +1,192 @@
+//! The container runtime's CRI v1 runtime service (containerd or CRI-O, gRPC on a unix socket,
+//! read-only: `ListPodSandbox` and `ListContainers`): the authoritative name of every pod UID on
+//! the node and of every running container ID, time-sliced GPUs included.
+//!
+//! Listed on a tokio task of its own every refresh interval, never on the poll path; the newest
+//! good [`RuntimeNames`] is published on a `watch` channel that the poller's attributor reads. A
+//! missing socket, a timeout or an error keeps the last good names, counts
+//! `vram_exporter_poll_errors_total{operation="runtime"}` and is logged once per change of state.
+//! Each refresh connects afresh, so a restarted runtime is picked up by the next one. Names longer
+//! than Kubernetes allows and UIDs or IDs that are not in their form are left out (bounded labels).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::limits::{container_ok, namespace_ok, pod_ok};
+use super::pb::cri::runtime_service_client::RuntimeServiceClient;
+use super::pb::cri::{
+    ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
+    ListPodSandboxRequest,
+};
+use super::{cgroup, SocketConfig};
+use crate::sample::Operation;
+use crate::telemetry::Telemetry;
+
+/// The largest answer accepted per call (containerd's own default limit).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// A pod's namespace and name, as the runtime recorded them from the kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Pod UID → its names, container ID → its name, from one pair of list answers.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeNames {
+    pods: HashMap<String, PodName>,
+    containers: HashMap<String, String>,
+}
+
+impl RuntimeNames {
+    /// The names of the pod with this UID.
+    pub fn pod(&self, uid: &str) -> Option<&PodName> {
+        self.pods.get(uid)
+    }
+
+    /// The name of the container with this runtime ID.
+    pub fn container(&self, id: &str) -> Option<&str> {
+        self.containers.get(id).map(String::as_str)
+    }
+
+    /// How many pods are named.
+    pub fn pods(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Keeps, of the two answers, only what names a pod or a container within the bounds.
+    fn from_lists(
+        sandboxes: Vec<super::pb::cri::PodSandbox>,
+        containers: Vec<super::pb::cri::Container>,
+    ) -> Self {
+        let mut names = RuntimeNames::default();
+        // Sandbox ID → pod UID: a container names its pod by its sandbox.
+        let mut sandbox_uid: HashMap<String, String> = HashMap::new();
+        for s in sandboxes {
+            let Some(m) = s.metadata else { continue };
+            if !cgroup::is_uid(&m.uid) || !namespace_ok(&m.namespace) || !pod_ok(&m.name) {
+                continue;
+            }
+            sandbox_uid.insert(s.id, m.uid.clone());
+            names.pods.insert(
+                m.uid,
+                PodName {
+                    namespace: m.namespace,
+                    name: m.name,
+                },
+            );
+        }
+        for c in containers {
+            let Some(m) = c.metadata else { continue };
+            if !cgroup::is_container_id(&c.id)
+                || !container_ok(&m.name)
+                || !sandbox_uid.contains_key(&c.pod_sandbox_id)
+            {
+                continue;
+            }
+            names.containers.insert(c.id, m.name);
+        }
+        names.pods.shrink_to_fit();
+        names.containers.shrink_to_fit();
+        names
+    }
+}
+
+/// Starts the refresh task; the receiver holds no names until the first good list.
+pub fn spawn(
+    config: SocketConfig,
+    telemetry: Telemetry,
+) -> (
+    watch::Receiver<Arc<RuntimeNames>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = watch::channel(Arc::new(RuntimeNames::default()));
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(config.refresh_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The state last logged: None before the first refresh, Ok(()) while listing works.
+        let mut last: Option<Result<(), String>> = None;
+        loop {
+            tick.tick().await;
+            let state = match list(&config).await {
+                Ok(names) => {
+                    if last != Some(Ok(())) {
+                        tracing::info!(
+                            socket = %config.socket.display(),
+                            pods = names.pods(),
+                            "container runtime listed: pod names from the runtime"
+                        );
+                    }
+                    tx.send_replace(Arc::new(names));
+                    Ok(())
+                }
+                Err(reason) => {
+                    telemetry
+                        .poll_errors
+                        .with_label_values(&["", Operation::Runtime.as_str()])
+                        .inc();
+                    if last.as_ref().and_then(|l| l.as_ref().err()) != Some(&reason) {
+                        tracing::warn!(
+                            socket = %config.socket.display(),
+                            reason = %reason,
+                            "container runtime cannot be listed: keeping the last good names"
+                        );
+                    }
+                    Err(reason)
+                }
+            };
+            last = Some(state);
+        }
+    });
+    (rx, task)
+}
+
+/// Both list calls on one fresh connection, within the timeout. The error is a stable
+/// description, so that logging once per change works.
+async fn list(config: &SocketConfig) -> Result<RuntimeNames, String> {
+    let call = async {
+        let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
+        let mut client = RuntimeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let sandboxes = client
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?
+            .into_inner()
+            .items;
+        let running = ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerRunning.into(),
+            }),
+            ..Default::default()
+        };
+        let containers = client
+            .list_containers(ListContainersRequest {
+                filter: Some(running),
+            })
+            .await
+            .map_err(|s| format!("ListContainers answered {:?}", s.code()))?
+            .into_inner()
+            .containers;
+        Ok(RuntimeNames::from_lists(sandboxes, containers))
+    };
+    match tokio::time::timeout(config.timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
+    }
+}
+
+/// The runtime sockets tried, in order, when `kubernetes.runtime_socket` is "auto".
+pub const AUTO_SOCKETS: [&str; 2] = ["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"];
+
+/// The socket "auto" finds: the first of [`AUTO_SOCKETS`] that is a unix socket.
+pub fn detect() -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    AUTO_SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+}
