@@ -43,8 +43,11 @@ pub struct Gpu<'a> {
     /// How many smaller processes on the GPU are not listed in `processes`.
     pub processes_omitted: usize,
     pub migs: Vec<Mig<'a>>,
-    /// The containers the device plugin allocated the GPU (or its MIG devices) to (Kubernetes).
+    /// The containers the device plugin allocated the GPU (or its MIG devices) to (Kubernetes),
+    /// at most 64.
     pub allocations: Vec<Allocation<'a>>,
+    /// How many more allocations the GPU has than `allocations` lists.
+    pub allocations_omitted: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +179,7 @@ impl<'a> Gpu<'a> {
                     container: &a.container,
                 })
                 .collect(),
+            allocations_omitted: g.allocations.omitted,
         }
     }
 }

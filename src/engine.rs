@@ -14,7 +14,7 @@ use crate::drift::{self, DriftGeometry, FloorTracker, LeakConfig};
 use crate::policy::limits::LimitsConfig;
 use crate::policy::{self, Level, Limits, PolicyState};
 use crate::sample::{
-    Allocation, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
+    Allocations, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
 };
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
@@ -64,8 +64,9 @@ pub struct GpuView {
     pub processes: Vec<ProcessView>,
     /// MIG instances, when the GPU is up and in MIG mode.
     pub migs: Vec<MigSample>,
-    /// The containers the device plugin allocated this GPU (or its MIG devices) to.
-    pub allocations: Arc<[Allocation]>,
+    /// The containers the device plugin allocated this GPU (or its MIG devices) to (capped, with
+    /// the count of those left out).
+    pub allocations: Allocations,
 }
 
 #[derive(Debug, Clone, PartialEq)]

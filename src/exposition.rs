@@ -283,6 +283,19 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
                 );
             }
         }
+        family(
+            w,
+            "vram_gpu_allocations_omitted",
+            "gauge",
+            "Allocations of the GPU left out of vram_gpu_allocation_info, which lists at most 64 per GPU.",
+        );
+        for (g, gl) in s.gpus.iter().zip(&labels.gpu) {
+            let _ = writeln!(
+                w,
+                "vram_gpu_allocations_omitted{{{gl}}} {}",
+                g.allocations.omitted
+            );
+        }
     }
 
     let n = max_processes_per_gpu;

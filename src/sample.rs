@@ -86,6 +86,23 @@ pub struct Allocation {
     pub container: String,
 }
 
+/// A GPU's allocations as published: the first ones in sorted order, up to a cap, and how many
+/// more there were (a list of any length never becomes as many series).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocations {
+    pub list: Arc<[Allocation]>,
+    /// Distinct allocations left out of `list`.
+    pub omitted: usize,
+}
+
+impl std::ops::Deref for Allocations {
+    type Target = [Allocation];
+
+    fn deref(&self) -> &[Allocation] {
+        &self.list
+    }
+}
+
 /// One MIG instance of a GPU in MIG mode. Its memory is part of its parent's; it is published in
 /// `vram_mig_*` families of its own so that sums over GPUs never count it twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +128,10 @@ pub struct DeviceSample {
     pub processes: ProcessList,
     /// MIG instances, when the GPU is in MIG mode.
     pub migs: Vec<MigSample>,
-    /// The containers allocated this GPU or its MIG devices (`kubernetes`), sorted, each once;
-    /// shared with the pod-resources list it came from (it changes only when that list does).
-    pub allocations: Arc<[Allocation]>,
+    /// The containers allocated this GPU or its MIG devices (`kubernetes`), sorted, each once, at
+    /// most `kubernetes::limits::MAX_ALLOCATIONS_PER_GPU`; shared with the pod-resources list it
+    /// came from (it changes only when that list does).
+    pub allocations: Allocations,
 }
 
 /// A device's processes in one poll: listed, not reported by this device, or a failed query.

@@ -19,6 +19,7 @@
 //! stays empty: `vram_process_info` always carries the UID and container ID for a join with
 //! kube-state-metrics. Owns the `[kubernetes]` section.
 
+pub mod budget;
 pub mod cgroup;
 pub mod limits;
 pub mod pb;

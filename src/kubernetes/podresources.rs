@@ -8,38 +8,80 @@
 //! state, not at every refresh. Each refresh connects afresh, so a restarted kubelet (a new
 //! socket at the same path) is picked up by the next one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::pb::v1::pod_resources_lister_client::PodResourcesListerClient;
+use super::budget;
+use super::limits::{container_ok, namespace_ok, pod_ok, MAX_ALLOCATIONS_PER_GPU};
 use super::pb::v1::{ListPodResourcesRequest, ListPodResourcesResponse};
 use super::SocketConfig;
-use crate::sample::{Allocation, Operation};
+use crate::sample::{Allocation, Allocations, Operation};
 use crate::telemetry::Telemetry;
-
-/// The largest List answer accepted (a node with hundreds of pods answers a few hundred KiB).
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Device ID → the containers it was allocated to, from one List answer.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceMap {
-    /// Sorted, each once; shared by every poll's samples until the next list.
-    by_device: HashMap<String, Arc<[Allocation]>>,
+    /// The first allocations of each device in sorted order (at most
+    /// [`MAX_ALLOCATIONS_PER_GPU`]) and how many more there were; shared by every poll's samples
+    /// until the next list.
+    by_device: HashMap<String, Allocations>,
     /// namespace → pod → its containers that hold any device.
     pods: HashMap<String, HashMap<String, BTreeSet<String>>>,
+}
+
+/// The longest device ID kept: GPU and MIG UUIDs are 40 characters (`MIG-GPU-<uuid>/<gi>/<ci>`
+/// about 50); a longer ID is no NVIDIA device's.
+const MAX_DEVICE_ID: usize = 96;
+
+/// One device's allocations while a list is read: the smallest ones kept, every distinct one
+/// counted by its hash (8 bytes each, not a copy of its names).
+#[derive(Default)]
+struct Bounded {
+    kept: BTreeSet<Allocation>,
+    seen: HashSet<u64>,
+}
+
+impl Bounded {
+    fn add(&mut self, a: &Allocation) {
+        let mut h = std::hash::DefaultHasher::new();
+        a.hash(&mut h);
+        if !self.seen.insert(h.finish()) {
+            return;
+        }
+        self.kept.insert(a.clone());
+        if self.kept.len() > MAX_ALLOCATIONS_PER_GPU {
+            self.kept.pop_last();
+        }
+    }
+
+    fn finish(self) -> Allocations {
+        Allocations {
+            omitted: self.seen.len() - self.kept.len(),
+            list: self.kept.into_iter().collect(),
+        }
+    }
 }
 
 impl DeviceMap {
     /// Builds the map from a List answer. Device IDs are GPU or MIG UUIDs (the NVIDIA device
     /// plugin's default `uuid` strategy); a time-slicing replica `UUID::N` counts as its GPU.
+    /// Pods and containers whose names are longer than Kubernetes allows, and device IDs longer
+    /// than any GPU's, are left out: no label grows with the answer.
     pub fn from_response(response: &ListPodResourcesResponse) -> Self {
         let mut map = DeviceMap::default();
-        let mut by_device: HashMap<String, Vec<Allocation>> = HashMap::new();
+        let mut by_device: HashMap<String, Bounded> = HashMap::new();
         for pod in &response.pod_resources {
+            if !namespace_ok(&pod.namespace) || !pod_ok(&pod.name) {
+                continue;
+            }
             for container in &pod.containers {
+                if !container_ok(&container.name) {
+                    continue;
+                }
                 let allocation = Allocation {
                     namespace: pod.namespace.clone(),
                     pod: pod.name.clone(),
@@ -48,10 +90,13 @@ impl DeviceMap {
                 let mut holds = false;
                 for id in container.devices.iter().flat_map(|d| &d.device_ids) {
                     let uuid = id.split_once("::").map_or(id.as_str(), |(u, _)| u);
+                    if uuid.is_empty() || uuid.len() > MAX_DEVICE_ID {
+                        continue;
+                    }
                     by_device
                         .entry(uuid.to_string())
                         .or_default()
-                        .push(allocation.clone());
+                        .add(&allocation);
                     holds = true;
                 }
                 if holds {
@@ -66,32 +111,30 @@ impl DeviceMap {
         }
         map.by_device = by_device
             .into_iter()
-            .map(|(id, mut allocations)| {
-                allocations.sort();
-                allocations.dedup();
-                (id, allocations.into())
-            })
+            .map(|(id, b)| (id, b.finish()))
             .collect();
         map
     }
 
-    /// The containers allocated any of `device_ids`, sorted, each once (shared, not copied,
-    /// when only one of the IDs is allocated: a GPU without MIG).
-    pub fn allocations_of<'a>(
-        &self,
-        device_ids: impl Iterator<Item = &'a str>,
-    ) -> Arc<[Allocation]> {
-        let found: Vec<&Arc<[Allocation]>> =
-            device_ids.filter_map(|id| self.by_device.get(id)).collect();
+    /// The containers allocated any of `device_ids`, sorted, each once, at most
+    /// [`MAX_ALLOCATIONS_PER_GPU`] (shared, not copied, when only one of the IDs is allocated: a
+    /// GPU without MIG). Merging MIG devices, `omitted` may count a container twice.
+    pub fn allocations_of<'a>(&self, device_ids: impl Iterator<Item = &'a str>) -> Allocations {
+        let found: Vec<&Allocations> = device_ids.filter_map(|id| self.by_device.get(id)).collect();
         match found[..] {
-            [] => Arc::default(),
+            [] => Allocations::default(),
             [one] => one.clone(),
             _ => {
                 let mut out: Vec<Allocation> =
-                    found.into_iter().flat_map(|a| a.iter().cloned()).collect();
+                    found.iter().flat_map(|a| a.list.iter().cloned()).collect();
                 out.sort();
                 out.dedup();
-                out.into()
+                let over = out.len().saturating_sub(MAX_ALLOCATIONS_PER_GPU);
+                out.truncate(MAX_ALLOCATIONS_PER_GPU);
+                Allocations {
+                    list: out.into(),
+                    omitted: over + found.iter().map(|a| a.omitted).sum::<usize>(),
+                }
             }
         }
     }
@@ -128,13 +171,16 @@ pub fn spawn(
         let mut last: Option<Result<(), String>> = None;
         loop {
             tick.tick().await;
+            let permit = budget::one_at_a_time().await;
             let state = match list(&config).await {
                 Ok(response) => {
                     let map = DeviceMap::from_response(&response);
+                    let pods = response.pod_resources.len();
+                    drop(response);
                     if last != Some(Ok(())) {
                         tracing::info!(
                             socket = %config.socket.display(),
-                            pods = response.pod_resources.len(),
+                            pods,
                             "pod-resources listed: workload names on"
                         );
                     }
@@ -156,6 +202,7 @@ pub fn spawn(
                     Err(reason)
                 }
             };
+            drop(permit);
             last = Some(state);
         }
     });
@@ -167,13 +214,14 @@ pub fn spawn(
 async fn list(config: &SocketConfig) -> Result<ListPodResourcesResponse, String> {
     let call = async {
         let channel = connect(config.socket.clone(), "kubelet").await?;
-        let mut client =
-            PodResourcesListerClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-        client
-            .list(ListPodResourcesRequest {})
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| format!("the kubelet answered {:?}", status.code()))
+        let bytes = budget::call(
+            channel,
+            "/v1.PodResourcesLister/List",
+            ListPodResourcesRequest {},
+        )
+        .await
+        .map_err(|status| format!("the kubelet answered {:?}", status.code()))?;
+        budget::decode(bytes, &budget::POD_RESOURCES)
     };
     match tokio::time::timeout(config.timeout, call).await {
         Ok(result) => result,

@@ -16,17 +16,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::limits::{container_ok, namespace_ok, pod_ok};
-use super::pb::cri::runtime_service_client::RuntimeServiceClient;
 use super::pb::cri::{
-    ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
-    ListPodSandboxRequest,
+    Container, ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
+    ListContainersResponse, ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox,
 };
-use super::{cgroup, SocketConfig};
+use super::{budget, cgroup, SocketConfig};
 use crate::sample::Operation;
 use crate::telemetry::Telemetry;
 
-/// The largest answer accepted per call (containerd's own default limit).
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Sandbox ID → pod UID, and pod UID → its names.
+type Pods = (HashMap<String, String>, HashMap<String, PodName>);
 
 /// A pod's namespace and name, as the runtime recorded them from the kubelet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,21 +57,18 @@ impl RuntimeNames {
         self.pods.len()
     }
 
-    /// Keeps, of the two answers, only what names a pod or a container within the bounds.
-    fn from_lists(
-        sandboxes: Vec<super::pb::cri::PodSandbox>,
-        containers: Vec<super::pb::cri::Container>,
-    ) -> Self {
-        let mut names = RuntimeNames::default();
-        // Sandbox ID → pod UID: a container names its pod by its sandbox.
-        let mut sandbox_uid: HashMap<String, String> = HashMap::new();
+    /// Of the sandboxes, those whose UID and names are within the bounds: (sandbox ID → pod
+    /// UID, pod UID → names).
+    fn pods_of(sandboxes: Vec<PodSandbox>) -> Pods {
+        let mut sandbox_uid = HashMap::new();
+        let mut pods = HashMap::new();
         for s in sandboxes {
             let Some(m) = s.metadata else { continue };
             if !cgroup::is_uid(&m.uid) || !namespace_ok(&m.namespace) || !pod_ok(&m.name) {
                 continue;
             }
             sandbox_uid.insert(s.id, m.uid.clone());
-            names.pods.insert(
+            pods.insert(
                 m.uid,
                 PodName {
                     namespace: m.namespace,
@@ -80,6 +76,15 @@ impl RuntimeNames {
                 },
             );
         }
+        (sandbox_uid, pods)
+    }
+
+    /// The names: the pods, and the running containers of those pods within the bounds.
+    fn from_lists((sandbox_uid, pods): Pods, containers: Vec<Container>) -> Self {
+        let mut names = RuntimeNames {
+            pods,
+            containers: HashMap::new(),
+        };
         for c in containers {
             let Some(m) = c.metadata else { continue };
             if !cgroup::is_container_id(&c.id)
@@ -112,6 +117,7 @@ pub fn spawn(
         let mut last: Option<Result<(), String>> = None;
         loop {
             tick.tick().await;
+            let permit = budget::one_at_a_time().await;
             let state = match list(&config).await {
                 Ok(names) => {
                     if last != Some(Ok(())) {
@@ -139,6 +145,7 @@ pub fn spawn(
                     Err(reason)
                 }
             };
+            drop(permit);
             last = Some(state);
         }
     });
@@ -150,28 +157,34 @@ pub fn spawn(
 async fn list(config: &SocketConfig) -> Result<RuntimeNames, String> {
     let call = async {
         let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
-        let mut client = RuntimeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-        let sandboxes = client
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?
-            .into_inner()
-            .items;
+        let bytes = budget::call(
+            channel.clone(),
+            "/runtime.v1.RuntimeService/ListPodSandbox",
+            ListPodSandboxRequest { filter: None },
+        )
+        .await
+        .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?;
+        let sandboxes = budget::decode::<ListPodSandboxResponse>(bytes, &budget::SANDBOXES)?.items;
+        // The sandboxes' names only, before the containers are fetched: one answer at a time.
+        let pods = RuntimeNames::pods_of(sandboxes);
         let running = ContainerFilter {
             state: Some(ContainerStateValue {
                 state: ContainerState::ContainerRunning.into(),
             }),
             ..Default::default()
         };
-        let containers = client
-            .list_containers(ListContainersRequest {
+        let bytes = budget::call(
+            channel,
+            "/runtime.v1.RuntimeService/ListContainers",
+            ListContainersRequest {
                 filter: Some(running),
-            })
-            .await
-            .map_err(|s| format!("ListContainers answered {:?}", s.code()))?
-            .into_inner()
-            .containers;
-        Ok(RuntimeNames::from_lists(sandboxes, containers))
+            },
+        )
+        .await
+        .map_err(|s| format!("ListContainers answered {:?}", s.code()))?;
+        let containers =
+            budget::decode::<ListContainersResponse>(bytes, &budget::CONTAINERS)?.containers;
+        Ok(RuntimeNames::from_lists(pods, containers))
     };
     match tokio::time::timeout(config.timeout, call).await {
         Ok(result) => result,

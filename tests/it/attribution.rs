@@ -21,13 +21,15 @@ use crate::podresources_server::pod_resources_lister_server::PodResourcesListerS
 
 /// The container runtime stand-in: (pod UID, namespace, pod, [(container ID, name)]).
 #[derive(Clone, Default)]
-struct Runtime {
-    pods: Arc<Mutex<Vec<RuntimePod>>>,
+pub(crate) struct Runtime {
+    pub(crate) pods: Arc<Mutex<Vec<RuntimePod>>>,
+    /// Sandboxes answered besides those of `pods` (an answer's bulk).
+    pub(crate) padding: Arc<Mutex<Vec<PodSandbox>>>,
     /// What each call saw: the container list's filter asked for running containers only.
     calls: Arc<Mutex<Vec<String>>>,
 }
 
-type RuntimePod = (String, String, String, Vec<(String, String)>);
+pub(crate) type RuntimePod = (String, String, String, Vec<(String, String)>);
 
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
@@ -51,6 +53,7 @@ impl RuntimeService for Runtime {
                 }),
                 ..Default::default()
             })
+            .chain(self.padding.lock().unwrap().iter().cloned())
             .collect();
         Ok(tonic::Response::new(ListPodSandboxResponse { items }))
     }
@@ -90,7 +93,7 @@ impl RuntimeService for Runtime {
     }
 }
 
-fn runtime_pod(i: u32, ns: &str, name: &str, container: &str) -> RuntimePod {
+pub(crate) fn runtime_pod(i: u32, ns: &str, name: &str, container: &str) -> RuntimePod {
     (
         pod_uid(i),
         ns.into(),
@@ -100,7 +103,7 @@ fn runtime_pod(i: u32, ns: &str, name: &str, container: &str) -> RuntimePod {
 }
 
 /// Serves the fake runtime on `path`.
-fn serve_runtime(path: &Path, runtime: Runtime) -> Server {
+pub(crate) fn serve_runtime(path: &Path, runtime: Runtime) -> Server {
     Server::serve(
         path,
         tonic::transport::Server::builder().add_service(RuntimeServiceServer::new(runtime)),
@@ -108,7 +111,7 @@ fn serve_runtime(path: &Path, runtime: Runtime) -> Server {
 }
 
 /// Serves the fake kubelet on `path`.
-fn serve_kubelet(path: &Path, kubelet: Kubelet) -> Server {
+pub(crate) fn serve_kubelet(path: &Path, kubelet: Kubelet) -> Server {
     Server::serve(
         path,
         tonic::transport::Server::builder().add_service(PodResourcesListerServer::new(kubelet)),
@@ -125,7 +128,7 @@ fn containerd(i: u32) -> String {
 }
 
 /// The `[kubernetes]` section: the fake kubelet, and the fake runtime when given.
-fn kubernetes(proc_root: &Path, kubelet: &Path, runtime: Option<&Path>) -> String {
+pub(crate) fn kubernetes(proc_root: &Path, kubelet: &Path, runtime: Option<&Path>) -> String {
     format!(
         "[poll]\ninterval = \"200ms\"\n[kubernetes]\nenabled = true\nproc_root = \"{}\"\n\
          pod_resources_socket = \"{}\"\nruntime_socket = \"{}\"\nrefresh_interval = \"300ms\"\n\
@@ -137,7 +140,7 @@ fn kubernetes(proc_root: &Path, kubelet: &Path, runtime: Option<&Path>) -> Strin
 }
 
 /// A 10 GiB GPU with `procs` (pid, MiB) on it.
-fn gpu(i: u32, procs: &[(String, u64)]) -> String {
+pub(crate) fn gpu(i: u32, procs: &[(String, u64)]) -> String {
     let mut s = format!(
         "[[device]]\nname = \"Sim GPU 10G\"\nuuid = \"{}\"\ntotal = \"10GiB\"\nreserved = \"0\"\noverhead = \"0\"\n",
         uuid(i)

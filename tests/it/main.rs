@@ -3,6 +3,7 @@
 mod abuse;
 mod alerting;
 mod attribution;
+mod attribution_bounds;
 mod cleanup;
 mod config_errors;
 mod conventions;
