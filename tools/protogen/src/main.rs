@@ -1,6 +1,8 @@
 //! Generates the Rust code of the vendored protos with protox (a proto compiler in pure Rust, so
-//! no `protoc` is needed) and tonic-prost-build: the messages and the client for the exporter,
-//! and the server alone (on the exporter's messages) for the integration tests. Two protos: the
+//! no `protoc` is needed) and tonic-prost-build: the messages for the exporter (which makes its
+//! calls through `src/kubernetes/budget.rs`, fetching each answer as bytes and decoding it only
+//! within a memory bound, so no generated client), and the server alone (on the exporter's
+//! messages) for the integration tests. Two protos: the
 //! kubelet's pod-resources API (proto/podresources/v1) and our subset of the container runtime's
 //! CRI v1 API (proto/cri/v1).
 //!
@@ -9,12 +11,12 @@
 use std::path::{Path, PathBuf};
 
 /// One proto: its folder, its package (the generated file's name), the Rust path its messages
-/// live at in the exporter, where the client and the test server go, and its notice.
+/// live at in the exporter, where they and the test server go, and its notice.
 struct Proto {
     dir: &'static str,
     package: &'static str,
     rust_path: &'static str,
-    client: &'static str,
+    messages: &'static str,
     server: &'static str,
     what: &'static str,
 }
@@ -24,7 +26,7 @@ const PROTOS: &[Proto] = &[
         dir: "proto/podresources/v1",
         package: "v1",
         rust_path: "::vram_exporter::kubernetes::pb::v1",
-        client: "src/kubernetes/pb/v1.rs",
+        messages: "src/kubernetes/pb/v1.rs",
         server: "tests/it/podresources_server.rs",
         what: "pod-resources",
     },
@@ -32,7 +34,7 @@ const PROTOS: &[Proto] = &[
         dir: "proto/cri/v1",
         package: "runtime.v1",
         rust_path: "::vram_exporter::kubernetes::pb::cri",
-        client: "src/kubernetes/pb/cri.rs",
+        messages: "src/kubernetes/pb/cri.rs",
         server: "tests/it/cri_server.rs",
         what: "CRI runtime-service",
     },
@@ -52,14 +54,14 @@ fn generate(root: &Path, proto: &Proto) -> Result<(), Box<dyn std::error::Error>
     let proto_dir = root.join(proto.dir);
     let files = protox::compile([proto_dir.join("api.proto")], [&proto_dir])?;
     let scratch = std::env::temp_dir().join(format!("vram-protogen-{}", std::process::id()));
-    for (side, out) in [("client", proto.client), ("server", proto.server)] {
+    for (side, out) in [("messages", proto.messages), ("server", proto.server)] {
         std::fs::create_dir_all(&scratch)?;
         let builder = tonic_prost_build::configure()
             .build_transport(false)
             .emit_rerun_if_changed(false)
             .out_dir(&scratch);
-        let builder = if side == "client" {
-            builder.build_client(true).build_server(false)
+        let builder = if side == "messages" {
+            builder.build_client(false).build_server(false)
         } else {
             // The test server uses the exporter's own message types: one definition of each.
             builder
