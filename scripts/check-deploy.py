@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - the message is the point.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE = REPO_ROOT / "deploy" / "kubernetes"
-COMPONENTS = ("cleanup", "nvidia-runtime", "grafana-dashboards", "pod-names")
+COMPONENTS = ("cleanup", "nvidia-runtime", "grafana-dashboards", "pod-names", "runtime-names")
 
 # The exporter's HTTP routes (README); a probe or scrape path outside this set is a typo.
 EXPORTER_PATHS = {"/", "/metrics", "/-/healthy", "/-/ready", "/api/v1/gpus"}
@@ -254,8 +254,9 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
     else:
         c.check(not pod.get("hostPID"), f"[{label}] hostPID is set without the cleanup component")
         c.check(not caps.get("add"), f"[{label}] capabilities are added without the cleanup component")
-    if "cleanup" in components or "pod-names" in components:
-        c.check(pod_sc.get("runAsUser") == 0, f"[{label}] the pod does not run as UID 0 (kill, pod-resources socket)")
+    if {"cleanup", "pod-names", "runtime-names"} & set(components):
+        c.check(pod_sc.get("runAsUser") == 0,
+                f"[{label}] the pod does not run as UID 0 (kill, pod-resources or runtime socket)")
     else:
         c.check(pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser", 0) != 0,
                 f"[{label}] the pod does not run as a non-root user")
@@ -274,6 +275,12 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
     sock = host_mounts.get(socket_dir)
     c.check(sock is not None and sock[0].get("path") == socket_dir and sock[1] is True,
             f"[{label}] {socket_dir} is not the host's pod-resources directory mounted read-only")
+    if "runtime-names" in components:
+        # The runtime's socket at the same path, where kubernetes.runtime_socket = "auto" looks.
+        rt = host_mounts.get("/run/containerd/containerd.sock")
+        c.check(rt is not None and rt[0].get("path") == "/run/containerd/containerd.sock"
+                and rt[0].get("type") == "Socket" and rt[1] is True,
+                f"[{label}] the container runtime's socket is not mounted read-only at its host path")
     c.check(all(ro is True for hp, ro in host_mounts.values() if hp),
             f"[{label}] a hostPath volume is mounted writable")
     expected_runtime = "nvidia" if "nvidia-runtime" in components else None
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kustomize = find_kustomize()
     variants: list[tuple[str, ...]] = [(), ("cleanup",), ("nvidia-runtime",), ("grafana-dashboards",), ("pod-names",),
-                                       COMPONENTS]
+                                       ("runtime-names",), COMPONENTS]
     if kustomize is None:
         banner = "#" * 78
         print(f"{banner}\n# check-deploy: NO kustomize OR kubectl FOUND. The base is checked through a\n"
