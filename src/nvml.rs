@@ -341,8 +341,9 @@ fn read_identity(
     })
 }
 
-/// Compute and graphics processes merged by pid (a process in both lists is counted once, with the
-/// larger figure), sorted by allocation, largest first.
+/// Compute, graphics and MPS client processes merged by pid (a process in several lists is counted
+/// once, with the larger figure), sorted by allocation, largest first. Under MPS the compute list
+/// shows the MPS server (`nvidia-cuda-mps-server`) and the MPS list the clients users run.
 fn read_processes(
     nvml: &Nvml,
     device: &Device<'_>,
@@ -354,10 +355,16 @@ fn read_processes(
         Err(NvmlError::NotSupported) => Vec::new(),
         Err(e) => return Err(e),
     };
-    let mut merged: Vec<ProcessSample> = Vec::with_capacity(compute.len() + graphics.len());
+    let mps = match device.mps_running_compute_processes() {
+        Ok(m) => m,
+        Err(NvmlError::NotSupported | NvmlError::FunctionNotFound) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut merged: Vec<ProcessSample> =
+        Vec::with_capacity(compute.len() + graphics.len() + mps.len());
     // pid → position in `merged`, so merging stays linear with thousands of processes.
     let mut position: HashMap<u32, usize> = HashMap::with_capacity(merged.capacity());
-    for info in compute.into_iter().chain(graphics) {
+    for info in compute.into_iter().chain(graphics).chain(mps) {
         let bytes = match info.used_gpu_memory {
             UsedGpuMemory::Used(b) => b,
             UsedGpuMemory::Unavailable => 0,

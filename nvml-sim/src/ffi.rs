@@ -594,7 +594,7 @@ fn process_list<T: ProcEntry>(
             .filter(|p| match which {
                 Which::Compute => p.compute,
                 Which::Graphics => p.graphics,
-                Which::Mps => false,
+                Which::Mps => p.mps,
             })
             .collect();
         let is_fill = !infos.is_null() && capacity > 0;
@@ -612,6 +612,7 @@ fn process_list<T: ProcEntry>(
                     bytes: 0,
                     compute: true,
                     graphics: true,
+                    mps: false,
                     gpu_instance_id: gi,
                     compute_instance_id: ci,
                 });

@@ -399,6 +399,8 @@ pub struct Process {
     pub compute: bool,
     /// Listed by the graphics-process queries.
     pub graphics: bool,
+    /// An MPS client: listed by the MPS compute-process queries only.
+    pub mps: bool,
     /// Its memory.
     pub memory: MemorySource,
     /// Scenario time it appears.
@@ -427,6 +429,8 @@ pub struct ProcSample {
     pub compute: bool,
     /// Listed as graphics.
     pub graphics: bool,
+    /// Listed as an MPS client.
+    pub mps: bool,
     /// GPU instance id, `u32::MAX` when not on a MIG device.
     pub gpu_instance_id: u32,
     /// Compute instance id, `u32::MAX` when not on a MIG device.
@@ -470,6 +474,7 @@ impl MemoryPool {
                 bytes,
                 compute: p.compute,
                 graphics: p.graphics,
+                mps: p.mps,
                 gpu_instance_id: gi,
                 compute_instance_id: ci,
             });
@@ -665,6 +670,7 @@ mod tests {
             name: format!("p{pid}"),
             compute: true,
             graphics: false,
+            mps: false,
             memory: MemorySource::Curve(Curve::Constant(bytes)),
             start,
             stop,

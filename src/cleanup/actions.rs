@@ -65,8 +65,8 @@ impl Outcome {
     }
 }
 
-/// The GPU's processes (largest first, PID 1 and the exporter left out) that `rule` spares, and
-/// why.
+/// The GPU's processes (largest first; PID 1, the exporter and MPS daemons left out) that `rule`
+/// spares, and why.
 fn spared_on(
     gpu: &GpuView,
     own_pid: u32,
@@ -75,7 +75,7 @@ fn spared_on(
     let mut out: Vec<(u64, u32, Spared)> = gpu
         .processes
         .iter()
-        .filter(|p| !targets::forbidden(p.pid, own_pid))
+        .filter(|p| !targets::untouchable(p, own_pid))
         .filter_map(|p| rule(p).map(|s| (p.allocated, p.pid, s)))
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -167,8 +167,8 @@ pub async fn kill(
             ActionResult::Skipped,
             vec![],
             format!(
-                "no eligible process (avoid, avoid_namespaces, PID 1 and the exporter are never \
-                 killed){}",
+                "no eligible process (avoid, avoid_namespaces, PID 1, the exporter and MPS \
+                 daemons are never killed){}",
                 if spared.is_empty() {
                     String::new()
                 } else {

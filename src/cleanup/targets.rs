@@ -19,6 +19,18 @@ pub fn forbidden(pid: u32, own_pid: u32) -> bool {
     pid <= 1 || pid == own_pid
 }
 
+/// The MPS daemons (`nvidia-cuda-mps-server`, `-control`; `comm` keeps 15 bytes:
+/// `nvidia-cuda-mps`): never a target. The server holds every MPS client's context; signalling it
+/// would take down all of them, and its memory is theirs (the clients are targets of their own).
+pub fn mps_daemon(name: &str) -> bool {
+    name.starts_with("nvidia-cuda-mps")
+}
+
+/// A process no action may touch whatever the configuration: PID 1, the exporter, an MPS daemon.
+pub fn untouchable(p: &ProcessView, own_pid: u32) -> bool {
+    forbidden(p.pid, own_pid) || mps_daemon(&p.name)
+}
+
 /// Whether the workload filter lets an action touch the process: never one in an avoided
 /// namespace (or in a pod whose namespace is not known from the runtime while some are avoided);
 /// with a namespace or pod regex, only processes in a matching pod named by the runtime. Why a
@@ -36,7 +48,7 @@ pub fn signal_targets<'a>(
 ) -> Vec<&'a ProcessView> {
     let mut eligible: Vec<&ProcessView> = procs
         .iter()
-        .filter(|p| !forbidden(p.pid, own_pid) && workload_allowed(p, workloads))
+        .filter(|p| !untouchable(p, own_pid) && workload_allowed(p, workloads))
         .collect();
     eligible.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
     match target {
@@ -65,7 +77,7 @@ pub fn kill_victim<'a>(
     let candidates = || {
         procs
             .iter()
-            .filter(move |p| !forbidden(p.pid, own_pid) && kill_spared(p, kill).is_none())
+            .filter(move |p| !untouchable(p, own_pid) && kill_spared(p, kill).is_none())
     };
     if kill.prefer.is_some() || !kill.prefer_uids.is_empty() {
         let preferred = |p: &&ProcessView| {

@@ -19,6 +19,7 @@ mod harness;
 mod hostile_input;
 mod kubernetes;
 mod leak;
+mod mps;
 // Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod podresources_server;

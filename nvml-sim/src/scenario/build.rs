@@ -239,14 +239,15 @@ fn build_process(
             }
         }
     };
-    let (compute, graphics) = match p.kind.as_deref() {
-        None | Some("compute") => (true, false),
-        Some("graphics") => (false, true),
-        Some("both") => (true, true),
+    let (compute, graphics, mps) = match p.kind.as_deref() {
+        None | Some("compute") => (true, false, false),
+        Some("graphics") => (false, true, false),
+        Some("both") => (true, true, false),
+        Some("mps") => (false, false, true),
         Some(other) => {
             return Err((
                 key("type"),
-                format!("expected compute, graphics or both, got {other:?}"),
+                format!("expected compute, graphics, both or mps, got {other:?}"),
             ))
         }
     };
@@ -297,6 +298,7 @@ fn build_process(
         name: p.name,
         compute,
         graphics,
+        mps,
         memory,
         start,
         stop,
