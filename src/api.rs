@@ -112,6 +112,9 @@ pub struct Allocation<'a> {
     pub namespace: &'a str,
     pub pod: &'a str,
     pub container: &'a str,
+    /// The DRA resource claim the GPU came with (in the pod's namespace); empty for a device
+    /// plugin's allocation.
+    pub claim: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,6 +180,7 @@ impl<'a> Gpu<'a> {
                     namespace: &a.namespace,
                     pod: &a.pod,
                     container: &a.container,
+                    claim: &a.claim,
                 })
                 .collect(),
             allocations_omitted: g.allocations.omitted,

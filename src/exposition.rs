@@ -270,16 +270,17 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             w,
             "vram_gpu_allocation_info",
             "gauge",
-            "A container the device plugin allocated the GPU, one of its MIG devices or a time-slicing replica of it to (value 1), from the kubelet's pod-resources API.",
+            "A container the device plugin allocated the GPU, one of its MIG devices or a time-slicing replica of it to, or a DRA claim gave it (claim: the claim's name, in the pod's namespace; empty for a device plugin's allocation) (value 1), from the kubelet's pod-resources API.",
         );
         for (g, gl) in s.gpus.iter().zip(&labels.gpu) {
             for a in g.allocations.iter() {
                 let _ = writeln!(
                     w,
-                    "vram_gpu_allocation_info{{{gl},namespace=\"{}\",pod=\"{}\",container=\"{}\"}} 1",
+                    "vram_gpu_allocation_info{{{gl},namespace=\"{}\",pod=\"{}\",container=\"{}\",claim=\"{}\"}} 1",
                     Escaped(&a.namespace),
                     Escaped(&a.pod),
-                    Escaped(&a.container)
+                    Escaped(&a.container),
+                    Escaped(&a.claim)
                 );
             }
         }

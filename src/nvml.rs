@@ -315,6 +315,7 @@ fn identity_or_placeholder(known: &HashMap<u32, DeviceIdentity>, index: u32) -> 
         uuid: String::new(),
         model: String::new(),
         pci_bus_id: String::new(),
+        minor: None,
     })
 }
 
@@ -338,6 +339,7 @@ fn read_identity(
         uuid,
         model,
         pci_bus_id,
+        minor: device.minor_number().ok(),
     })
 }
 

@@ -13,6 +13,8 @@ pub struct DeviceIdentity {
     pub uuid: String,
     pub model: String,
     pub pci_bus_id: String,
+    /// The device's minor number (`/dev/nvidia<minor>`), which DRA drivers name devices by.
+    pub minor: Option<u32>,
 }
 
 /// Memory as NVML's `nvmlMemory_v2_t` reports it; `used` excludes `reserved`.
@@ -84,6 +86,9 @@ pub struct Allocation {
     pub namespace: String,
     pub pod: String,
     pub container: String,
+    /// The DRA resource claim (in the pod's namespace) the device came with; empty for a device
+    /// plugin's allocation.
+    pub claim: String,
 }
 
 /// A GPU's allocations as published: the first ones in sorted order, up to a cap, and how many

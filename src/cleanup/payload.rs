@@ -157,6 +157,7 @@ mod tests {
                 uuid: "GPU-x\n".into(),
                 model: "Sim\r\nVRAM_LEVEL=ok\u{1b}[2J".into(),
                 pci_bus_id: "0".into(),
+                minor: None,
             },
             up: true,
             memory: Some(Memory {

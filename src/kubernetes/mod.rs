@@ -21,6 +21,7 @@
 
 pub mod budget;
 pub mod cgroup;
+pub mod dra;
 pub mod limits;
 pub mod pb;
 pub mod podresources;
@@ -166,9 +167,11 @@ impl Attributor {
             Vec::with_capacity(sample.devices.len());
         for dev in &mut sample.devices {
             if let Some(map) = &map {
+                let minor = dev.identity.minor.map(dra::minor_key);
                 dev.allocations = map.allocations_of(
                     std::iter::once(dev.identity.uuid.as_str())
-                        .chain(dev.migs.iter().map(|m| m.uuid.as_str())),
+                        .chain(dev.migs.iter().map(|m| m.uuid.as_str()))
+                        .chain(minor.as_deref()),
                 );
             }
             let listed = dev.processes.listed();

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::budget;
 use super::limits::{container_ok, namespace_ok, pod_ok, MAX_ALLOCATIONS_PER_GPU};
 use super::pb::v1::{ListPodResourcesRequest, ListPodResourcesResponse};
 use super::SocketConfig;
+use super::{budget, dra};
 use crate::sample::{Allocation, Allocations, Operation};
 use crate::telemetry::Telemetry;
 
@@ -68,7 +68,8 @@ impl Bounded {
 
 impl DeviceMap {
     /// Builds the map from a List answer. Device IDs are GPU or MIG UUIDs (the NVIDIA device
-    /// plugin's default `uuid` strategy); a time-slicing replica `UUID::N` counts as its GPU.
+    /// plugin's default `uuid` strategy); a time-slicing replica `UUID::N` counts as its GPU. DRA
+    /// claims of NVIDIA's driver are filed under their GPU's minor number ([`dra::minor_key`]).
     /// Pods and containers whose names are longer than Kubernetes allows, and device IDs longer
     /// than any GPU's, are left out: no label grows with the answer.
     pub fn from_response(response: &ListPodResourcesResponse) -> Self {
@@ -86,6 +87,7 @@ impl DeviceMap {
                     namespace: pod.namespace.clone(),
                     pod: pod.name.clone(),
                     container: container.name.clone(),
+                    claim: String::new(),
                 };
                 let mut holds = false;
                 for id in container.devices.iter().flat_map(|d| &d.device_ids) {
@@ -97,6 +99,15 @@ impl DeviceMap {
                         .entry(uuid.to_string())
                         .or_default()
                         .add(&allocation);
+                    holds = true;
+                }
+                // DRA: the GPUs NVIDIA's driver gave the container, filed by minor number.
+                for (claim, key) in dra::claimed(container, &pod.namespace) {
+                    let claimed = Allocation {
+                        claim: claim.to_string(),
+                        ..allocation.clone()
+                    };
+                    by_device.entry(key).or_default().add(&claimed);
                     holds = true;
                 }
                 if holds {

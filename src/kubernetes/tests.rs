@@ -126,6 +126,7 @@ fn sample(devices: &[(&str, &[u32], &[&str])]) -> PollSample {
                     uuid: uuid.to_string(),
                     model: "Sim".into(),
                     pci_bus_id: String::new(),
+                    minor: None,
                 },
                 up: true,
                 memory: None,

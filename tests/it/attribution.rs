@@ -444,3 +444,100 @@ fn runtime_gone_keeps_the_last_names_and_a_missing_socket_is_refused() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The label set of one `vram_gpu_allocation_info` series with namespace `ml`.
+fn claim_info<'a>(
+    gpu: &'a str,
+    pod: &'a str,
+    container: &'a str,
+    claim: &'a str,
+) -> [(&'a str, &'a str); 5] {
+    [
+        ("gpu", gpu),
+        ("namespace", "ml"),
+        ("pod", pod),
+        ("container", container),
+        ("claim", claim),
+    ]
+}
+
+/// DRA: NVIDIA's driver (`gpu.nvidia.com`) names GPUs `gpu-<minor>` and MIG devices
+/// `gpu-<parentMinor>-mig-…`; the kubelet lists them in `dynamic_resources`. Each is published in
+/// `vram_gpu_allocation_info` on the GPU of that minor number with the claim's name; another
+/// driver's device is not one of our GPUs.
+#[test]
+fn dra_claims_of_the_nvidia_driver_are_published_on_their_gpus() {
+    use vram_exporter::kubernetes::pb::v1::{
+        ClaimResource, ContainerResources, DynamicResource, PodResources,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let proc_root = dir.path().join("proc");
+    std::fs::create_dir_all(&proc_root).unwrap();
+    let kubelet_sock = dir.path().join("k.sock");
+    let claim = |name: &str, driver: &str, device: &str| DynamicResource {
+        claim_name: name.into(),
+        claim_namespace: "ml".into(),
+        claim_resources: vec![ClaimResource {
+            driver_name: driver.into(),
+            pool_name: "node-a".into(),
+            device_name: device.into(),
+            ..Default::default()
+        }],
+    };
+    let claimed = |pod: &str, container: &str, claims: Vec<DynamicResource>| PodResources {
+        name: pod.into(),
+        namespace: "ml".into(),
+        containers: vec![ContainerResources {
+            name: container.into(),
+            dynamic_resources: claims,
+            ..Default::default()
+        }],
+    };
+    let kubelet = Kubelet::default();
+    *kubelet.pods.lock().unwrap() = vec![
+        claimed(
+            "infer-0",
+            "server",
+            vec![
+                claim("whole-gpu", "gpu.nvidia.com", "gpu-0"),
+                claim("nic", "net.example.com", "gpu-1"),
+            ],
+        ),
+        claimed(
+            "mig-0",
+            "main",
+            vec![claim("a-slice", "gpu.nvidia.com", "gpu-1-mig-1g10gb-0-1")],
+        ),
+    ];
+    let _k = serve_kubelet(&kubelet_sock, kubelet);
+    let e = Exporter::start(Options {
+        scenario: &(gpu(0, &[]) + &gpu(1, &[])),
+        config: &kubernetes(&proc_root, &kubelet_sock, None),
+        time: None,
+        ..Options::default()
+    });
+    let m = e.wait_metrics("the claims", WAIT, |m| {
+        m.value(
+            "vram_gpu_allocation_info",
+            &claim_info("0", "infer-0", "server", "whole-gpu"),
+        )
+        .is_some()
+            && m.value(
+                "vram_gpu_allocation_info",
+                &claim_info("1", "mig-0", "main", "a-slice"),
+            )
+            .is_some()
+    });
+    assert_eq!(
+        m.count("vram_gpu_allocation_info"),
+        2,
+        "the other driver's device is no GPU of ours:\n{}",
+        m.text
+    );
+    let (_, body) = e.get("/api/v1/gpus");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        api["gpus"][1]["allocations"][0]["claim"], "a-slice",
+        "{api}"
+    );
+}

@@ -22,6 +22,7 @@ pub fn identity(index: u32) -> DeviceIdentity {
         uuid: format!("GPU-{index:08x}-0000-0000-0000-000000000000"),
         model: "NVIDIA H100 80GB HBM3".into(),
         pci_bus_id: format!("00000000:{:02X}:00.0", index + 1),
+        minor: Some(index),
     }
 }
 
