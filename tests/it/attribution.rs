@@ -357,6 +357,7 @@ fn crio_on_cgroupfs_and_time_sliced_gpus_are_named_by_the_runtime() {
     let m = e.wait_metrics("both named by the runtime", WAIT, |m| {
         named(m, &v1.pid(), "a-0", "trainer") && named(m, &v2.pid(), "b-0", "server")
     });
+    crate::golden::promtool_check(&m.text);
     for (kid, i) in [(&v1, 4), (&v2, 5)] {
         assert_eq!(
             m.value(
@@ -540,4 +541,5 @@ fn dra_claims_of_the_nvidia_driver_are_published_on_their_gpus() {
         api["gpus"][1]["allocations"][0]["claim"], "a-slice",
         "{api}"
     );
+    crate::golden::promtool_check(&m.text);
 }
