@@ -14,10 +14,9 @@ use vram_exporter::kubernetes::pb::cri::{
 
 use crate::cri_server::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use crate::harness::{Exporter, Metrics, Options};
-use crate::kubernetes::{
+use crate::kube_fakes::{
     container_id, pod, pod_uid, uuid, write_cgroup, Kid, Kubelet, Listener, Server, WAIT,
 };
-use crate::podresources_server::pod_resources_lister_server::PodResourcesListerServer;
 
 /// The container runtime stand-in: (pod UID, namespace, pod, [(container ID, name)]).
 #[derive(Clone, Default)]
@@ -110,14 +109,6 @@ pub(crate) fn serve_runtime(path: &Path, runtime: Runtime) -> Server {
     )
 }
 
-/// Serves the fake kubelet on `path`.
-pub(crate) fn serve_kubelet(path: &Path, kubelet: Kubelet) -> Server {
-    Server::serve(
-        path,
-        tonic::transport::Server::builder().add_service(PodResourcesListerServer::new(kubelet)),
-    )
-}
-
 /// A containerd/systemd v2 cgroup file of pod `i`'s container.
 fn containerd(i: u32) -> String {
     format!(
@@ -180,7 +171,7 @@ fn a_kube_system_process_under_a_team_b_allocation_is_never_signalled() {
             pod("team-b", "idle-0", &[("main", &[&uuid(0)])]),
             pod("team-b", "train-0", &[("main", &[&uuid(1)])]),
         ];
-        let _k = serve_kubelet(&kubelet_sock, kubelet);
+        let _k = Server::start(&kubelet_sock, kubelet);
         let runtime = Runtime::default();
         *runtime.pods.lock().unwrap() = vec![
             runtime_pod(1, "kube-system", "dcgm-7x", "agent"),
@@ -267,7 +258,7 @@ fn a_host_process_posing_as_a_pod_is_the_kill_target() {
         &innocent.pid(),
         "0::/user.slice/user-1000.slice/session-2.scope\n",
     );
-    let _k = serve_kubelet(&kubelet_sock, Kubelet::default());
+    let _k = Server::start(&kubelet_sock, Kubelet::default());
     let scenario = gpu(0, &[(poser.pid(), 8192), (innocent.pid(), 2048)]);
     let config = kubernetes(&proc_root, &kubelet_sock, None)
         + "[cleanup]\nenabled = true\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\n\
@@ -329,7 +320,7 @@ fn crio_on_cgroupfs_and_time_sliced_gpus_are_named_by_the_runtime() {
         pod("ml", "a-0", &[("main", &[&format!("{}::0", uuid(0))])]),
         pod("ml", "b-0", &[("main", &[&format!("{}::1", uuid(0))])]),
     ];
-    let _k = serve_kubelet(&kubelet_sock, kubelet);
+    let _k = Server::start(&kubelet_sock, kubelet);
     let runtime = Runtime::default();
     *runtime.pods.lock().unwrap() = vec![
         runtime_pod(4, "ml", "a-0", "trainer"),
@@ -385,7 +376,7 @@ fn runtime_gone_keeps_the_last_names_and_a_missing_socket_is_refused() {
     let (kubelet_sock, runtime_sock) = (dir.path().join("k.sock"), dir.path().join("r.sock"));
     let kid = Kid::spawn();
     write_cgroup(&proc_root, &kid.pid(), &containerd(6));
-    let _k = serve_kubelet(&kubelet_sock, Kubelet::default());
+    let _k = Server::start(&kubelet_sock, Kubelet::default());
     let runtime = Runtime::default();
     *runtime.pods.lock().unwrap() = vec![runtime_pod(6, "ml", "job-6", "main")];
     let server = serve_runtime(&runtime_sock, runtime);
@@ -510,7 +501,7 @@ fn dra_claims_of_the_nvidia_driver_are_published_on_their_gpus() {
             vec![claim("a-slice", "gpu.nvidia.com", "gpu-1-mig-1g10gb-0-1")],
         ),
     ];
-    let _k = serve_kubelet(&kubelet_sock, kubelet);
+    let _k = Server::start(&kubelet_sock, kubelet);
     let e = Exporter::start(Options {
         scenario: &(gpu(0, &[]) + &gpu(1, &[])),
         config: &kubernetes(&proc_root, &kubelet_sock, None),

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use vram_exporter::kubernetes::pb::cri::{PodSandbox, PodSandboxMetadata};
 
-use crate::attribution::{gpu, kubernetes, runtime_pod, serve_kubelet, serve_runtime, Runtime};
+use crate::attribution::{gpu, kubernetes, runtime_pod, serve_runtime, Runtime};
 use crate::harness::{Exporter, Metrics, Options};
-use crate::kubernetes::{pod, uuid, write_cgroup, Kid, Kubelet, WAIT};
+use crate::kube_fakes::{pod, uuid, write_cgroup, Kid, Kubelet, Server, WAIT};
 
 /// The exporter's peak and current resident memory, in MiB.
 fn memory(e: &Exporter) -> (f64, f64) {
@@ -68,7 +68,7 @@ fn long_names_and_crowded_gpus_stay_within_their_bounds() {
         pod("ml", &huge, &[("main", &id_refs)]),
         pod("ml", "normal", &[("main", &[&uuid(1)])]),
     ];
-    let _k = serve_kubelet(&kubelet_sock, kubelet.clone());
+    let _k = Server::start(&kubelet_sock, kubelet.clone());
     let kid = Kid::spawn();
     write_cgroup(&proc_root, &kid.pid(), "0::/user.slice\n");
     let e = Exporter::start(Options {
@@ -154,11 +154,11 @@ fn a_runtime_answer_past_the_decode_bound_is_refused_and_the_last_names_kept() {
         &kid.pid(),
         &format!(
             "0::/kubepods/besteffort/pod{}/{}\n",
-            crate::kubernetes::pod_uid(7),
-            crate::kubernetes::container_id(7)
+            crate::kube_fakes::pod_uid(7),
+            crate::kube_fakes::container_id(7)
         ),
     );
-    let _k = serve_kubelet(&kubelet_sock, Kubelet::default());
+    let _k = Server::start(&kubelet_sock, Kubelet::default());
     let runtime = Runtime::default();
     *runtime.pods.lock().unwrap() = vec![runtime_pod(7, "ml", "named-7", "main")];
     let _r = serve_runtime(&runtime_sock, runtime.clone());
@@ -183,7 +183,7 @@ fn a_runtime_answer_past_the_decode_bound_is_refused_and_the_last_names_kept() {
         id: "flood".into(),
         metadata: Some(PodSandboxMetadata {
             name: "flood".into(),
-            uid: crate::kubernetes::pod_uid(8),
+            uid: crate::kube_fakes::pod_uid(8),
             namespace: "ml".into(),
             attempt: 0,
         }),

@@ -17,6 +17,7 @@ mod golden;
 mod hardening;
 mod harness;
 mod hostile_input;
+mod kube_fakes;
 mod kubernetes;
 mod leak;
 mod mps;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{Exporter, Metrics, Options};
-use crate::kubernetes::Kid;
+use crate::kube_fakes::Kid;
 
 const WAIT: Duration = Duration::from_secs(15);
 
