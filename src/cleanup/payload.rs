@@ -42,6 +42,9 @@ pub struct PayloadProcess {
     pub container: String,
     pub pod_uid: String,
     pub container_id: String,
+    /// Where namespace and pod come from: "runtime" (exact), "inferred" (a guess from the GPU
+    /// allocation: do not act on it) or "none".
+    pub name_source: &'static str,
 }
 
 impl Payload {
@@ -73,6 +76,7 @@ impl Payload {
                         container: w.container,
                         pod_uid: w.pod_uid,
                         container_id: w.container_id,
+                        name_source: w.names.as_str(),
                     }
                 })
                 .collect(),
@@ -122,6 +126,14 @@ impl Payload {
             ("VRAM_REASON", self.reason.to_string()),
             ("VRAM_TOP_PIDS", pids.join(" ")),
             ("VRAM_TOP_PODS", pods.join(" ")),
+            (
+                "VRAM_TOP_POD_SOURCES",
+                self.processes
+                    .iter()
+                    .map(|p| p.name_source)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         ]
     }
 }

@@ -443,7 +443,7 @@ fn cleanup_never_acts_on_inferred_names_says_why_and_reports_pods_in_exec() {
          pod_resources_socket = \"{}\"\nrefresh_interval = \"300ms\"\ntimeout = \"300ms\"\n\
          [cleanup]\nenabled = true\ncooldown = \"1s\"\n\
          [[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGUSR1\"\ntarget = \"all\"\n\
-         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"echo \\\"$VRAM_GPU $VRAM_TOP_PODS\\\" >> {}\"]\n",
+         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"echo \\\"$VRAM_GPU $VRAM_TOP_PODS $VRAM_TOP_POD_SOURCES\\\" >> {}\"]\n",
         proc_root.display(),
         socket.display(),
         out.display()
@@ -497,11 +497,11 @@ fn cleanup_never_acts_on_inferred_names_says_why_and_reports_pods_in_exec() {
         exec = std::fs::read_to_string(&out).unwrap_or_default();
     }
     assert!(
-        exec.lines().any(|l| l == "0 team-a/train-a"),
+        exec.lines().any(|l| l == "0 team-a/train-a inferred"),
         "VRAM_TOP_PODS: {exec}"
     );
     assert!(
-        exec.lines().any(|l| l == "1 kube-system/dns"),
+        exec.lines().any(|l| l == "1 kube-system/dns inferred"),
         "VRAM_TOP_PODS: {exec}"
     );
 }
