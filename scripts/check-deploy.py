@@ -276,7 +276,9 @@ def check_rendering(c: Checker, label: str, text: str, components: tuple[str, ..
     c.check(sock is not None and sock[0].get("path") == socket_dir and sock[1] is True,
             f"[{label}] {socket_dir} is not the host's pod-resources directory mounted read-only")
     if "runtime-names" in components:
-        # The runtime's socket at the same path, where kubernetes.runtime_socket = "auto" looks.
+        # The runtime's socket at its host path, named by kubernetes.runtime_socket.
+        c.check(env.get("VRAM_EXPORTER__KUBERNETES__RUNTIME_SOCKET") == "/run/containerd/containerd.sock",
+                f"[{label}] kubernetes.runtime_socket does not name the mounted runtime socket")
         rt = host_mounts.get("/run/containerd/containerd.sock")
         c.check(rt is not None and rt[0].get("path") == "/run/containerd/containerd.sock"
                 and rt[0].get("type") == "Socket" and rt[1] is True,

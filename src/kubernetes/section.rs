@@ -183,11 +183,14 @@ impl RawKubernetes {
                 None
             }
         };
-        let runtime = self.runtime_socket(&mut off)?.map(|socket| SocketConfig {
-            socket,
-            refresh_interval,
-            timeout,
-        });
+        let kubelet = pod_resources.is_some();
+        let runtime = self
+            .runtime_socket(kubelet, &mut off)?
+            .map(|socket| SocketConfig {
+                socket,
+                refresh_interval,
+                timeout,
+            });
         Ok(KubernetesConfig {
             proc_root: Some(proc_root),
             pod_resources,
@@ -197,13 +200,20 @@ impl RawKubernetes {
         })
     }
 
-    /// `runtime_socket`: "none", "auto" (a present containerd or CRI-O socket, else off) or an
-    /// absolute path to a unix socket.
-    fn runtime_socket(&self, off: &mut Vec<String>) -> Result<Option<PathBuf>, ConfigError> {
+    /// `runtime_socket`: "none", "auto" (on a Kubernetes node, `kubelet` being whether its
+    /// pod-resources socket is there: a present containerd or CRI-O socket, else off) or an
+    /// absolute path to a unix socket. "auto" never turns on without the kubelet: Docker's own
+    /// containerd serves no CRI, and a host without pods has no pod to name.
+    fn runtime_socket(
+        &self,
+        kubelet: bool,
+        off: &mut Vec<String>,
+    ) -> Result<Option<PathBuf>, ConfigError> {
         let key = "kubernetes.runtime_socket";
         let text = self.runtime_socket.trim();
         match text {
             "none" => return Ok(None),
+            "auto" if !kubelet => return Ok(None),
             "auto" => {
                 let found = runtime::detect();
                 if found.is_none() {

@@ -243,3 +243,27 @@ fn without_pod_resources_uids_still_come_from_cgroups() {
     a.annotate(&mut s);
     assert_eq!(workload(&s, 0, 1).unwrap().pod_uid, UID_B);
 }
+
+#[test]
+fn runtime_socket_auto_needs_the_kubelet_and_a_path_must_be_a_socket() {
+    // No kubelet socket here: "auto" stays off whatever runtime socket the host has.
+    let c = raw(|r| r.runtime_socket = "auto".into())
+        .validate()
+        .unwrap();
+    if c.pod_resources.is_none() {
+        assert!(c.runtime.is_none());
+    }
+    let c = raw(|r| r.runtime_socket = "none".into())
+        .validate()
+        .unwrap();
+    assert!(c.runtime.is_none());
+    let err = |v: &str| {
+        raw(|r| r.runtime_socket = v.into())
+            .validate()
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("relative.sock").contains("absolute path"));
+    assert!(err("/no/such.sock").contains("cannot be used"));
+    assert!(err("/proc").contains("is not a unix socket"));
+}
