@@ -17,5 +17,6 @@ mod leak;
 // Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod podresources_server;
+mod predict;
 mod status_page;
 mod tls;

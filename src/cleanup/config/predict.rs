@@ -1,0 +1,84 @@
+//! The `[cleanup.predict]` section: run the gentle cleanup actions before the hard limit is
+//! crossed, when the GPU's time to it (`vram_hard_limit_eta_seconds`) has stayed under
+//! `eta_below` for `for`. Kills (and terminating signals) take part only with `allow_kill`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{parse_duration_within, ConfigError};
+use crate::policy::predict::PredictRule;
+
+/// `[cleanup.predict]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPredict {
+    /// Act when the time to the hard limit is below this (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_below: Option<String>,
+    /// ... and has stayed below it this long (default 0: at the first such poll).
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// Let a kill action and terminating signals run on a prediction too (default false).
+    pub allow_kill: bool,
+}
+
+/// The validated `[cleanup.predict]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PredictConfig {
+    pub rule: PredictRule,
+    /// Kill actions and terminating signals take part in predicted runs.
+    pub allow_kill: bool,
+}
+
+/// `eta_below` bounds: a prediction further ahead than a day is not an emergency.
+const MIN_ETA_BELOW: Duration = Duration::from_secs(1);
+const MAX_ETA_BELOW: Duration = Duration::from_secs(24 * 3600);
+/// `for` is at most an hour: a prediction must hold well inside its own horizon.
+const MAX_HOLD: Duration = Duration::from_secs(3600);
+
+impl RawPredict {
+    /// Checks the keys; `allow_kill` needs `cleanup.allow_kill`.
+    pub fn validate(&self, cleanup_allow_kill: bool) -> Result<PredictConfig, ConfigError> {
+        let eta_below = match &self.eta_below {
+            Some(e) => parse_duration_within(
+                "cleanup.predict.eta_below",
+                e,
+                MIN_ETA_BELOW,
+                MAX_ETA_BELOW,
+            )?,
+            None => {
+                return Err(ConfigError::invalid(
+                    "cleanup.predict.eta_below",
+                    "(missing)",
+                    "[cleanup.predict] needs eta_below, the time to the hard limit under which cleanup runs (e.g. \"5m\")",
+                ))
+            }
+        };
+        let hold = match &self.hold {
+            Some(f) => parse_duration_within("cleanup.predict.for", f, Duration::ZERO, MAX_HOLD)?,
+            None => Duration::ZERO,
+        };
+        if hold >= eta_below {
+            return Err(ConfigError::invalid(
+                "cleanup.predict.for",
+                humantime::format_duration(hold),
+                format!(
+                    "must be shorter than cleanup.predict.eta_below ({}): the breach would come before the prediction is acted on",
+                    humantime::format_duration(eta_below)
+                ),
+            ));
+        }
+        if self.allow_kill && !cleanup_allow_kill {
+            return Err(ConfigError::invalid(
+                "cleanup.predict.allow_kill",
+                true,
+                "needs cleanup.allow_kill = true: nothing can be killed without it",
+            ));
+        }
+        Ok(PredictConfig {
+            rule: PredictRule { eta_below, hold },
+            allow_kill: self.allow_kill,
+        })
+    }
+}
