@@ -8,6 +8,7 @@ mod conventions;
 mod engine;
 mod exporter;
 mod faults;
+mod forecast;
 mod golden;
 mod hardening;
 mod harness;
