@@ -287,6 +287,38 @@ fn the_h200_trace_triggers_the_prediction_in_its_leak_phase_and_not_before() {
     );
 }
 
+#[test]
+fn the_prediction_shows_in_the_json_api_and_on_the_status_page_without_cleanup() {
+    // 1 GiB/s from 56 GiB on an 80 GiB GPU (hard limit 76 GiB): the limit is 20 s away at start.
+    let scenario = format!(
+        "{DEVICE}[[device.process]]\npid = 5000421\nname = \"leaky\"\n\
+         memory = {{ linear = {{ start = \"56GiB\", rate = \"1GiB/s\" }} }}\n"
+    );
+    let e = crate::harness::Exporter::start(crate::harness::Options {
+        scenario: &scenario,
+        config: "[poll]\ninterval = \"100ms\"\n[leak]\nwindow = \"10s\"\nfloor_window = \"1s\"\n\
+                 [cleanup.predict]\neta_below = \"1h\"\n",
+        time: None,
+        ..Default::default()
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let gpu0 = loop {
+        let (_, body) = e.get("/api/v1/gpus");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["gpus"][0]["cleanup_trigger"] == "predicted" {
+            break v["gpus"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never predicted: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let eta = gpu0["hard_limit_eta_seconds"].as_f64().unwrap();
+    assert!(eta > 0.0 && eta < 3600.0, "{gpu0}");
+    let (_, page) = e.get("/");
+    assert!(page.contains("predicted breach"), "{page}");
+    // Cleanup is off: no cleanup series at all.
+    assert_eq!(e.metrics().count("vram_cleanups_total"), 0);
+}
+
 /// `--check-config` on `file`: exit 2 and one line naming every word, or the problem.
 fn refused(file: &str, words: &[&str]) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
