@@ -308,7 +308,10 @@ fn the_prediction_shows_in_the_json_api_and_on_the_status_page_without_cleanup()
         if v["gpus"][0]["cleanup_trigger"] == "predicted" {
             break v["gpus"][0].clone();
         }
-        assert!(std::time::Instant::now() < deadline, "never predicted: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never predicted: {body}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let eta = gpu0["hard_limit_eta_seconds"].as_f64().unwrap();
