@@ -340,7 +340,10 @@ impl Run {
         let dry = s.config.dry_run;
         match action {
             Action::Signal(a) => actions::signal(a, gpu, snapshot.taken_at, s.own_pid, dry),
-            Action::Kill(a) => actions::kill(a, gpu, snapshot.taken_at, s.own_pid, dry).await,
+            Action::Kill(a) => {
+                let trigger = self.reason.trigger();
+                actions::kill(a, gpu, snapshot.taken_at, s.own_pid, dry, trigger).await
+            }
             Action::Webhook(a) => {
                 let body = Payload::new(&s.host, gpu, self.reason).to_json();
                 let agent = s.agents[i]

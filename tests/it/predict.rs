@@ -162,6 +162,29 @@ fn a_job_that_does_not_release_still_breaches_and_the_hard_path_runs() {
     assert!(unmoved.contains("eta_at_cleanup_seconds"), "{unmoved}");
 }
 
+#[test]
+fn a_prediction_kills_only_when_allowed_and_then_before_the_breach() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut kid = leaker(tmp.path(), "doomed", 50 * MIB_U, false);
+    let config = format!(
+        "[cleanup]\nenabled = true\nallow_kill = true\n{PREDICT}allow_kill = true\n\
+         [[cleanup.actions]]\ntype = \"kill\"\ngrace = \"1s\"\n"
+    );
+    let scenario = format!("{}{}", device(UUID0), live("KID_A"));
+    let mut e = exporter(&scenario, &config, kid.env("KID_A"));
+    e.next_poll();
+    std::fs::write(tmp.path().join("doomed/go"), "").unwrap();
+    let m = e.wait_metrics("the kill on the prediction", WAIT, |m| {
+        by_trigger(m, "kill", "ok", "predicted") == Some(1.0)
+    });
+    kid.wait_exit(WAIT);
+    assert_eq!(gpu(&m, "vram_hard_limit_violations_total"), 0.0);
+    assert_eq!(by_trigger(&m, "kill", "ok", "hard"), Some(0.0));
+    let line = audit_line(&mut e, "kill", "ok");
+    assert_eq!(line["trigger"], "predicted", "{line}");
+    assert_eq!(line["pids"], kid.pid().to_string());
+}
+
 /// Every sample from the first one with a rate on: the GPU's rate within ±30 % of `want` and an
 /// ETA present. Returns the time of the first, and the problems.
 fn rate_held(tl: &Timeline, gpu_index: &str, want: f64) -> (f64, Vec<String>) {

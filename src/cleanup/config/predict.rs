@@ -82,3 +82,52 @@ impl RawPredict {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(eta_below: Option<&str>, hold: Option<&str>, allow_kill: bool) -> RawPredict {
+        RawPredict {
+            eta_below: eta_below.map(Into::into),
+            hold: hold.map(Into::into),
+            allow_kill,
+        }
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        let p = raw(Some("5m"), None, false).validate(false).unwrap();
+        assert_eq!(p.rule.eta_below, Duration::from_secs(300));
+        assert_eq!(p.rule.hold, Duration::ZERO);
+        assert!(!p.allow_kill);
+        let p = raw(Some("24h"), Some("1h"), true).validate(true).unwrap();
+        assert_eq!(p.rule.hold, MAX_HOLD);
+        assert!(p.allow_kill);
+    }
+
+    #[test]
+    fn refusals_name_key_value_and_why() {
+        let err = |r: RawPredict, kill: bool| r.validate(kill).unwrap_err().to_string();
+        let e = err(raw(None, Some("1m"), false), false);
+        assert!(
+            e.contains("cleanup.predict.eta_below") && e.contains("(missing)"),
+            "{e}"
+        );
+        let e = err(raw(Some("500ms"), None, false), false);
+        assert!(
+            e.contains("cleanup.predict.eta_below") && e.contains("500ms"),
+            "{e}"
+        );
+        let e = err(raw(Some("5m"), Some("5m"), false), false);
+        assert!(
+            e.contains("cleanup.predict.for") && e.contains("shorter"),
+            "{e}"
+        );
+        let e = err(raw(Some("5m"), None, true), false);
+        assert!(
+            e.contains("cleanup.predict.allow_kill") && e.contains("cleanup.allow_kill"),
+            "{e}"
+        );
+    }
+}
