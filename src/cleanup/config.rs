@@ -258,7 +258,7 @@ impl RawCleanup {
         let predict = self
             .predict
             .as_ref()
-            .map(|p| p.validate(self.allow_kill))
+            .map(|p| p.validate(self.allow_kill, &actions))
             .transpose()?;
         Ok(CleanupConfig {
             enabled: self.enabled,

@@ -399,9 +399,18 @@ fn predict_settings_are_checked_and_refused_with_key_value_and_why() {
         ),
         ("eta_below = \"1m\"\nbefore = \"1m\"\n", &["before"]),
     ];
+    let kill_only =
+        "[cleanup]\nenabled = true\nallow_kill = true\n[[cleanup.actions]]\ntype = \"kill\"\n\
+                     [cleanup.predict]\neta_below = \"1m\"\n";
+    let kill_only_words = [
+        "cleanup.predict.allow_kill",
+        "false",
+        "a prediction would run none",
+    ];
     let problems: Vec<String> = cases
         .iter()
         .filter_map(|(tail, words)| refused(&format!("{base}{tail}"), words))
+        .chain(refused(kill_only, &kill_only_words))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // A valid section passes.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::Action;
 use crate::input::{parse_duration_within, ConfigError};
 use crate::policy::predict::PredictRule;
 
@@ -38,8 +39,13 @@ const MAX_ETA_BELOW: Duration = Duration::from_secs(24 * 3600);
 const MAX_HOLD: Duration = Duration::from_secs(3600);
 
 impl RawPredict {
-    /// Checks the keys; `allow_kill` needs `cleanup.allow_kill`.
-    pub fn validate(&self, cleanup_allow_kill: bool) -> Result<PredictConfig, ConfigError> {
+    /// Checks the keys; `allow_kill` needs `cleanup.allow_kill`, and without it some action must
+    /// be one a prediction may run (not a kill, not a terminating signal).
+    pub fn validate(
+        &self,
+        cleanup_allow_kill: bool,
+        actions: &[Action],
+    ) -> Result<PredictConfig, ConfigError> {
         let eta_below = match &self.eta_below {
             Some(e) => parse_duration_within(
                 "cleanup.predict.eta_below",
@@ -76,6 +82,13 @@ impl RawPredict {
                 "needs cleanup.allow_kill = true: nothing can be killed without it",
             ));
         }
+        if !self.allow_kill && !actions.is_empty() && actions.iter().all(Action::terminates) {
+            return Err(ConfigError::invalid(
+                "cleanup.predict.allow_kill",
+                false,
+                "every action ends processes, so a prediction would run none: add a signal, webhook or exec action, or allow kills on a prediction",
+            ));
+        }
         Ok(PredictConfig {
             rule: PredictRule { eta_below, hold },
             allow_kill: self.allow_kill,
@@ -97,18 +110,20 @@ mod tests {
 
     #[test]
     fn defaults_and_bounds() {
-        let p = raw(Some("5m"), None, false).validate(false).unwrap();
+        let p = raw(Some("5m"), None, false).validate(false, &[]).unwrap();
         assert_eq!(p.rule.eta_below, Duration::from_secs(300));
         assert_eq!(p.rule.hold, Duration::ZERO);
         assert!(!p.allow_kill);
-        let p = raw(Some("24h"), Some("1h"), true).validate(true).unwrap();
+        let p = raw(Some("24h"), Some("1h"), true)
+            .validate(true, &[])
+            .unwrap();
         assert_eq!(p.rule.hold, MAX_HOLD);
         assert!(p.allow_kill);
     }
 
     #[test]
     fn refusals_name_key_value_and_why() {
-        let err = |r: RawPredict, kill: bool| r.validate(kill).unwrap_err().to_string();
+        let err = |r: RawPredict, kill: bool| r.validate(kill, &[]).unwrap_err().to_string();
         let e = err(raw(None, Some("1m"), false), false);
         assert!(
             e.contains("cleanup.predict.eta_below") && e.contains("(missing)"),
