@@ -85,6 +85,10 @@ fn a_leak_heading_for_the_hard_limit_is_cleaned_before_it_gets_there() {
     assert_eq!(line["pids"], kid.pid().to_string());
     let eta = line["hard_limit_eta_seconds"].as_f64().expect("an ETA");
     assert!(eta > 0.0 && eta < 8.0, "acted at ETA {eta} s");
+    eprintln!(
+        "predict: signalled at {:.2} GiB allocated, the hard limit (8 GiB) {eta} s away",
+        line["allocated_bytes"].as_f64().unwrap() / GIB
+    );
     assert!(line["leak_rate_bytes_per_second"].as_f64().unwrap() > 0.0);
     // The command saw the trigger, the rate and the ETA.
     let env = std::fs::read_to_string(&env_file).unwrap();
@@ -225,6 +229,11 @@ fn jobs_arriving_and_leaving_beside_a_leak_keep_the_gpu_rate() {
     let tl = replay(&scenario, config, 2.0, 72.0);
     let (detected, problems) = rate_held(&tl, "0", 256.0 * MIB);
     assert!(detected < 20.0, "detected at scenario {detected} s");
+    eprintln!(
+        "churn: detected at scenario {detected:.1} s; {} of {} samples after it off by more than 30 %",
+        problems.len(),
+        tl.iter().filter(|(t, _)| *t >= detected).count()
+    );
     assert!(
         problems.is_empty(),
         "{} of {} samples after detection (t={detected:.1}) off:\n{}",
