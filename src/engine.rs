@@ -118,8 +118,11 @@ struct DeviceState {
     policy: PolicyState,
     /// (total the limits were resolved for, the limits).
     limits: Option<(u64, Limits)>,
-    /// The floor of the memory no listed process accounts for (all of it without a list).
+    /// The floor of the memory no listed process accounts for, while processes are listed.
     unaccounted: FloorTracker,
+    /// The floor of the whole allocation: the forecast while the GPU lists no processes (it is
+    /// always kept, so a list that disappears does not restart the forecast from nothing).
+    total: FloorTracker,
     predict: PredictState,
     /// Each process seen at the last good process query.
     processes: HashMap<ProcessKey, ProcessState>,
@@ -189,6 +192,7 @@ impl Engine {
             policy: PolicyState::default(),
             limits: None,
             unaccounted: FloorTracker::new(geometry),
+            total: FloorTracker::new(geometry),
             predict: PredictState::default(),
             processes: HashMap::new(),
             held_polls: 0,
@@ -213,7 +217,8 @@ impl Engine {
             state.predict = PredictState::default();
             return view;
         }
-        view.processes = state.processes(dev, geometry, now_ms);
+        let listed;
+        (view.processes, listed) = state.processes(dev, geometry, now_ms);
         let Some(mem) = dev.memory else {
             return view;
         };
@@ -231,18 +236,23 @@ impl Engine {
         view.level = verdict.level;
         view.soft_violations = verdict.state.soft_violations;
         view.hard_violations = verdict.state.hard_violations;
-        // The memory the listed processes account for follows their own leaks; the rest (all of
-        // it without a list) follows the floor rule.
-        let accounted: u64 = view.processes.iter().map(|p| p.allocated).sum();
-        let unaccounted = mem.allocated.saturating_sub(accounted);
-        state.unaccounted.observe(geometry, now_ms, unaccounted);
-        let leak = forecast(
-            view.processes.iter().map(|p| Leak {
-                rate: p.leak_rate,
-                drift: p.leak_drift_bytes,
-            }),
-            state.unaccounted.leak(),
-        );
+        // The memory the listed processes account for follows their own leaks; the rest follows
+        // the floor rule, and all of it when the GPU lists no processes.
+        state.total.observe(geometry, now_ms, mem.allocated);
+        let leak = if listed {
+            let accounted: u64 = view.processes.iter().map(|p| p.allocated).sum();
+            let unaccounted = mem.allocated.saturating_sub(accounted);
+            state.unaccounted.observe(geometry, now_ms, unaccounted);
+            forecast(
+                view.processes.iter().map(|p| Leak {
+                    rate: p.leak_rate,
+                    drift: p.leak_drift_bytes,
+                }),
+                state.unaccounted.leak(),
+            )
+        } else {
+            state.total.leak()
+        };
         view.leak_drift_bytes = leak.drift;
         view.leak_rate = leak.rate;
         view.hard_limit_eta = drift::seconds_until(mem.allocated, limits.hard, leak.rate);
@@ -256,9 +266,9 @@ impl Engine {
     }
 }
 
-/// The GPU's leak from what is known: the sum of its listed processes' leaks and the leak of the
-/// memory no listed process accounts for (the driver's own, processes NVML does not list, every
-/// byte when the GPU lists no processes). Memory is additive, so a sum of floors that each grow
+/// The GPU's leak from what is known, where its processes are listed: the sum of their leaks and
+/// the leak of the memory no listed process accounts for (the driver's own, processes NVML does
+/// not list or reports no memory for, MIG instances without process lists). Memory is additive, so a sum of floors that each grow
 /// at their own rate grows at the sum of the rates; a job arriving adds its (non-growing) floor
 /// and a job leaving removes it, and neither changes the sum of the rates.
 pub fn forecast(processes: impl Iterator<Item = Leak>, unaccounted: Leak) -> Leak {
@@ -270,13 +280,14 @@ pub fn forecast(processes: impl Iterator<Item = Leak>, unaccounted: Leak) -> Lea
 
 impl DeviceState {
     /// This poll's processes (largest first), with their drift trackers brought up to date; a
-    /// failed query republishes the last good list for a while, untouched.
+    /// failed query republishes the last good list for a while, untouched. The flag says whether
+    /// there is a list (listed or held), as opposed to none (not supported, a lasting failure).
     fn processes(
         &mut self,
         dev: &DeviceSample,
         geometry: &DriftGeometry,
         now_ms: u64,
-    ) -> Vec<ProcessView> {
+    ) -> (Vec<ProcessView>, bool) {
         let listed = match &dev.processes {
             ProcessList::Failed if self.held_polls < MAX_HELD_PROCESS_POLLS => {
                 // A failed process query (not NOT_SUPPORTED, which is no error): republish the
@@ -295,7 +306,7 @@ impl DeviceState {
                     })
                     .collect();
                 held.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
-                return held;
+                return (held, true);
             }
             // A lasting failure publishes no processes and drops their trackers.
             other => other.listed(),
@@ -330,7 +341,7 @@ impl DeviceState {
         }
         // Trackers of processes that vanished are dropped here.
         self.processes = live;
-        views
+        (views, matches!(dev.processes, ProcessList::Listed(_)))
     }
 }
 

@@ -1,8 +1,8 @@
 //! The GPU forecast and the predicted breach on the engine alone (hand-built samples, one poll a
 //! second): a job leaving beside a leak is not a fix, a leak in memory no listed process accounts
-//! for is still found, a GPU without process lists falls back to the floor rule, and the
-//! prediction fires after its hold time, never in hard breach; the shipped demo's notebook (the
-//! issue's case) beside its leak. The same behaviours through the binary are in `predict.rs`.
+//! for is still found, a GPU without process lists (or losing its list mid-leak) falls back to the
+//! floor rule, and the prediction fires after its hold time, never in hard breach; the shipped
+//! demo's notebook (the case) beside its leak. The same behaviours through the binary are in `predict.rs`.
 
 use std::time::Duration;
 
@@ -162,4 +162,23 @@ fn the_demo_notebook_beside_a_leak_with_the_default_window() {
     let detected = detected.expect("the leak is detected");
     assert!(detected < 200, "detected at {detected} s");
     assert!(off.is_empty(), "after t={detected}: {}", off.join(", "));
+}
+
+#[test]
+fn a_process_list_that_disappears_mid_leak_keeps_the_forecast() {
+    let mut e = engine();
+    for s in 0..=90 {
+        let mut sample = at(s, 512 * MIB, &[(40, "leaky", 2 * GIB + s * 48 * MIB)]);
+        if (45..70).contains(&s) {
+            sample.devices[0].processes = ProcessList::NotSupported;
+        }
+        let g = e.apply(&sample).gpus[0].clone();
+        if (20..70).contains(&s) {
+            assert!(
+                within_30_percent(g.leak_rate, (48 * MIB) as f64),
+                "t={s}: rate {} MiB/s",
+                g.leak_rate / MIB as f64
+            );
+        }
+    }
 }
