@@ -2,7 +2,8 @@
 //! second): a job leaving beside a leak is not a fix, a leak in memory no listed process accounts
 //! for is still found, a GPU without process lists (or losing its list mid-leak) falls back to the
 //! floor rule, and the prediction fires after its hold time, never in hard breach; the shipped
-//! demo's notebook (the case) beside its leak. The same behaviours through the binary are in `predict.rs`.
+//! demo's notebook (the case) beside its leak. The same behaviours through the binary are
+//! in `predict.rs`.
 
 use std::time::Duration;
 
