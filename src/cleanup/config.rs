@@ -259,7 +259,8 @@ impl RawCleanup {
             .predict
             .as_ref()
             .map(|p| p.validate(self.allow_kill, &actions))
-            .transpose()?;
+            .transpose()?
+            .flatten();
         Ok(CleanupConfig {
             enabled: self.enabled,
             dry_run: self.dry_run,
