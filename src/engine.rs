@@ -268,9 +268,10 @@ impl Engine {
 
 /// The GPU's leak from what is known, where its processes are listed: the sum of their leaks and
 /// the leak of the memory no listed process accounts for (the driver's own, processes NVML does
-/// not list or reports no memory for, MIG instances without process lists). Memory is additive, so a sum of floors that each grow
-/// at their own rate grows at the sum of the rates; a job arriving adds its (non-growing) floor
-/// and a job leaving removes it, and neither changes the sum of the rates.
+/// not list or reports no memory for, MIG instances without process lists). Memory is additive,
+/// so a sum of floors that each grow at their own rate grows at the sum of the rates; a job
+/// arriving adds its (non-growing) floor and a job leaving removes it, and neither changes the
+/// sum of the rates.
 pub fn forecast(processes: impl Iterator<Item = Leak>, unaccounted: Leak) -> Leak {
     processes.fold(unaccounted, |acc, p| Leak {
         rate: acc.rate + p.rate,
