@@ -13,6 +13,7 @@ mod cri_server;
 mod engine;
 mod exporter;
 mod faults;
+mod forecast;
 mod golden;
 mod hardening;
 mod harness;
@@ -24,5 +25,6 @@ mod mps;
 // Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod podresources_server;
+mod predict;
 mod status_page;
 mod tls;
