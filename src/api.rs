@@ -70,6 +70,9 @@ pub struct Process<'a> {
     pub leak_rate_bytes_per_second: f64,
     /// The Kubernetes pod and container; null outside Kubernetes.
     pub workload: Option<Workload<'a>>,
+    /// The process's own allocator report (`vram_client`); absent without a fresh one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<crate::api_allocator::Allocator<'a>>,
 }
 
 /// A process's Kubernetes workload; names are empty when they cannot be told.
@@ -180,6 +183,7 @@ impl<'a> Process<'a> {
                 pod_uid: &w.pod_uid,
                 container_id: &w.container_id,
             }),
+            allocator: crate::api_allocator::Allocator::new(p),
         }
     }
 }

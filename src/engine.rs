@@ -14,7 +14,8 @@ use crate::drift::{self, DriftGeometry, FloorTracker, LeakConfig};
 use crate::policy::limits::LimitsConfig;
 use crate::policy::{self, Level, Limits, PolicyState};
 use crate::sample::{
-    Allocation, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
+    Allocation, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessAllocator,
+    ProcessList, Workload,
 };
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
@@ -78,6 +79,8 @@ pub struct ProcessView {
     pub leak_rate: f64,
     /// The Kubernetes pod and container of the process; None outside Kubernetes.
     pub workload: Option<Arc<Workload>>,
+    /// The process's own allocator report for this GPU (`clients`); None without a fresh one.
+    pub allocator: Option<Arc<ProcessAllocator>>,
 }
 
 /// What the engine keeps of a process between polls: its drift tracker, its last allocation and
@@ -214,6 +217,8 @@ impl Engine {
                         leak_drift_bytes: p.tracker.leak().drift,
                         leak_rate: p.tracker.leak().rate,
                         workload: p.workload.clone(),
+                        // A held list republishes no allocator report: it may be stale.
+                        allocator: None,
                     })
                     .collect();
                 view.processes
@@ -241,6 +246,7 @@ impl Engine {
                 leak_drift_bytes: tracker.leak().drift,
                 leak_rate: tracker.leak().rate,
                 workload: p.workload.clone(),
+                allocator: p.allocator.clone(),
             });
             live.insert(
                 key,

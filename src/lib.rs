@@ -6,13 +6,16 @@
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;
+pub mod api_allocator;
 pub mod build_info;
 pub mod cleanup;
+pub mod clients;
 pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod engine;
 pub mod exposition;
+pub mod exposition_allocator;
 pub mod files;
 pub mod http;
 pub mod input;
@@ -50,6 +53,8 @@ pub enum RunError {
     },
     #[error("cannot start the poller thread: {0}")]
     Poller(std::io::Error),
+    #[error("cannot listen on the clients socket: {0}")]
+    Clients(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -74,10 +79,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some((a, task)) => (Some(a), task),
         None => (None, None),
     };
+    // Allocator reports: the listener runs here, the join with each sample on the poller.
+    let (joiner, clients_task) = match clients::start(&config.clients, &telemetry.registry)
+        .map_err(RunError::Clients)?
+    {
+        Some((j, task)) => (Some(j), Some(task)),
+        None => (None, None),
+    };
+    let annotators = poller::Annotators {
+        kubernetes: attributor,
+        clients: joiner,
+    };
     let poller = poller::Poller::spawn(
         source,
         engine,
-        attributor,
+        annotators,
         config.poll_interval,
         config.max_processes_per_gpu,
         telemetry.clone(),
@@ -151,6 +167,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         cleanup.abort();
     }
     if let Some(task) = pod_resources {
+        task.abort();
+    }
+    if let Some(task) = clients_task {
         task.abort();
     }
     poller.shutdown(Duration::from_secs(2));

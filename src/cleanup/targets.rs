@@ -156,6 +156,7 @@ mod tests {
             leak_drift_bytes: 0,
             leak_rate: 0.0,
             workload: None,
+            allocator: None,
         }
     }
 

@@ -1,0 +1,39 @@
+//! Allocator reports from inside jobs: what PyTorch's caching allocator (or any runtime speaking
+//! docs/client-protocol.md) holds per GPU, which NVML cannot see.
+//!
+//! A source like `kubernetes`: `listener` reads clients on its own tokio task and publishes the
+//! newest report of each process in a `watch` channel; the poller thread's `table::Joiner` puts
+//! fresh reports on the processes NVML lists, in the sample, before the engine. Downstream they
+//! are plain data on each `ProcessView`: `exposition_allocator` renders the allocator families, the
+//! JSON API lists them, cleanup orders its signals by them. Owns the `[clients]` section.
+
+pub mod config;
+pub mod identity;
+pub mod listener;
+pub mod message;
+pub mod table;
+pub mod telemetry;
+
+pub use self::config::{ClientsConfig, RawClients};
+pub use self::table::Joiner;
+
+/// Starts the listener the configuration asks for, registering its self-metrics; None when off.
+pub fn start(
+    config: &ClientsConfig,
+    registry: &prometheus::Registry,
+) -> std::io::Result<Option<(Joiner, tokio::task::JoinHandle<()>)>> {
+    if let Some(reason) = &config.off {
+        tracing::info!("{reason}");
+    }
+    let Some(socket) = config.socket.clone() else {
+        return Ok(None);
+    };
+    let path = socket.path.clone();
+    let metrics = telemetry::ClientMetrics::new();
+    let (rx, task) = listener::spawn(socket, metrics.clone())?;
+    if let Err(e) = metrics.register(registry) {
+        tracing::warn!(error = %e, "client metrics not registered");
+    }
+    tracing::info!(socket = %path.display(), "allocator reports: listening for clients");
+    Ok(Some((Joiner::new(rx, metrics), task)))
+}
