@@ -44,6 +44,9 @@ pub struct Gpu<'a> {
     pub migs: Vec<Mig<'a>>,
     /// The containers the device plugin allocated the GPU (or its MIG devices) to (Kubernetes).
     pub allocations: Vec<Allocation<'a>>,
+    /// The processes the GPU's latest cleanup run signalled: predicted versus measured reclaim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_reclaim: Vec<crate::api_allocator::CleanupReclaim>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +123,21 @@ impl<'a> GpusResponse<'a> {
     }
 }
 
+impl GpusResponse<'_> {
+    /// Adds each GPU's latest cleanup run's per-process reclaim (from cleanup's board).
+    pub fn with_reclaims(
+        mut self,
+        board: &std::collections::HashMap<String, std::sync::Arc<[crate::cleanup::reclaim::ProcessReclaim]>>,
+    ) -> Self {
+        for g in &mut self.gpus {
+            if let Some(r) = board.get(g.uuid) {
+                g.cleanup_reclaim = crate::api_allocator::CleanupReclaim::list(r);
+            }
+        }
+        self
+    }
+}
+
 impl<'a> Gpu<'a> {
     fn new(g: &'a GpuView, max_processes: usize) -> Self {
         let listed = g.processes.len().min(max_processes);
@@ -153,6 +171,7 @@ impl<'a> Gpu<'a> {
                     container: &a.container,
                 })
                 .collect(),
+            cleanup_reclaim: Vec::new(),
         }
     }
 }

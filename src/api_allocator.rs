@@ -80,3 +80,28 @@ impl<'a> Event<'a> {
         }
     }
 }
+
+/// One process signalled by the GPU's latest cleanup run: what its report predicted it would free
+/// and what NVML saw it free (`gpus[].cleanup_reclaim`).
+#[derive(Debug, Serialize)]
+pub struct CleanupReclaim {
+    pub pid: u32,
+    /// Null when the process had no fresh allocator report.
+    pub predicted_bytes: Option<u64>,
+    pub measured_bytes: u64,
+    /// True while the measurement window is still open.
+    pub measuring: bool,
+}
+
+impl CleanupReclaim {
+    pub fn list(r: &[crate::cleanup::reclaim::ProcessReclaim]) -> Vec<CleanupReclaim> {
+        r.iter()
+            .map(|p| CleanupReclaim {
+                pid: p.pid,
+                predicted_bytes: p.predicted,
+                measured_bytes: p.measured(),
+                measuring: !p.done,
+            })
+            .collect()
+    }
+}

@@ -36,6 +36,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Where `/metrics` is served (`web.telemetry_path`, validated).
     pub telemetry_path: Arc<str>,
+    /// Cleanup's predicted versus measured reclaim per process, for `/api/v1/gpus`.
+    pub reclaims: crate::cleanup::reclaim::ReclaimBoard,
 }
 
 impl AppState {
@@ -172,10 +174,11 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn gpus(State(state): State<AppState>) -> Response {
     let published = state.latest();
-    Json(GpusResponse::new(
-        &published.snapshot,
-        published.max_processes_per_gpu,
-    ))
+    let reclaims = state.reclaims.read().map(|b| b.clone()).unwrap_or_default();
+    Json(
+        GpusResponse::new(&published.snapshot, published.max_processes_per_gpu)
+            .with_reclaims(&reclaims),
+    )
     .into_response()
 }
 

@@ -101,12 +101,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     )
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
-    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone());
+    let reclaims = cleanup::reclaim::ReclaimBoard::default();
+    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone(), reclaims.clone());
 
     let state = http::AppState {
         published: rx,
         telemetry,
         telemetry_path: config.web.telemetry_path.as_str().into(),
+        reclaims,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction};
 use crate::cleanup::payload::Payload;
+use crate::cleanup::reclaim;
 use crate::cleanup::targets::{self, alive, proc_stat};
 use crate::engine::GpuView;
 use crate::policy::Level;
@@ -72,14 +73,23 @@ pub fn signal(
     own_pid: u32,
     dry_run: bool,
 ) -> Outcome {
-    let chosen = targets::signal_targets(&gpu.processes, &a.target, &a.workloads, own_pid);
+    // `min_reclaimable` narrows the processes by their own reports before the target picks;
+    // reports never add a process the target would not reach.
+    let candidates: Vec<_> = gpu
+        .processes
+        .iter()
+        .filter(|p| reclaim::gives_enough(p, a.min_reclaimable))
+        .cloned()
+        .collect();
+    let chosen = targets::signal_targets(&candidates, &a.target, &a.workloads, own_pid);
     let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
     if pids.is_empty() {
-        return Outcome::new(
-            ActionResult::Skipped,
-            pids,
-            "no process on the GPU matches the target",
-        );
+        let why = if candidates.len() < gpu.processes.len() {
+            "no process on the GPU matches the target with min_reclaimable to give"
+        } else {
+            "no process on the GPU matches the target"
+        };
+        return Outcome::new(ActionResult::Skipped, pids, why);
     }
     if dry_run {
         return Outcome::new(

@@ -48,7 +48,7 @@ fn owner_uid(pid: u32) -> Option<u32> {
         .map(|m| m.uid())
 }
 
-/// The processes a signal action reaches, largest first.
+/// The processes a signal action reaches, largest (or most reclaimable) first.
 pub fn signal_targets<'a>(
     procs: &'a [ProcessView],
     target: &Target,
@@ -59,7 +59,8 @@ pub fn signal_targets<'a>(
         .iter()
         .filter(|p| !forbidden(p.pid, own_pid) && workload_allowed(p, workloads))
         .collect();
-    eligible.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+    // Largest first; with allocator reports, the most reclaimable first (`reclaim`).
+    eligible.sort_by(|a, b| crate::cleanup::reclaim::signal_order(a, b));
     match target {
         Target::All => eligible,
         Target::Top(n) => {
