@@ -127,7 +127,10 @@ impl GpusResponse<'_> {
     /// Adds each GPU's latest cleanup run's per-process reclaim (from cleanup's board).
     pub fn with_reclaims(
         mut self,
-        board: &std::collections::HashMap<String, std::sync::Arc<[crate::cleanup::reclaim::ProcessReclaim]>>,
+        board: &std::collections::HashMap<
+            String,
+            std::sync::Arc<[crate::cleanup::reclaim::ProcessReclaim]>,
+        >,
     ) -> Self {
         for g in &mut self.gpus {
             if let Some(r) = board.get(g.uuid) {

@@ -9,8 +9,8 @@ pub mod api;
 pub mod api_allocator;
 pub mod build_info;
 pub mod cleanup;
-pub mod clients;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod drift;
 pub mod engine;
@@ -80,12 +80,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         None => (None, None),
     };
     // Allocator reports: the listener runs here, the join with each sample on the poller.
-    let (joiner, clients_task) = match clients::start(&config.clients, &telemetry.registry)
-        .map_err(RunError::Clients)?
-    {
-        Some((j, task)) => (Some(j), Some(task)),
-        None => (None, None),
-    };
+    let (joiner, clients_task) =
+        match clients::start(&config.clients, &telemetry.registry).map_err(RunError::Clients)? {
+            Some((j, task)) => (Some(j), Some(task)),
+            None => (None, None),
+        };
     let annotators = poller::Annotators {
         kubernetes: attributor,
         clients: joiner,

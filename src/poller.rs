@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::clients::Joiner;
 use crate::engine::Engine;
 use crate::input::{parse_duration_within, ConfigError};
-use crate::clients::Joiner;
 use crate::kubernetes::Attributor;
 use crate::nvml::NvmlSource;
 use crate::publish::{Published, SharedPublished};

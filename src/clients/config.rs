@@ -244,12 +244,15 @@ mod tests {
     fn refusals_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("c.sock").display().to_string();
-        let cases: [(&str, fn(&mut RawClients)); 5] = [
+        type Edit = fn(&mut RawClients);
+        let cases: [(&str, Edit); 5] = [
             ("clients.mode", |r| r.mode = "999".into()),
             ("clients.mode", |r| r.mode = "0066".into()),
             ("clients.group", |r| r.group = "no-such-group-vram".into()),
             ("clients.identity", |r| r.identity = "trust-me".into()),
-            ("clients.enabled", |r| r.enabled = Enabled::Text("maybe".into())),
+            ("clients.enabled", |r| {
+                r.enabled = Enabled::Text("maybe".into())
+            }),
         ];
         for (key, f) in cases {
             let mut r = raw(|r| r.socket = sock.clone());

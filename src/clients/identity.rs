@@ -79,7 +79,11 @@ fn claimed_identity(
     let entries = std::fs::read_dir(root).map_err(|_| "the proc root cannot be read")?;
     let mut found = None;
     for entry in entries.take(MAX_SCAN).flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if procfs::innermost_pid_at(root, pid) != Some(claimed_pid) {
@@ -132,7 +136,8 @@ mod tests {
             let d = root.path().join(host.to_string());
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("status"), format!("Name:\tx\nNSpid:\t{ns}\n")).unwrap();
-            let stat = format!("{host} (a) b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n");
+            let stat =
+                format!("{host} (a) b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n");
             std::fs::write(d.join("stat"), stat).unwrap();
         };
         fake(4242, "4242\t7", 1000);

@@ -46,7 +46,12 @@ pub fn spawn(
 ) -> std::io::Result<(watch::Receiver<ClientTable>, tokio::task::JoinHandle<()>)> {
     let listener = bind(&config)?;
     let (tx, rx) = watch::channel(ClientTable::default());
-    let task = tokio::spawn(accept_loop(listener, Arc::new(config), Arc::new(tx), metrics));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        Arc::new(config),
+        Arc::new(tx),
+        metrics,
+    ));
     Ok((rx, task))
 }
 
@@ -294,9 +299,7 @@ impl Connection {
         self.table.send_modify(|t| {
             let old = t.entries.get(&id.pid).filter(|e| e.conn == conn);
             let (received, interval, devices) = match (report, old) {
-                (Some((interval, devices)), _) => {
-                    (Some((Instant::now(), now)), interval, devices)
-                }
+                (Some((interval, devices)), _) => (Some((Instant::now(), now)), interval, devices),
                 (None, Some(old)) => (old.received, old.interval, old.devices.clone()),
                 (None, None) => (None, DEFAULT_INTERVAL, Vec::new()),
             };

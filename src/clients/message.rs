@@ -158,7 +158,10 @@ mod tests {
     fn parses_a_report_and_refuses_what_is_out_of_bounds() {
         let ok = br#"{"v":1,"type":"report","pid":42,"start_time":7,"interval_ms":1000,"reason":"periodic","devices":[{"uuid":"GPU-1","allocated_bytes":1,"reserved_bytes":2,"extra":true}]}"#;
         let m = parse(ok).unwrap();
-        assert_eq!((m.kind, m.pid, m.devices[0].reserved_bytes), (Kind::Report, 42, 2));
+        assert_eq!(
+            (m.kind, m.pid, m.devices[0].reserved_bytes),
+            (Kind::Report, 42, 2)
+        );
         assert_eq!(
             parse(br#"{"v":2,"type":"report","pid":1,"start_time":1}"#).unwrap_err(),
             Refusal::Version

@@ -3,6 +3,7 @@
 mod abuse;
 mod alerting;
 mod cleanup;
+mod clients;
 mod config_errors;
 mod conventions;
 mod engine;

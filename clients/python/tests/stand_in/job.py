@@ -1,6 +1,7 @@
 """A stand-in training job: the real vram_client over the stand-in torch, for end-to-end tests.
 
-It allocates JOB_ALLOC bytes it keeps and JOB_CACHE bytes it frees (left cached by the allocator),
+It allocates JOB_ALLOC bytes it keeps and JOB_CACHE bytes it frees (left cached by the allocator,
+JOB_SPLIT of them in split blocks that empty_cache() cannot release),
 counts JOB_RETRIES allocation retries and JOB_OOMS OOMs, annotates a phase, installs the client
 (interval JOB_INTERVAL seconds) and then runs "steps" until killed. $JOB_DIR/ready appears once the
 memory is in place; each release appends the freed bytes to $JOB_DIR/released.
@@ -18,6 +19,7 @@ alloc = int(os.environ.get("JOB_ALLOC", "0"))
 cache = int(os.environ.get("JOB_CACHE", "0"))
 torch.cuda._alloc(alloc + cache)
 torch.cuda._free(cache)
+torch.cuda._split(int(os.environ.get("JOB_SPLIT", "0")))
 torch.cuda._retry(n=int(os.environ.get("JOB_RETRIES", "0")))
 torch.cuda._oom(n=int(os.environ.get("JOB_OOMS", "0")))
 

@@ -3,7 +3,7 @@
 Configured by the environment: STAND_IN_TORCH_UUIDS (comma-separated device UUIDs, as torch
 gives them: without "GPU-"), STAND_IN_TORCH_CONTEXT_BYTES (what a context costs, default 300 MiB),
 STAND_IN_TORCH_MEM_FILE (where device 0's total is written for nvml-sim). Test helpers start with
-an underscore: `_alloc`, `_free`, `_retry`, `_oom`, `_reset`.
+an underscore: `_alloc`, `_free`, `_split`, `_retry`, `_oom`, `_reset`.
 """
 
 import os
@@ -27,6 +27,7 @@ class _Device:
         self.num_alloc = 0
         self.retries = 0
         self.ooms = 0
+        self.split = 0
 
 
 class _Properties:
@@ -81,6 +82,12 @@ def _free(nbytes, device=0):
     with _lock:
         d = _dev(device)
         d.allocated = max(0, d.allocated - nbytes)
+
+
+def _split(nbytes, device=0):
+    """Marks cached bytes as pieces of split blocks: reported inactive-split, never released."""
+    with _lock:
+        _dev(device).split = nbytes
 
 
 def _retry(device=0, n=1):
@@ -149,7 +156,7 @@ def memory_stats(index=None):
             "reserved_bytes.all.current": d.reserved,
             "reserved_bytes.all.peak": d.peak_reserved,
             "active_bytes.all.current": d.allocated,
-            "inactive_split_bytes.all.current": min(d.reserved - d.allocated, 2 << 20) if d.reserved > d.allocated else 0,
+            "inactive_split_bytes.all.current": min(d.split, d.reserved - d.allocated),
             "allocation.all.allocated": d.num_alloc,
             "num_alloc_retries": d.retries,
             "num_ooms": d.ooms,
@@ -169,5 +176,5 @@ def empty_cache():
     with _lock:
         d = _devices.get(_current)
         if d is not None:
-            d.reserved = d.allocated
+            d.reserved = d.allocated + min(d.split, d.reserved - d.allocated)
             _write()
