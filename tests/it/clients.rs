@@ -251,6 +251,11 @@ fn reports_join_by_pid_with_events_and_go_when_stale() {
     assert_eq!(a["events"][0]["event"], "phase");
     assert_eq!(a["events"][0]["fields"]["name"], "train");
     assert!(!m.text.contains("train"), "an event reached the exposition");
+    let (_, page) = e.get("/");
+    assert!(
+        page.contains("reclaimable 0.75 GiB") && page.contains("last event phase"),
+        "{page}"
+    );
 
     // A stopped job stops reporting: after three intervals its allocator series go, while NVML
     // still lists the process; resumed, it reports again.
