@@ -468,3 +468,33 @@ fn cleanup_signals_the_most_reclaimable_first_and_measures_what_it_predicted() {
     assert_eq!(r[0]["measured_bytes"], 2 * GIB_U);
     assert_eq!(r[0]["measuring"], false);
 }
+
+#[test]
+fn a_bad_clients_section_exits_2_naming_the_key_value_and_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("c.sock");
+    let not_socket = tmp.path().join("plain");
+    std::fs::write(&not_socket, "x").unwrap();
+    let cases = [
+        (format!("socket = \"{}\"\nmode = \"0066\"", sock.display()), "clients.mode: invalid value \"0066\""),
+        (format!("socket = \"{}\"\nidentity = \"trusted\"", sock.display()), "clients.identity: invalid value \"trusted\""),
+        ("enabled = true\nsocket = \"/nonexistent-vram-dir/c.sock\"".into(), "clients.socket: invalid value \"/nonexistent-vram-dir/c.sock\": its directory cannot be used"),
+        (format!("socket = \"{}\"", not_socket.display()), "exists and is not a socket"),
+        (format!("socket = \"{}\"\ngroup = \"no-such-group-vram\"", sock.display()), "clients.group: invalid value \"no-such-group-vram\": is not a known group"),
+    ];
+    for (section, expect) in cases {
+        let config = tmp.path().join("c.toml");
+        std::fs::write(&config, format!("[clients]\n{section}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
+        assert!(stderr.contains(expect), "{section}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(!sock.exists(), "a refused configuration made the socket");
+    }
+}
