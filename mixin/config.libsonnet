@@ -35,6 +35,8 @@
     exporterDownFor: '5m',
     exporterAbsentFor: '10m',
     cleanupFailedWindow: '10m',
+    allocatorRetriesWindow: '10m',  // increase() window of the allocator's retry counter (vram_client)
+    allocatorOomWindow: '10m',  // increase() window of the allocator's OOM counter
 
     // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).
     criticalSeverity: 'critical',

@@ -159,3 +159,12 @@ def test_a_release_without_torch_frees_nothing_and_does_not_raise(client, monkey
 
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert client.release() == 0
+
+
+def test_split_blocks_stay_reserved_after_a_release(torch, client):
+    torch.cuda._alloc(1024 * MIB)
+    torch.cuda._free(600 * MIB)
+    torch.cuda._split(100 * MIB)
+    assert torch.cuda.memory_stats(0)["inactive_split_bytes.all.current"] == 100 * MIB
+    assert client.release() == 500 * MIB  # without install(): freed, nothing reported
+    assert torch.cuda.memory_reserved(0) == 524 * MIB
