@@ -7,7 +7,9 @@
 //! [`RATE`] lines a second with a burst of [`BURST`] (more are dropped and counted), a connection
 //! silent for [`IDLE`] is closed, and a process's table entry holds one report and its last
 //! [`MAX_EVENTS`] events. Identity (see `identity`) is resolved once per connection, from its
-//! first message; every later message must repeat the same pid and start time.
+//! first message (a connection whose first message cannot be identified is closed, at most
+//! [`RESOLVING`] resolutions run at once); every later message must repeat the same pid and start
+//! time.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -37,6 +39,9 @@ pub const IDLE: Duration = Duration::from_secs(60);
 pub const MAX_EVENTS: usize = 8;
 /// The interval assumed for a client that announces none.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Identities resolved at once (a claimed one scans the proc root): a flood of connections
+/// queues here rather than scanning in parallel.
+const RESOLVING: usize = 2;
 
 /// Binds the socket (replacing a stale one; refusing when another process listens on it), sets
 /// its mode and group, and starts the accept loop.
@@ -88,6 +93,7 @@ async fn accept_loop(
     metrics: ClientMetrics,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let resolving = Arc::new(tokio::sync::Semaphore::new(RESOLVING));
     let next_conn = AtomicU64::new(1);
     let mut last_error: Option<Instant> = None;
     loop {
@@ -114,6 +120,7 @@ async fn accept_loop(
             config: config.clone(),
             table: table.clone(),
             metrics: metrics.clone(),
+            resolving: resolving.clone(),
         };
         let active = active.clone();
         tokio::spawn(async move {
@@ -138,6 +145,7 @@ struct Connection {
     config: Arc<SocketConfig>,
     table: Arc<watch::Sender<ClientTable>>,
     metrics: ClientMetrics,
+    resolving: Arc<tokio::sync::Semaphore>,
 }
 
 /// A token bucket: [`RATE`] lines a second, [`BURST`] at once.
@@ -208,8 +216,12 @@ impl Connection {
                     continue;
                 }
             };
+            let first = state.identity.is_none();
             if !self.identify(&mut state, peer, &msg).await {
                 self.metrics.refused(Refusal::Identity);
+                if first {
+                    break; // never identified: nothing it says can count
+                }
                 continue;
             }
             self.apply(&mut state, msg);
@@ -225,6 +237,9 @@ impl Connection {
         }
         let (mode, root) = (self.config.identity, self.config.proc_root.clone());
         let (pid, start) = (msg.pid, msg.start_time);
+        let Ok(_permit) = self.resolving.acquire().await else {
+            return false;
+        };
         let resolved = tokio::task::spawn_blocking(move || {
             identity::resolve(mode, Path::new(&root), peer, pid, start)
         })

@@ -15,7 +15,7 @@ pub const MAX_EVENT_FIELDS: usize = 16;
 pub const MAX_STRING: usize = 256;
 /// The shortest and longest reporting interval a client may announce.
 pub const MIN_INTERVAL_MS: u64 = 100;
-pub const MAX_INTERVAL_MS: u64 = 60_000;
+pub const MAX_INTERVAL_MS: u64 = 30_000;
 
 /// One line from a client. Unknown fields are ignored (additions within a version).
 #[derive(Debug, Deserialize)]

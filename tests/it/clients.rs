@@ -232,6 +232,7 @@ fn reports_join_by_pid_with_events_and_go_when_stale() {
     );
     assert_eq!(v("vram_process_allocator_alloc_retries_total"), Some(2.0));
     assert_eq!(v("vram_process_allocator_ooms_total"), Some(1.0));
+    crate::golden::promtool_check(&m.text);
     assert_eq!(
         v("vram_process_allocated_bytes"),
         Some((3 * GIB_U + CONTEXT) as f64)
@@ -284,19 +285,20 @@ fn a_process_reporting_for_another_pid_is_refused_and_counted() {
     e.wait_metrics("the job's report", WAIT, |m| {
         reserved(m, job.pid()) == Some(2.0 * GIB)
     });
-    // The impostor claims the job's pid and start time (connection 1), and reports for itself
-    // on a GPU where NVML does not list it (connection 2), every 50 ms.
+    // The impostor claims the job's pid and start time (a new connection each time: the exporter
+    // closes one it cannot identify), and reports for itself on a GPU where NVML does not list it
+    // (one connection), every 50 ms.
     let code = format!(
         "import json, os, socket, sys, time\n\
          sys.path.insert(0, os.environ['PYTHONPATH'].split(':')[0])\n\
          from vram_client import _protocol as p\n\
          def conn():\n    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); return s\n\
-         a, b = conn(), conn()\n\
+         b = conn()\n\
          dev = [{{'uuid': '{UUID0}', 'allocated_bytes': 1, 'reserved_bytes': 50 << 30}}]\n\
          lie = dict(p.header('report', {victim}, p.start_time({victim})), devices=dev)\n\
          own = dict(p.header('report', os.getpid(), p.start_time()), devices=dev)\n\
          open(os.path.join(os.environ['JOB_DIR'], 'ready'), 'w').close()\n\
-         while True:\n    a.sendall(p.encode(lie)); b.sendall(p.encode(own)); time.sleep(0.05)\n",
+         while True:\n    a = conn(); a.sendall(p.encode(lie)); b.sendall(p.encode(own)); time.sleep(0.05); a.close()\n",
         victim = job.pid()
     );
     let _impostor = Py::script(tmp.path(), "impostor", &socket, &code);
@@ -497,4 +499,39 @@ fn a_bad_clients_section_exits_2_naming_the_key_value_and_why() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(!sock.exists(), "a refused configuration made the socket");
     }
+}
+
+#[test]
+fn claimed_identities_are_matched_in_the_proc_root_and_unknown_claims_refused() {
+    if !have_python() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("clients.sock");
+    let job = Py::job(tmp.path(), "job", &socket, GIB_U, GIB_U);
+    // Claimed: the job's own pid and start time, looked up by NSpid in the proc root (/proc).
+    let e = exporter(
+        &scenario(&["JOB"]),
+        &socket,
+        "identity = \"claimed\"\n",
+        job.env("JOB"),
+    );
+    e.wait_metrics("the job's report", WAIT, |m| {
+        reserved(m, job.pid()) == Some(2.0 * GIB)
+    });
+    // A claim no process matches (a pid above pid_max) is refused and its connection closed.
+    let code = "import os, socket, sys, time\n\
+         sys.path.insert(0, os.environ['PYTHONPATH'].split(':')[0])\n\
+         from vram_client import _protocol as p\n\
+         open(os.path.join(os.environ['JOB_DIR'], 'ready'), 'w').close()\n\
+         while True:\n    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n    \
+         s.sendall(p.encode(dict(p.header('report', 4999999, 12345), devices=[])))\n    \
+         time.sleep(0.05); s.close()\n";
+    let _stranger = Py::script(tmp.path(), "stranger", &socket, code);
+    let m = e.wait_metrics("the unknown claim refused", WAIT, |m| {
+        refused(m, "identity") >= 2.0
+    });
+    assert_eq!(reserved(&m, job.pid()), Some(2.0 * GIB));
+    let m = e.next_poll();
+    assert_eq!(reserved(&m, job.pid()), Some(2.0 * GIB));
 }

@@ -38,7 +38,7 @@ def install(socket_path=None, interval=1.0, signum=signal.SIGUSR1, defer=False):
     """Starts reporting and installs the release handler; returns the reporter (idempotent).
 
     socket_path: the exporter's socket (default: $VRAM_EXPORTER_CLIENT_SOCKET or
-    /run/vram-exporter/clients.sock). interval: seconds between reports (at least 0.1).
+    /run/vram-exporter/clients.sock). interval: seconds between reports (0.1 to 30).
     signum: the release signal (None: no handler). defer: the handler only records the request
     and `release_if_requested()` does the work where the job calls it (between steps).
     """
@@ -46,7 +46,8 @@ def install(socket_path=None, interval=1.0, signum=signal.SIGUSR1, defer=False):
     with _state_lock:
         if _reporter is not None:
             return _reporter
-        reporter = Reporter(socket_path or _protocol.default_socket(), max(0.1, float(interval)))
+        interval = min(30.0, max(0.1, float(interval)))
+        reporter = Reporter(socket_path or _protocol.default_socket(), interval)
         _defer = bool(defer)
         if signum is not None:
             try:
