@@ -81,12 +81,12 @@ pub(crate) fn render(w: &mut String, labels: &Labels<'_>) {
             );
             wrote_header = true;
         }
-        let sum: u64 = g
+        // The figures are the processes' claims: a sum of huge ones saturates, never overflows.
+        let sum = g
             .processes
             .iter()
             .filter_map(|p| p.allocator.as_ref())
-            .map(|a| a.stats.reclaimable())
-            .sum();
+            .fold(0u64, |sum, a| sum.saturating_add(a.stats.reclaimable()));
         let _ = writeln!(w, "vram_allocator_reclaimable_bytes{{{l}}} {sum}");
     }
 }

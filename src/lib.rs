@@ -172,6 +172,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     if let Some(task) = clients_task {
         task.abort();
+        clients::remove_socket(&config.clients);
     }
     poller.shutdown(Duration::from_secs(2));
     served.map_err(RunError::Serve)

@@ -17,6 +17,14 @@ pub mod telemetry;
 pub use self::config::{ClientsConfig, RawClients};
 pub use self::table::Joiner;
 
+/// Removes the socket at shutdown, so clients see "no exporter" rather than a dead socket (a new
+/// exporter would replace it anyway).
+pub fn remove_socket(config: &ClientsConfig) {
+    if let Some(s) = &config.socket {
+        let _ = std::fs::remove_file(&s.path);
+    }
+}
+
 /// Starts the listener the configuration asks for, registering its self-metrics; None when off.
 pub fn start(
     config: &ClientsConfig,

@@ -380,9 +380,12 @@ fn a_killed_client_goes_and_a_restarted_exporter_is_found_again() {
         reserved(m, b_pid).is_none() && m.value("vram_exporter_clients_connected", &[]) == Some(1.0)
     });
     assert_eq!(m.gpu("vram_allocator_reclaimable_bytes", "0"), Some(GIB));
-    assert!(e.terminate().success());
-
-    // A new exporter replaces the old socket; the running job finds it without a restart.
+    // Killed, the exporter leaves its socket behind; a new one replaces it, and the running job
+    // finds the new exporter without a restart.
+    // SAFETY: kill(2) on the exporter child this test started.
+    assert_eq!(unsafe { libc::kill(e.pid() as i32, libc::SIGKILL) }, 0);
+    drop(e);
+    assert!(socket.exists());
     let e = exporter(&scenario, &socket, "", env);
     e.wait_metrics("the job back on the new exporter", WAIT, |m| {
         reserved(m, a.pid()) == Some(2.0 * GIB)
@@ -534,4 +537,52 @@ fn claimed_identities_are_matched_in_the_proc_root_and_unknown_claims_refused() 
     assert_eq!(reserved(&m, job.pid()), Some(2.0 * GIB));
     let m = e.next_poll();
     assert_eq!(reserved(&m, job.pid()), Some(2.0 * GIB));
+    // A clean shutdown removes the socket.
+    assert!(e.terminate().success());
+    assert!(!socket.exists(), "the socket outlived the exporter");
+}
+
+#[test]
+fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
+    use std::sync::Arc;
+    use vram_exporter::sample::{AllocatorStats, ProcessAllocator};
+    use vram_testkit::builders::{device, engine, poll, process};
+
+    let claim = |reserved: u64| {
+        Some(Arc::new(ProcessAllocator {
+            stats: AllocatorStats {
+                reserved,
+                ..AllocatorStats::default()
+            },
+            released: None,
+            reported_at: std::time::SystemTime::UNIX_EPOCH,
+            events: Arc::new([]),
+        }))
+    };
+    let mut a = process(4001, "a", GIB_U);
+    a.allocator = claim(u64::MAX);
+    let mut b = process(4002, "b", GIB_U);
+    b.allocator = claim(u64::MAX - 1);
+    let snapshot = engine().apply(&poll(0, vec![device(0, vec![a, b])]));
+    let text =
+        String::from_utf8(vram_exporter::exposition::render(&snapshot, 16).to_vec()).unwrap();
+    let m = Metrics::parse(&text);
+    assert_eq!(m.count("vram_process_allocator_reclaimable_bytes"), 2);
+    assert!(
+        text.contains(&format!(
+            "vram_allocator_reclaimable_bytes{{gpu=\"0\",uuid=\"{}\"}} {}",
+            snapshot.gpus[0].identity.uuid,
+            u64::MAX
+        )),
+        "{text}"
+    );
+    let api = serde_json::to_value(vram_exporter::api::GpusResponse::new(&snapshot, 16)).unwrap();
+    assert_eq!(
+        api["gpus"][0]["processes"][0]["allocator"]["non_allocator_bytes"],
+        0
+    );
+    // With no per-process series allowed, the per-GPU sum is still there; the families are not.
+    let text = String::from_utf8(vram_exporter::exposition::render(&snapshot, 0).to_vec()).unwrap();
+    assert!(!text.contains("vram_process_allocator_"), "{text}");
+    assert!(text.contains("vram_allocator_reclaimable_bytes{"), "{text}");
 }
