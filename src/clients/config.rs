@@ -72,6 +72,9 @@ pub struct SocketConfig {
     /// Where `/proc/<pid>/status` (NSpid) and `stat` are read for claimed identities: the
     /// `[kubernetes]` section's `proc_root`.
     pub proc_root: PathBuf,
+    /// `enabled = true`: a socket that cannot be made stops the exporter; with "auto" the
+    /// exporter logs why and runs without it.
+    pub required: bool,
 }
 
 impl RawClients {
@@ -188,6 +191,7 @@ impl RawClients {
                 group,
                 identity,
                 proc_root: PathBuf::from(proc_root),
+                required,
             }),
             off: None,
         })

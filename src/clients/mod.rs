@@ -36,9 +36,20 @@ pub fn start(
     let Some(socket) = config.socket.clone() else {
         return Ok(None);
     };
-    let path = socket.path.clone();
+    let (path, required) = (socket.path.clone(), socket.required);
     let metrics = telemetry::ClientMetrics::new();
-    let (rx, task) = listener::spawn(socket, metrics.clone())?;
+    let (rx, task) = match listener::spawn(socket, metrics.clone()) {
+        Ok(started) => started,
+        Err(e) if !required => {
+            tracing::warn!(
+                socket = %path.display(),
+                error = %e,
+                "allocator reports off: the clients socket cannot be made (clients.enabled = \"auto\")"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     if let Err(e) = metrics.register(registry) {
         tracing::warn!(error = %e, "client metrics not registered");
     }

@@ -586,3 +586,28 @@ fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
     assert!(!text.contains("vram_process_allocator_"), "{text}");
     assert!(text.contains("vram_allocator_reclaimable_bytes{"), "{text}");
 }
+
+#[test]
+fn with_auto_a_socket_that_cannot_be_made_is_logged_and_the_exporter_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("clients.sock");
+    // Another process listens on the path: the exporter must not take it over.
+    let _other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let config = format!(
+        "[poll]\ninterval = \"200ms\"\n[clients]\nenabled = \"auto\"\nsocket = \"{}\"\n",
+        socket.display()
+    );
+    let e = Exporter::start(Options {
+        scenario: &scenario(&[]),
+        config: &config,
+        ..Options::default()
+    });
+    let line = e
+        .wait_log(|l| l.contains("allocator reports off"), WAIT)
+        .expect("the reason is logged");
+    assert!(line.contains("another process listens"), "{line}");
+    let m = e.next_poll();
+    assert_eq!(m.gpu("vram_device_up", "0"), Some(1.0));
+    assert_eq!(m.count(REFUSED), 0, "client metrics without a listener");
+    assert!(socket.exists());
+}
