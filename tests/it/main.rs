@@ -4,6 +4,7 @@ mod abuse;
 mod alerting;
 mod cleanup;
 mod clients;
+mod clients_edges;
 mod config_errors;
 mod conventions;
 mod engine;
