@@ -17,6 +17,8 @@ from . import _protocol, _torch_stats
 
 # Lines waiting while the exporter is away or slow; older ones are dropped first.
 MAX_QUEUE = 64
+# Never block, never die of SIGPIPE (CPython ignores it anyway; MSG_NOSIGNAL is Linux's).
+SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Reporter:
@@ -158,7 +160,7 @@ class Reporter:
                         return
                     self._pending = self._queue.popleft()
             try:
-                n = self._sock.send(self._pending, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                n = self._sock.send(self._pending, SEND_FLAGS)
             except BlockingIOError:
                 return  # the socket is full: the rest goes later
             except OSError:
