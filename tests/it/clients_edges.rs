@@ -25,19 +25,27 @@ fn a_bad_clients_section_exits_2_naming_the_key_value_and_why() {
         (format!("socket = \"{}\"\ngroup = \"no-such-group-vram\"", sock.display()), "clients.group: invalid value \"no-such-group-vram\": is not a known group"),
     ];
     for (section, expect) in cases {
-        let config = tmp.path().join("c.toml");
-        std::fs::write(&config, format!("[clients]\n{section}\n")).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--check-config")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
-        assert!(stderr.contains(expect), "{section}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        refused(tmp.path(), &format!("[clients]\n{section}\n"), expect);
         assert!(!sock.exists(), "a refused configuration made the socket");
+    }
+}
+
+/// Checks `config` with the real binary: exit 2 and one line containing `expect`.
+fn refused(dir: &std::path::Path, config: &str, expect: &str) {
+    use std::ffi::OsStr;
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let args = [
+        OsStr::new("--config"),
+        path.as_os_str(),
+        OsStr::new("--check-config"),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_vram-exporter"))
+        .args(args)
+        .output();
+    let out = out.unwrap();
+    if let Some(problem) = crate::harness::refusal_problem(config, &out, &[expect]) {
+        panic!("{problem}");
     }
 }
 
@@ -109,4 +117,27 @@ fn with_auto_a_socket_that_cannot_be_made_is_logged_and_the_exporter_runs_on() {
     assert_eq!(m.gpu("vram_device_up", "0"), Some(1.0));
     assert_eq!(m.count(REFUSED), 0, "client metrics without a listener");
     assert!(socket.exists());
+}
+
+#[test]
+fn min_reclaimable_is_a_bounded_size_of_signal_actions_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "type = \"signal\"\ntarget = \"all\"\nmin_reclaimable = \"lots\"",
+            "cleanup.actions[0].min_reclaimable: invalid value \"lots\"",
+        ),
+        (
+            "type = \"signal\"\ntarget = \"all\"\nmin_reclaimable = \"2PiB\"",
+            "cleanup.actions[0].min_reclaimable: invalid value \"2PiB\"",
+        ),
+        (
+            "type = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nmin_reclaimable = \"1GiB\"",
+            "cleanup.actions[0].min_reclaimable: invalid value \"1GiB\": is not a key of a webhook action",
+        ),
+    ];
+    for (action, expect) in cases {
+        let config = format!("[cleanup]\nenabled = true\n[[cleanup.actions]]\n{action}\n");
+        refused(tmp.path(), &config, expect);
+    }
 }
