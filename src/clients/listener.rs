@@ -6,15 +6,16 @@
 //! counted), one line of [`MAX_LINE`] bytes buffered (a longer one closes the connection),
 //! [`RATE`] lines a second with a burst of [`BURST`] (more are dropped and counted), a connection
 //! silent for [`IDLE`] is closed, and a process's table entry holds one report and its last
-//! [`MAX_EVENTS`] events. Identity (see `identity`) is resolved once per connection, from its
+//! [`MAX_EVENTS`] events; the first line must come within [`FIRST_LINE`] and identify the
+//! connection (anything else closes it), and one process may hold [`PER_PROCESS`] connections. Identity (see `identity`) is resolved once per connection, from its
 //! first message (a connection whose first message cannot be identified is closed, at most
 //! [`RESOLVING`] resolutions run at once); every later message must repeat the same pid and start
 //! time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
@@ -35,6 +36,10 @@ pub const RATE: f64 = 20.0;
 pub const BURST: f64 = 40.0;
 /// A connection with no complete line for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(60);
+/// A connection whose first line takes longer than this is closed (a slot is not held anonymously).
+pub const FIRST_LINE: Duration = Duration::from_secs(5);
+/// Connections one identified process may hold at once (a reconnect may overlap the old one).
+pub const PER_PROCESS: u32 = 2;
 /// Events kept per process.
 pub const MAX_EVENTS: usize = 8;
 /// The interval assumed for a client that announces none.
@@ -94,6 +99,7 @@ async fn accept_loop(
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     let resolving = Arc::new(tokio::sync::Semaphore::new(RESOLVING));
+    let per_process: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let next_conn = AtomicU64::new(1);
     let mut last_error: Option<Instant> = None;
     loop {
@@ -121,11 +127,13 @@ async fn accept_loop(
             table: table.clone(),
             metrics: metrics.clone(),
             resolving: resolving.clone(),
+            per_process: per_process.clone(),
         };
         let active = active.clone();
         tokio::spawn(async move {
             let pid = conn.serve(stream).await;
             if let Some(pid) = pid {
+                conn.release_process_slot(pid);
                 conn.table.send_if_modified(|t| {
                     let mine = t.entries.get(&pid).is_some_and(|e| e.conn == conn.id);
                     if mine {
@@ -146,6 +154,8 @@ struct Connection {
     table: Arc<watch::Sender<ClientTable>>,
     metrics: ClientMetrics,
     resolving: Arc<tokio::sync::Semaphore>,
+    /// Connections held per identified pid.
+    per_process: Arc<Mutex<HashMap<u32, u32>>>,
 }
 
 /// A token bucket: [`RATE`] lines a second, [`BURST`] at once.
@@ -195,7 +205,12 @@ impl Connection {
             let limit = (MAX_LINE + 1) as u64;
             let mut bounded = (&mut reader).take(limit);
             let read = bounded.read_until(b'\n', &mut line);
-            match tokio::time::timeout(IDLE, read).await {
+            let deadline = if state.identity.is_some() {
+                IDLE
+            } else {
+                FIRST_LINE
+            };
+            match tokio::time::timeout(deadline, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => break, // closed, failed or idle
             }
@@ -205,14 +220,17 @@ impl Connection {
                 }
                 break; // too long, or cut by the end of the stream
             }
-            if !bucket.take() {
-                self.metrics.refused(Refusal::Rate);
-                continue;
-            }
-            let msg = match message::parse(&line[..line.len() - 1]) {
+            let parsed = match bucket.take() {
+                true => message::parse(&line[..line.len() - 1]),
+                false => Err(Refusal::Rate),
+            };
+            let msg = match parsed {
                 Ok(m) => m,
                 Err(why) => {
                     self.metrics.refused(why);
+                    if state.identity.is_none() {
+                        break; // a connection must open with a message that identifies it
+                    }
                     continue;
                 }
             };
@@ -224,10 +242,35 @@ impl Connection {
                 }
                 continue;
             }
+            if first && !self.take_process_slot(state.identity.map_or(0, |i| i.pid)) {
+                self.metrics.refused(Refusal::TooManyClients);
+                return None; // its slot was never taken: nothing to give back
+            }
             self.apply(&mut state, msg);
             self.metrics.accepted();
         }
         state.identity.map(|i| i.pid)
+    }
+
+    /// Counts a connection for `pid`; false when the process already holds [`PER_PROCESS`].
+    fn take_process_slot(&self, pid: u32) -> bool {
+        let mut held = self.per_process.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(pid).or_insert(0);
+        if *n >= PER_PROCESS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_process_slot(&self, pid: u32) {
+        let mut held = self.per_process.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&pid) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&pid);
+            }
+        }
     }
 
     /// Resolves the identity at the first message; later ones must repeat the same claim.

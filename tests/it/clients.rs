@@ -327,7 +327,8 @@ fn a_flood_of_clients_is_bounded_and_the_reporting_job_stays() {
     e.wait_metrics("the job's report", WAIT, |m| {
         reserved(m, job.pid()).is_some()
     });
-    // One connection sending lines as fast as it can, one an oversized line, 100 idle ones.
+    // One connection sending valid lines as fast as it can, one an oversized line, 100 idle ones
+    // (closed after five seconds without a first line).
     let code = "import os, socket, sys, time\n\
          big = socket.socket(socket.AF_UNIX); big.connect(sys.argv[1])\n\
          fast = socket.socket(socket.AF_UNIX); fast.connect(sys.argv[1])\n\
@@ -336,7 +337,10 @@ fn a_flood_of_clients_is_bounded_and_the_reporting_job_stays() {
          open(os.path.join(os.environ['JOB_DIR'], 'ready'), 'w').close()\n\
          try:\n    big.sendall(b'{' + b' ' * 20000 + b'}\\n')\nexcept OSError:\n    pass\n\
          fast.setblocking(False)\n\
-         while True:\n    try:\n        fast.send(b'{\"v\":1}\\n' * 200)\n    except OSError:\n        time.sleep(0.01)\n";
+         sys.path.insert(0, os.environ['PYTHONPATH'].split(':')[0])\n\
+         from vram_client import _protocol as p\n\
+         own = p.encode(dict(p.header('report', os.getpid(), p.start_time()), devices=[]))\n\
+         while True:\n    try:\n        fast.send(own * 100)\n    except OSError:\n        time.sleep(0.01)\n";
     let flood = Py::script(tmp.path(), "flood", &socket, code);
     let m = e.wait_metrics("the flood refused", WAIT, |m| {
         refused(m, "too_many_clients") >= 1.0
@@ -510,4 +514,39 @@ fn claimed_identities_are_matched_in_the_proc_root_and_unknown_claims_refused() 
     // A clean shutdown removes the socket.
     assert!(e.terminate().success());
     assert!(!socket.exists(), "the socket outlived the exporter");
+}
+
+#[test]
+fn one_process_holds_two_connections_and_a_silent_one_is_closed() {
+    if !have_python() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("clients.sock");
+    let job = Py::job(tmp.path(), "job", &socket, GIB_U, 0);
+    let e = exporter(&scenario(&["JOB"]), &socket, "", job.env("JOB"));
+    e.wait_metrics("the job's report", WAIT, |m| {
+        reserved(m, job.pid()).is_some()
+    });
+    // Three identified connections of one process, and one that never says anything.
+    let code = "import os, socket, sys, time\n\
+         sys.path.insert(0, os.environ['PYTHONPATH'].split(':')[0])\n\
+         from vram_client import _protocol as p\n\
+         own = p.encode(dict(p.header('report', os.getpid(), p.start_time()), devices=[]))\n\
+         conns = [socket.socket(socket.AF_UNIX) for _ in range(4)]\n\
+         for c in conns:\n    c.connect(sys.argv[1])\n\
+         for c in conns[:3]:\n    c.sendall(own); time.sleep(0.2)\n\
+         open(os.path.join(os.environ['JOB_DIR'], 'ready'), 'w').close()\n\
+         while True:\n    time.sleep(1)\n";
+    let _holder = Py::script(tmp.path(), "holder", &socket, code);
+    let m = e.wait_metrics(
+        "the third connection refused, the silent one closed",
+        WAIT,
+        |m| {
+            refused(m, "too_many_clients") == 1.0
+                && m.value("vram_exporter_clients_connected", &[]) == Some(3.0)
+        },
+    );
+    assert_eq!(refused(&m, "identity"), 0.0);
+    assert!(reserved(&m, job.pid()).is_some());
 }
