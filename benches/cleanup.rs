@@ -74,6 +74,7 @@ impl Rig {
                 workloads: WorkloadFilter::default(),
                 min_reclaimable: 0,
             })],
+            predict: None,
         };
         let dispatcher = Dispatcher::new(config, CleanupMetrics::new(), rx).with_observer(otx);
         rt.spawn(dispatcher.run());

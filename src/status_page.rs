@@ -134,6 +134,9 @@ fn gpu_card(h: &mut String, g: &GpuView) {
             duration(eta)
         );
     }
+    if g.level != Level::Hard && g.predicted {
+        h.push_str(" · <span class=\"badge soft predicted\">predicted breach</span>");
+    }
     let _ = writeln!(
         h,
         " · violations soft {} / hard {}</p>",

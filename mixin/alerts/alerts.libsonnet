@@ -191,6 +191,22 @@ local p = import '../lib/promql.libsonnet';
               runbook_url: runbook('VramCleanupFailed'),
             },
           },
+          // Warning: a predictive cleanup run (trigger="predicted") did not push the GPU's time to its
+          // hard limit away: the job did not give memory back, and the breach is still coming.
+          {
+            alert: 'VramCleanupPredictionUnmoved',
+            expr: |||
+              sum %s (
+                increase(%s[%s])
+              ) > 0
+            ||| % [p.byGpu(c), sel('vram_cleanup_predictions_unmoved_total'), c.cleanupUnmovedWindow],
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'Cleanup before a predicted hard-limit breach did not move it.',
+              description: 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}: {{ printf "%.0f" $value }} predictive cleanup run(s) in the last ' + p.human(c.cleanupUnmovedWindow) + ' left its time to the hard limit no longer; the jobs did not release memory and the breach is still coming.',
+              runbook_url: runbook('VramCleanupPredictionUnmoved'),
+            },
+          },
           // Warning: a process's caching allocator keeps failing allocations, freeing its cache and
           // retrying (PyTorch's num_alloc_retries, reported by vram_client): it is thrashing at the edge of
           // its memory and an OOM is near. increase() ignores a restarted job's counter reset.
