@@ -77,13 +77,25 @@ impl Joiner {
                 now.duration_since(at) <= e.interval.max(poll_interval) * FRESH_INTERVALS
             })
         };
+        // Each GPU answers to its own UUID and its MIG instances' (a job on a MIG slice reports
+        // the slice; NVML lists its process on the parent), without the GPU-/MIG- prefix.
+        let keys: Vec<HashSet<String>> = sample
+            .devices
+            .iter()
+            .map(|d| {
+                std::iter::once(&d.identity.uuid)
+                    .chain(d.migs.iter().map(|m| &m.uuid))
+                    .map(|u| uuid_key(u).to_string())
+                    .collect()
+            })
+            .collect();
         let mut joined: HashSet<(u32, &str)> = HashSet::new();
-        let mut listed_ok: HashSet<String> = HashSet::new();
-        for dev in &mut sample.devices {
+        let mut listed_ok: HashSet<&str> = HashSet::new();
+        for (dev, keys) in sample.devices.iter_mut().zip(&keys) {
             let ProcessList::Listed(procs) = &mut dev.processes else {
                 continue;
             };
-            listed_ok.insert(dev.identity.uuid.clone());
+            listed_ok.extend(keys.iter().map(String::as_str));
             for p in procs.iter_mut() {
                 let Some(e) = table.get(&p.pid).filter(|e| fresh(e)) else {
                     continue;
@@ -91,10 +103,10 @@ impl Joiner {
                 if p.start_ticks != 0 && p.start_ticks != e.start_ticks {
                     continue; // another process now has that pid
                 }
-                let Some(d) = e.devices.iter().find(|d| d.uuid == dev.identity.uuid) else {
+                let Some(d) = e.devices.iter().find(|d| keys.contains(uuid_key(&d.uuid))) else {
                     continue;
                 };
-                joined.insert((p.pid, d.uuid.as_str()));
+                joined.insert((p.pid, uuid_key(&d.uuid)));
                 p.allocator = Some(Arc::new(ProcessAllocator {
                     stats: d.stats,
                     released: d.released,
@@ -105,24 +117,28 @@ impl Joiner {
         }
         // Count each new report's devices that no listed process on that GPU took; a GPU whose
         // process query failed this poll judges nothing.
-        let known: HashSet<&str> = sample
-            .devices
-            .iter()
-            .map(|d| d.identity.uuid.as_str())
-            .collect();
+        let known: HashSet<&str> = keys.iter().flatten().map(String::as_str).collect();
         for (pid, e) in &table {
             if !fresh(e) || self.counted.get(pid) == Some(&e.seq) {
                 continue;
             }
             self.counted.insert(*pid, e.seq);
             for d in &e.devices {
-                let judged =
-                    listed_ok.contains(d.uuid.as_str()) || !known.contains(d.uuid.as_str());
-                if judged && !joined.contains(&(*pid, d.uuid.as_str())) {
+                let key = uuid_key(&d.uuid);
+                let judged = listed_ok.contains(key) || !known.contains(key);
+                if judged && !joined.contains(&(*pid, key)) {
                     self.metrics.refused(Refusal::NotOnGpu);
                 }
             }
         }
         self.counted.retain(|pid, _| table.contains_key(pid));
     }
+}
+
+/// A GPU or MIG UUID without its "GPU-" or "MIG-" prefix: CUDA (and so PyTorch) gives the bare
+/// UUID and cannot tell a MIG slice's from a GPU's.
+fn uuid_key(uuid: &str) -> &str {
+    uuid.strip_prefix("GPU-")
+        .or_else(|| uuid.strip_prefix("MIG-"))
+        .unwrap_or(uuid)
 }

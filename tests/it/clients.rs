@@ -550,3 +550,38 @@ fn one_process_holds_two_connections_and_a_silent_one_is_closed() {
     assert_eq!(refused(&m, "identity"), 0.0);
     assert!(reserved(&m, job.pid()).is_some());
 }
+
+#[test]
+fn a_job_on_a_mig_slice_joins_its_parent_gpu() {
+    if !have_python() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("clients.sock");
+    // CUDA gives the slice's bare UUID; the client cannot tell it from a GPU's.
+    let slice = "c1ea0000-0000-4000-8000-0000000000a0";
+    let job = Py::job_with(
+        tmp.path(),
+        "job",
+        &socket,
+        GIB_U,
+        GIB_U,
+        &[("STAND_IN_TORCH_UUIDS", slice)],
+    );
+    let scenario = format!(
+        "[[device]]\nname = \"Sim A100\"\nuuid = \"{UUID0}\"\ntotal = \"40GiB\"\nreserved = \"0\"\n\
+         [[device.mig]]\nuuid = \"MIG-{slice}\"\ntotal = \"20GiB\"\n\
+         [[device.mig.process]]\npid_env = \"JOB\"\nname = \"JOB\"\nmemory_file_env = \"JOB_MEM\"\n"
+    );
+    let e = exporter(&scenario, &socket, "", job.env("JOB"));
+    let m = e.wait_metrics("the slice's report on the parent GPU", WAIT, |m| {
+        reserved(m, job.pid()).is_some()
+    });
+    let pid = job.pid().to_string();
+    let labels = [("pid", pid.as_str()), ("gpu", "0"), ("uuid", UUID0)];
+    assert_eq!(
+        m.value("vram_process_allocator_reserved_bytes", &labels),
+        Some(2.0 * GIB)
+    );
+    assert_eq!(refused(&m, "not_on_gpu"), 0.0);
+}
