@@ -72,6 +72,7 @@ impl Rig {
                 signal: parse_signal("bench", "SIGUSR1").unwrap(),
                 target: Target::All,
                 workloads: WorkloadFilter::default(),
+                min_reclaimable: 0,
             })],
             predict: None,
         };

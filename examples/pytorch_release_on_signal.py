@@ -1,83 +1,78 @@
-# pytorch_release_on_signal.py: frees PyTorch's cached GPU memory when vram-exporter sends SIGUSR1 (OOM prevention).
-"""Free PyTorch's cached GPU memory when vram-exporter asks (SIGUSR1 from a `signal` cleanup action).
+# pytorch_release_on_signal.py: a PyTorch job that reports its allocator to vram-exporter and frees its cache on SIGUSR1.
+"""A training-shaped PyTorch job with vram_client: the two lines every job adds, in context.
 
-Why this exists: PyTorch's caching allocator keeps freed blocks reserved for reuse, so NVML (and the
-exporter) sees them as used. When a GPU crosses its hard limit, vram-exporter's `signal` action sends
-SIGUSR1; this module answers with `gc.collect()` (drop unreachable tensors) and
-`torch.cuda.empty_cache()` (hand cached blocks back to the driver). Safe without torch: it then only
-runs the garbage collector and your callbacks.
+    import vram_client
+    vram_client.install()
 
-Use it by importing it (put this file on PYTHONPATH or copy it next to your script):
+`install()` reports what PyTorch's caching allocator holds (allocated, reserved, reclaimable
+cache, retries, OOMs) to vram-exporter's clients socket every second, for the GPUs this process
+already uses, and installs a SIGUSR1 handler: `gc.collect()` and `torch.cuda.empty_cache()` on
+those GPUs, then a report of what was released. vram-exporter's `signal` cleanup action sends
+SIGUSR1 when a GPU crosses its hard limit, to the processes with the most reclaimable cache
+first. `vram_client.annotate()` records phases for the exporter's JSON API.
 
-    import pytorch_release_on_signal
-    pytorch_release_on_signal.install()                 # release right away, from the handler
-    # or, to release only at points you choose (e.g. between training steps):
-    pytorch_release_on_signal.install(defer=True)
-    ...
-    pytorch_release_on_signal.release_if_requested()    # call this in your loop
+Why running the release in the handler is fine: a Python signal handler is not a C signal
+handler. CPython's C-level handler only sets a flag; the Python function runs later, in the main
+thread, between two bytecodes, so no CUDA call is interrupted half-way. If the main thread sits
+in a long C call (a blocking collective), the release waits for it; `install(defer=True)` plus
+`vram_client.release_if_requested()` once per step moves the work to a point you choose.
 
-Why running the work in the handler is fine: a Python signal handler is not a C signal handler.
-CPython's C-level handler only sets a flag; the Python function runs later, in the main thread,
-between two bytecodes. No C call (a CUDA kernel launch, an allocator call) is interrupted half-way, and
-the caching allocator is thread-safe against the other threads, so `empty_cache()` is safe there.
-The cost: the main thread pauses for the release, and if it is stuck in a long C call (a blocking
-collective, a `cuda.synchronize()`), the handler waits until that call returns. `defer=True` moves the
-work to a point of your choosing instead: the handler only sets a flag.
+Run it (a GPU and torch needed; `pip install ./clients/python`, or run from a checkout):
+
+    python examples/pytorch_release_on_signal.py --weights-gib 2 --activations-gib 1 --steps 100
+
+It keeps `--weights-gib` of "weights", allocates and frees `--activations-gib` of "activations"
+each step (PyTorch keeps them cached: reserved but reclaimable), then idles until interrupted,
+releasing its cache whenever SIGUSR1 arrives.
 """
 
-import gc
-import signal
+import argparse
+import os
 import sys
-import threading
+import time
 
-try:  # torch is optional: without it only gc and the callbacks run.
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
+try:
+    import vram_client
+except ImportError:  # run from a checkout without `pip install ./clients/python`
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "clients", "python"))
+    import vram_client
 
-_requested = threading.Event()
-_callbacks = []
+import torch
 
-
-def release():
-    """Frees what can be freed now; returns the bytes PyTorch handed back to the driver."""
-    gc.collect()
-    freed = 0
-    if torch is not None and torch.cuda.is_available():
-        before = torch.cuda.memory_reserved()
-        torch.cuda.empty_cache()
-        freed = max(0, before - torch.cuda.memory_reserved())
-    for callback in list(_callbacks):
-        callback()
-    print(f"pytorch_release_on_signal: released {freed} bytes", file=sys.stderr, flush=True)
-    return freed
+CHUNK = 64 << 20  # allocate in 64 MiB tensors
 
 
-def release_if_requested():
-    """With install(defer=True): runs release() if a signal arrived since the last call."""
-    if _requested.is_set():
-        _requested.clear()
-        return release()
-    return 0
+def tensors(gib, device):
+    return [torch.empty(CHUNK, dtype=torch.uint8, device=device) for _ in range(int(gib * (1 << 30)) // CHUNK)]
 
 
-def install(signum=signal.SIGUSR1, defer=False, on_release=None):
-    """Installs the handler (call from the main thread). `on_release` runs after each release."""
-    if on_release is not None:
-        _callbacks.append(on_release)
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights-gib", type=float, default=2.0)
+    ap.add_argument("--activations-gib", type=float, default=1.0)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--step-seconds", type=float, default=0.1)
+    args = ap.parse_args()
 
-    def handler(_signum, _frame):
-        if defer:
-            _requested.set()
-        else:
-            release()
-
-    signal.signal(signum, handler)
+    vram_client.install()  # report every second; SIGUSR1 → empty_cache() on the GPUs in use
+    device = "cuda"
+    vram_client.annotate("phase", name="load", weights_gib=args.weights_gib)
+    weights = tensors(args.weights_gib, device)
+    vram_client.annotate("phase", name="train", steps=args.steps)
+    for _ in range(args.steps):
+        activations = tensors(args.activations_gib, device)
+        del activations  # freed tensors stay cached: reserved, reclaimable
+        time.sleep(args.step_seconds)
+    vram_client.annotate("phase", name="idle")
+    print("pytorch_release_on_signal: %d weight tensors held; idle, SIGUSR1 releases the cache"
+          % len(weights), file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    # A demonstration: wait for SIGUSR1 and release, until interrupted.
-    install()
-    print("waiting for SIGUSR1; Ctrl-C to stop", file=sys.stderr, flush=True)
-    while True:
-        signal.pause()
+    main()

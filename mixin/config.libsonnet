@@ -35,6 +35,8 @@
     exporterDownFor: '5m',
     exporterAbsentFor: '10m',
     cleanupFailedWindow: '10m',
+    allocatorRetriesWindow: '10m',  // increase() window of the allocator's retry counter (vram_client)
+    allocatorOomWindow: '10m',  // increase() window of the allocator's OOM counter
     cleanupUnmovedWindow: '30m',  // increase() window of vram_cleanup_predictions_unmoved_total
 
     // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).

@@ -51,6 +51,9 @@ pub struct Gpu<'a> {
     pub allocations: Vec<Allocation<'a>>,
     /// How many more allocations the GPU has than `allocations` lists.
     pub allocations_omitted: usize,
+    /// The processes the GPU's latest cleanup run signalled: predicted versus measured reclaim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_reclaim: Vec<crate::api_allocator::CleanupReclaim>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +80,9 @@ pub struct Process<'a> {
     pub leak_rate_bytes_per_second: f64,
     /// The Kubernetes pod and container; null outside Kubernetes.
     pub workload: Option<Workload<'a>>,
+    /// The process's own allocator report (`vram_client`); absent without a fresh one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<crate::api_allocator::Allocator<'a>>,
     /// The configured signal and kill actions that would spare the process, and why (empty when
     /// none would, or cleanup is off).
     pub spared: Vec<Spared>,
@@ -149,6 +155,24 @@ impl<'a> GpusResponse<'a> {
     }
 }
 
+impl GpusResponse<'_> {
+    /// Adds each GPU's latest cleanup run's per-process reclaim (from cleanup's board).
+    pub fn with_reclaims(
+        mut self,
+        board: &std::collections::HashMap<
+            String,
+            std::sync::Arc<[crate::cleanup::reclaim::ProcessReclaim]>,
+        >,
+    ) -> Self {
+        for g in &mut self.gpus {
+            if let Some(r) = board.get(g.uuid) {
+                g.cleanup_reclaim = crate::api_allocator::CleanupReclaim::list(r);
+            }
+        }
+        self
+    }
+}
+
 impl<'a> Gpu<'a> {
     fn new(g: &'a GpuView, max_processes: usize, rules: &SpareRules) -> Self {
         let listed = g.processes.len().min(max_processes);
@@ -188,6 +212,7 @@ impl<'a> Gpu<'a> {
                 })
                 .collect(),
             allocations_omitted: g.allocations.omitted,
+            cleanup_reclaim: Vec::new(),
         }
     }
 }
@@ -219,6 +244,7 @@ impl<'a> Process<'a> {
                 container_id: &w.container_id,
                 name_source: w.names.as_str(),
             }),
+            allocator: crate::api_allocator::Allocator::new(p),
             spared: rules
                 .verdicts(p)
                 .into_iter()

@@ -5,7 +5,7 @@
 //! [`RawConfig::validate`] turns it into [`Config`], whose types are already checked. Each section
 //! is owned and validated by the module that uses it (`[poll]` by `poller`, `[limits]` by
 //! `policy::limits`, `[leak]` by `drift`, `[processes]` by `exposition`, `[nvml]` by `nvml`,
-//! `[web]` by `web::section`, `[cleanup]` by `cleanup`, `[kubernetes]` by `kubernetes`); this module only layers the input and
+//! `[web]` by `web::section`, `[cleanup]` by `cleanup`, `[kubernetes]` by `kubernetes`, `[clients]` by `clients`); this module only layers the input and
 //! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
 //! nothing is applied until the whole configuration is valid.
 
@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cleanup::{CleanupConfig, RawCleanup};
+use crate::clients::{ClientsConfig, RawClients};
 use crate::drift::{LeakConfig, RawLeak};
 use crate::exposition::RawProcesses;
 use crate::input::ConfigError;
@@ -41,6 +42,7 @@ pub struct RawConfig {
     pub nvml: RawNvml,
     pub cleanup: RawCleanup,
     pub kubernetes: RawKubernetes,
+    pub clients: RawClients,
     pub log: RawLog,
 }
 
@@ -265,6 +267,7 @@ pub struct Config {
     pub nvml_library: Option<PathBuf>,
     pub cleanup: CleanupConfig,
     pub kubernetes: KubernetesConfig,
+    pub clients: ClientsConfig,
     pub log: LogConfig,
 }
 
@@ -278,6 +281,7 @@ impl RawConfig {
         let mut web = self.web.validate()?;
         let cleanup = self.cleanup.validate()?;
         let kubernetes = self.kubernetes.validate()?;
+        let clients = self.clients.validate(&self.kubernetes.proc_root)?;
         let log = self.log.validate()?;
         // The web configuration file is read last: its errors are reported after every key's.
         web.security = crate::web::WebSettings::load_optional(self.web.config_file.as_deref())?;
@@ -290,6 +294,7 @@ impl RawConfig {
             nvml_library: self.nvml.library.clone(),
             cleanup,
             kubernetes,
+            clients,
             log,
         })
     }

@@ -15,7 +15,8 @@ use crate::policy::limits::LimitsConfig;
 use crate::policy::predict::{self, PredictRule, PredictState, Trigger};
 use crate::policy::{self, Level, Limits, PolicyState};
 use crate::sample::{
-    Allocations, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
+    Allocations, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessAllocator,
+    ProcessList, Workload,
 };
 
 /// What the exporter knows after one poll; cheap to share (`Arc`), never mutated.
@@ -85,6 +86,8 @@ pub struct ProcessView {
     pub leak_rate: f64,
     /// The Kubernetes pod and container of the process; None outside Kubernetes.
     pub workload: Option<Arc<Workload>>,
+    /// The process's own allocator report for this GPU (`clients`); None without a fresh one.
+    pub allocator: Option<Arc<ProcessAllocator>>,
 }
 
 /// What the engine keeps of a process between polls: its drift tracker, its last allocation and
@@ -305,6 +308,8 @@ impl DeviceState {
                         leak_drift_bytes: p.tracker.leak().drift,
                         leak_rate: p.tracker.leak().rate,
                         workload: p.workload.clone(),
+                        // A held list republishes no allocator report: it may be stale.
+                        allocator: None,
                     })
                     .collect();
                 held.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
@@ -331,6 +336,7 @@ impl DeviceState {
                 leak_drift_bytes: tracker.leak().drift,
                 leak_rate: tracker.leak().rate,
                 workload: p.workload.clone(),
+                allocator: p.allocator.clone(),
             });
             live.insert(
                 key,

@@ -338,10 +338,12 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
             }
         }
     }
+    // Allocator reports from clients (nothing when no process reports).
+    crate::exposition_allocator::render(w, &labels);
     Bytes::from(out)
 }
 
-fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
 }
@@ -402,10 +404,10 @@ fn per_process<V: std::fmt::Display>(
 /// GPU's `gpu,uuid`, each published process's `gpu,uuid,pid,process,namespace,pod,container`
 /// (top N of up GPUs; the workload labels empty when unknown) and, for those in a pod,
 /// `gpu,uuid,pid,process,pod_uid,container_id,name_source`.
-struct Labels<'a> {
-    s: &'a Snapshot,
-    gpu: Vec<String>,
-    process: Vec<Vec<String>>,
+pub(crate) struct Labels<'a> {
+    pub(crate) s: &'a Snapshot,
+    pub(crate) gpu: Vec<String>,
+    pub(crate) process: Vec<Vec<String>>,
     info: Vec<Vec<Option<String>>>,
 }
 

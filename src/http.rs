@@ -38,6 +38,8 @@ pub struct AppState {
     pub telemetry_path: Arc<str>,
     /// The cleanup actions' sparing rules, for `/api/v1/gpus`.
     pub spare_rules: Arc<crate::cleanup::spare::SpareRules>,
+    /// Cleanup's predicted versus measured reclaim per process, for `/api/v1/gpus`.
+    pub reclaims: crate::cleanup::reclaim::ReclaimBoard,
 }
 
 impl AppState {
@@ -174,11 +176,15 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn gpus(State(state): State<AppState>) -> Response {
     let published = state.latest();
-    Json(GpusResponse::new(
-        &published.snapshot,
-        published.max_processes_per_gpu,
-        &state.spare_rules,
-    ))
+    let reclaims = state.reclaims.read().map(|b| b.clone()).unwrap_or_default();
+    Json(
+        GpusResponse::new(
+            &published.snapshot,
+            published.max_processes_per_gpu,
+            &state.spare_rules,
+        )
+        .with_reclaims(&reclaims),
+    )
     .into_response()
 }
 

@@ -6,13 +6,16 @@
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;
+pub mod api_allocator;
 pub mod build_info;
 pub mod cleanup;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod drift;
 pub mod engine;
 pub mod exposition;
+pub mod exposition_allocator;
 pub mod files;
 pub mod http;
 pub mod input;
@@ -50,6 +53,8 @@ pub enum RunError {
     },
     #[error("cannot start the poller thread: {0}")]
     Poller(std::io::Error),
+    #[error("cannot listen on the clients socket: {0}")]
+    Clients(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -75,10 +80,20 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some((a, tasks)) => (Some(a), tasks),
         None => (None, Vec::new()),
     };
+    // Allocator reports: the listener runs here, the join with each sample on the poller.
+    let (joiner, clients_task) =
+        match clients::start(&config.clients, &telemetry.registry).map_err(RunError::Clients)? {
+            Some((j, task)) => (Some(j), Some(task)),
+            None => (None, None),
+        };
+    let annotators = poller::Annotators {
+        kubernetes: attributor,
+        clients: joiner,
+    };
     let poller = poller::Poller::spawn(
         source,
         engine,
-        attributor,
+        annotators,
         config.poll_interval,
         config.max_processes_per_gpu,
         telemetry.clone(),
@@ -86,13 +101,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     )
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
-    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone());
+    let reclaims = cleanup::reclaim::ReclaimBoard::default();
+    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone(), reclaims.clone());
 
     let state = http::AppState {
         published: rx,
         telemetry,
         telemetry_path: config.web.telemetry_path.as_str().into(),
         spare_rules: Arc::new(cleanup::spare::SpareRules::new(&config.cleanup)),
+        reclaims,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -154,6 +171,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     for task in kubernetes_tasks {
         task.abort();
+    }
+    if let Some(task) = clients_task {
+        task.abort();
+        clients::remove_socket(&config.clients);
     }
     poller.shutdown(Duration::from_secs(2));
     served.map_err(RunError::Serve)

@@ -383,6 +383,7 @@ fn read_processes(
             start_ticks,
             allocated: bytes,
             workload: None,
+            allocator: None,
         });
     }
     merged.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));

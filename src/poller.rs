@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::clients::Joiner;
 use crate::engine::Engine;
 use crate::input::{parse_duration_within, ConfigError};
 use crate::kubernetes::Attributor;
@@ -53,6 +54,15 @@ impl RawPoll {
     }
 }
 
+/// What the poller thread adds to each sample from sources other than NVML, before the engine.
+#[derive(Default)]
+pub struct Annotators {
+    /// Kubernetes workloads (when attribution is on).
+    pub kubernetes: Option<Attributor>,
+    /// The newest allocator reports of clients (when the clients socket listens).
+    pub clients: Option<Joiner>,
+}
+
 /// A running poller; dropping the handle's `stop` sender ends the thread at its next tick.
 pub struct Poller {
     stop: mpsc::Sender<()>,
@@ -61,12 +71,12 @@ pub struct Poller {
 
 impl Poller {
     /// Starts polling at once and then every `interval`, publishing into `publish` with at most
-    /// `max_processes_per_gpu` process series per GPU in the exposition; `attributor` (when
-    /// Kubernetes attribution is on) annotates each sample with workloads before the engine.
+    /// `max_processes_per_gpu` process series per GPU in the exposition; `annotators` add
+    /// workloads and allocator reports to each sample before the engine.
     pub fn spawn(
         mut source: NvmlSource,
         mut engine: Engine,
-        mut attributor: Option<Attributor>,
+        mut annotators: Annotators,
         interval: Duration,
         max_processes_per_gpu: usize,
         telemetry: Telemetry,
@@ -80,8 +90,11 @@ impl Poller {
                 loop {
                     let started = Instant::now();
                     let mut sample = source.poll();
-                    if let Some(a) = &mut attributor {
+                    if let Some(a) = &mut annotators.kubernetes {
                         a.annotate(&mut sample);
+                    }
+                    if let Some(j) = &mut annotators.clients {
+                        j.annotate(&mut sample, interval);
                     }
                     for e in &sample.errors {
                         let gpu = e.gpu.map(|g| g.to_string()).unwrap_or_default();

@@ -30,9 +30,31 @@ pub fn proc_name(pid: u32) -> Option<String> {
     Some(display_name(name))
 }
 
+/// Reads a process's state and start ticks under another proc root (the host's /proc as mounted).
+pub fn proc_stat_at(root: &std::path::Path, pid: u32) -> Option<ProcStat> {
+    parse_stat(&read_at(root, pid, "stat", STAT_LIMIT)?)
+}
+
+/// The process's pid in its own (innermost) PID namespace: the last `NSpid:` field of
+/// `<root>/<pid>/status`; None when the file or the field cannot be read.
+pub fn innermost_pid_at(root: &std::path::Path, pid: u32) -> Option<u32> {
+    let status = read_at(root, pid, "status", 16 * 1024)?;
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"NSpid:"))?;
+    let last = line
+        .split(|b| b.is_ascii_whitespace())
+        .rfind(|f| !f.is_empty())?;
+    std::str::from_utf8(last).ok()?.parse().ok()
+}
+
 fn read_proc(pid: u32, file: &str, limit: u64) -> Option<Vec<u8>> {
+    read_at(std::path::Path::new("/proc"), pid, file, limit)
+}
+
+fn read_at(root: &std::path::Path, pid: u32, file: &str, limit: u64) -> Option<Vec<u8>> {
     use std::io::Read as _;
-    let f = std::fs::File::open(format!("/proc/{pid}/{file}")).ok()?;
+    let f = std::fs::File::open(root.join(pid.to_string()).join(file)).ok()?;
     let mut bytes = Vec::with_capacity(512);
     f.take(limit).read_to_end(&mut bytes).ok()?;
     Some(bytes)

@@ -39,6 +39,58 @@ pub struct ProcessSample {
     /// The Kubernetes pod and container the process runs in (`kubernetes`); None outside
     /// Kubernetes or with attribution off.
     pub workload: Option<Arc<Workload>>,
+    /// What the process's own allocator reported for this GPU (`clients`); None without a fresh
+    /// report.
+    pub allocator: Option<Arc<ProcessAllocator>>,
+}
+
+/// What a process's memory allocator (PyTorch's caching allocator) holds on one GPU, as the
+/// process itself reported it through `vram_client`. The process's own claims: they order and
+/// skip cleanup signals, never widen what an action may touch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes in live tensors.
+    pub allocated: u64,
+    /// Bytes the allocator holds from the driver (live tensors and its cache).
+    pub reserved: u64,
+    /// Bytes in active blocks (live tensors and blocks awaiting a stream's use).
+    pub active: u64,
+    /// Bytes in free pieces of split blocks: cached but not releasable (fragmentation).
+    pub inactive_split: u64,
+    pub peak_reserved: u64,
+    /// Allocations that failed once, freed the cache and retried (`num_alloc_retries`).
+    pub alloc_retries: u64,
+    /// Allocations that failed with an out-of-memory error (`num_ooms`).
+    pub ooms: u64,
+}
+
+impl AllocatorStats {
+    /// What `empty_cache()` can hand back: reserved memory in no active block and in no split
+    /// block.
+    pub fn reclaimable(&self) -> u64 {
+        self.reserved
+            .saturating_sub(self.active.max(self.allocated))
+            .saturating_sub(self.inactive_split)
+    }
+}
+
+/// An event a process annotated (`vram_client.annotate`): a name and a few fields as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEvent {
+    pub at: SystemTime,
+    pub event: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// A process's newest fresh allocator report for one GPU, with its latest events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessAllocator {
+    pub stats: AllocatorStats,
+    /// Bytes the process said its last release handed back, when its newest report followed one.
+    pub released: Option<u64>,
+    pub reported_at: SystemTime,
+    /// The process's last few events, oldest first.
+    pub events: Arc<[ClientEvent]>,
 }
 
 /// Which Kubernetes workload a process belongs to: the pod UID and container ID from its cgroup,

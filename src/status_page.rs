@@ -157,8 +157,32 @@ fn gpu_card(h: &mut String, g: &GpuView) {
             );
         }
         h.push_str("</table>\n");
+        allocator_notes(h, g);
     }
     h.push_str("</section>\n");
+}
+
+/// One line per listed process with an allocator report (`vram_client`): its cache, the memory
+/// outside its allocator and its latest event.
+fn allocator_notes(h: &mut String, g: &crate::engine::GpuView) {
+    for p in g.processes.iter().take(CARD_PROCESSES) {
+        let Some(a) = p.allocator.as_deref() else {
+            continue;
+        };
+        let event = a.events.last().map_or(String::new(), |e| {
+            let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(" · last event {} {}", e.event, fields.join(" "))
+        });
+        let _ = writeln!(
+            h,
+            "<p class=\"alloc\">pid {}: allocator reserved {}, reclaimable {}, outside the allocator {}{}</p>",
+            p.pid,
+            gib(a.stats.reserved),
+            gib(a.stats.reclaimable()),
+            gib(p.allocated.saturating_sub(a.stats.reserved)),
+            Html(&event)
+        );
+    }
 }
 
 /// "namespace/pod/container" as far as known, the pod UID when the names are not; empty outside

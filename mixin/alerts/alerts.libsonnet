@@ -24,6 +24,13 @@ local p = import '../lib/promql.libsonnet';
       + '{{ if .Labels.pod }} in pod {{ .Labels.namespace }}/{{ .Labels.pod }}{{ if .Labels.container }}, container {{ .Labels.container }}{{ end }}{{ end }}'
       + ', {{ .Value | humanize1024 }}B.{{ end }}{{ end }}',
 
+    // How much of the GPU the processes' allocators could hand back on a cleanup signal; nothing when no
+    // process reports (vram_client).
+    local reclaimable =
+      '{{ with printf "vram_allocator_reclaimable_bytes{' + c.clusterLabel + '=%q,job=%q,instance=%q,gpu=%q}" $labels.' + c.clusterLabel
+      + ' $labels.job $labels.instance $labels.gpu | query }} Reclaimable allocator cache: {{ . | first | value | humanize1024 }}B (a cleanup signal frees it first).{{ end }}',
+    local process = 'pid {{ $labels.pid }} ({{ $labels.process }}){{ if $labels.pod }} in pod {{ $labels.namespace }}/{{ $labels.pod }}{{ end }} on GPU {{ $labels.gpu }} ({{ $labels.uuid }}) of {{ $labels.instance }}',
+
     groups+: [
       {
         name: 'vram-exporter.alerts',
@@ -54,7 +61,7 @@ local p = import '../lib/promql.libsonnet';
             annotations: {
               summary: 'GPU memory crossed its hard limit; an out-of-memory error is imminent.',
               description: gpu + ' is at or has just crossed its hard limit: {{ $value | humanize1024 }}B allocated now, hard limit '
-                           + lookup('vram_hard_limit_bytes') + ' of ' + lookup('vram_total_bytes') + '.' + topProcess,
+                           + lookup('vram_hard_limit_bytes') + ' of ' + lookup('vram_total_bytes') + '.' + topProcess + reclaimable,
               runbook_url: runbook('VramHardLimitBreached'),
             },
           },
@@ -198,6 +205,39 @@ local p = import '../lib/promql.libsonnet';
               summary: 'Cleanup before a predicted hard-limit breach did not move it.',
               description: 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}: {{ printf "%.0f" $value }} predictive cleanup run(s) in the last ' + p.human(c.cleanupUnmovedWindow) + ' left its time to the hard limit no longer; the jobs did not release memory and the breach is still coming.',
               runbook_url: runbook('VramCleanupPredictionUnmoved'),
+            },
+          },
+          // Warning: a process's caching allocator keeps failing allocations, freeing its cache and
+          // retrying (PyTorch's num_alloc_retries, reported by vram_client): it is thrashing at the edge of
+          // its memory and an OOM is near. increase() ignores a restarted job's counter reset.
+          {
+            alert: 'VramAllocatorRetries',
+            expr: |||
+              sum %s (
+                increase(%s[%s])
+              ) > 0
+            ||| % [p.byGpu(c, ['pid', 'process', 'namespace', 'pod']), sel('vram_process_allocator_alloc_retries_total'), c.allocatorRetriesWindow],
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: "A process's GPU memory allocator is retrying allocations; an out-of-memory error is near.",
+              description: 'The allocator of ' + process + ' retried {{ printf "%.0f" $value }} allocation(s) in the last ' + p.human(c.allocatorRetriesWindow)
+                           + ' after freeing its cache: it runs at the edge of its memory.',
+              runbook_url: runbook('VramAllocatorRetries'),
+            },
+          },
+          // Warning: a process's allocator reported out-of-memory errors (PyTorch's num_ooms).
+          {
+            alert: 'VramAllocatorOOM',
+            expr: |||
+              sum %s (
+                increase(%s[%s])
+              ) > 0
+            ||| % [p.byGpu(c, ['pid', 'process', 'namespace', 'pod']), sel('vram_process_allocator_ooms_total'), c.allocatorOomWindow],
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'A process hit out-of-memory errors on its GPU.',
+              description: 'The allocator of ' + process + ' reported {{ printf "%.0f" $value }} out-of-memory error(s) in the last ' + p.human(c.allocatorOomWindow) + '.',
+              runbook_url: runbook('VramAllocatorOOM'),
             },
           },
         ],

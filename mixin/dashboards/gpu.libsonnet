@@ -98,23 +98,36 @@ local p = import '../lib/promql.libsonnet';
           transformations: [{ id: 'merge', options: {} }] + super.transformations,
         },
 
-        g.row(203, 'Cleanups', 45),
-        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by trigger (hard: above the hard limit; predicted: before it), action and result; 0 where cleanup is off.', g.grid(0, 46, 12, 8),
+        // What each reporting process's allocator holds (vram_client), stacked so the four parts add up
+        // to NVML's bytes for the process: live tensors, cache the allocator cannot hand back (split
+        // blocks, blocks awaiting a stream), cache empty_cache() can hand back, and memory outside the
+        // allocator (CUDA context, NCCL, cuBLAS workspaces). Empty without allocator reports.
+        g.timeseries(22, 'Allocator memory by process', "NVML's bytes of each process with an allocator report, stacked: live tensors, cache held but not releasable, reclaimable cache (what a cleanup signal frees), and memory outside the allocator. Empty unless jobs run vram_client.", g.grid(0, 45, 24, 9),
+                     g.targets([
+                       ['vram_process_allocator_allocated_bytes{%s,namespace=~"$namespace"}' % S, '{{process}} ({{pid}}) allocated'],
+                       ['clamp_min(vram_process_allocator_reserved_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_allocated_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_reclaimable_bytes{%(s)s,namespace=~"$namespace"}, 0)' % { s: S }, '{{process}} ({{pid}}) held cache'],
+                       ['vram_process_allocator_reclaimable_bytes{%s,namespace=~"$namespace"}' % S, '{{process}} ({{pid}}) reclaimable'],
+                       ['clamp_min(vram_process_allocated_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_reserved_bytes{%(s)s,namespace=~"$namespace"}, 0)' % { s: S }, '{{process}} ({{pid}}) non-allocator'],
+                     ]), 'bytes')
+        + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
+
+        g.row(203, 'Cleanups', 54),
+        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by trigger (hard: above the hard limit; predicted: before it), action and result; 0 where cleanup is off.', g.grid(0, 55, 12, 8),
                      g.targets([['sum by (%s, %s, gpu, trigger, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], '{{trigger}} {{action}} {{result}}']]), 'short', bars=true)
         + { fieldConfig+: { overrides: [g.colorOverride('failed', 'red')] } },
-        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 46, 8, 8),
+        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 55, 8, 8),
                      g.targets([['vram_cleanup_reclaimed_bytes{%s} or (vram_total_bytes{%s} * 0)' % [S, S], 'reclaimed']]), 'bytes'),
-        g.stat(32, 'Predictions unmoved', "Predictive cleanup runs in the dashboard's time range after which this GPU's time to its hard limit did not grow. Alert: VramCleanupPredictionUnmoved.", g.grid(20, 46, 4, 8),
+        g.stat(32, 'Predictions unmoved', "Predictive cleanup runs in the dashboard's time range after which this GPU's time to its hard limit did not grow. Alert: VramCleanupPredictionUnmoved.", g.grid(20, 55, 4, 8),
                g.targets([['sum(increase(vram_cleanup_predictions_unmoved_total{%s}[$__range])) or vector(0)' % S, 'unmoved']]), 'none',
                g.thresholdColors([['green', null], ['orange', 1]])) + { fieldConfig+: { defaults+: { decimals: 0 } } },
 
-        g.row(204, 'Exporter', 54),
-        g.timeseries(40, 'Poll duration', "Median and 99th percentile of the exporter's poll cycle on this host.", g.grid(0, 55, 12, 8),
+        g.row(204, 'Exporter', 63),
+        g.timeseries(40, 'Poll duration', "Median and 99th percentile of the exporter's poll cycle on this host.", g.grid(0, 64, 12, 8),
                      g.targets([
                        ['histogram_quantile(0.5, sum by (%s, le) (rate(vram_exporter_poll_duration_seconds_bucket{%s}[$__rate_interval])))' % [cl, N], 'p50'],
                        ['histogram_quantile(0.99, sum by (%s, le) (rate(vram_exporter_poll_duration_seconds_bucket{%s}[$__rate_interval])))' % [cl, N], 'p99'],
                      ]), 's'),
-        g.timeseries(41, 'Poll errors for this GPU', 'NVML call errors per second for this GPU by operation; 0 when there are none.', g.grid(12, 55, 12, 8),
+        g.timeseries(41, 'Poll errors for this GPU', 'NVML call errors per second for this GPU by operation; 0 when there are none.', g.grid(12, 64, 12, 8),
                      g.targets([['sum by (%s, operation) (rate(vram_exporter_poll_errors_total{%s}[$__rate_interval])) or sum by (%s) (vram_device_up{%s} * 0)' % [cl, S, cl, S], '{{operation}}']]), 'reqps'),
       ],
       [g.dashboardLink('Fleet overview', '/d/%s/vram-fleet-overview' % c.dashboardUIDs['vram-fleet.json'], 'Back to all GPUs')],

@@ -225,6 +225,30 @@ def judge_reclaimed(released, reclaimed, tolerance=0.05, slack=4 * MIB):
     )
 
 
+def judge_allocator_reserved(reserved, nvml_bytes, slack=2 * MIB):
+    """(ok, text): what the job's allocator reports holding (vram_client) cannot exceed what NVML
+    lists for the process (context and other allocators come on top); `slack`: NVML's rounding."""
+    if reserved is None or nvml_bytes is None:
+        return False, "no allocator report of the job is published"
+    ok = reserved <= nvml_bytes + slack
+    word = "within" if ok else "above"
+    return ok, (f"reported reserved {fmt_bytes(reserved)} is {word} NVML's {fmt_bytes(nvml_bytes)} "
+                f"for the process (non-allocator {fmt_bytes(max(0, nvml_bytes - reserved))})")
+
+
+def judge_release_prediction(predicted, freed, tolerance=0.10, slack=2 * MIB):
+    """(ok, text): what SIGUSR1 freed (NVML's drop for the process) against the reclaimable bytes
+    the job reported just before it, within `tolerance` of the prediction."""
+    if predicted is None:
+        return False, "no reclaimable figure was reported before the signal"
+    if freed is None:
+        return False, "the process's NVML bytes could not be read after the signal"
+    ok = predicted > 0 and abs(freed - predicted) <= predicted * tolerance + slack
+    rel = "within" if ok else "not within"
+    return ok, (f"SIGUSR1 freed {fmt_bytes(freed)}, {rel} {tolerance:.0%} of the "
+                f"{fmt_bytes(predicted)} reported reclaimable")
+
+
 def rate_from_drift(drift, window):
     """A leak rate (bytes/s) from drift over a full leak window: drift = rate × window."""
     if drift is None or window <= 0:

@@ -28,6 +28,8 @@ JOB_NAME = "gpu-check-job"
 # nvml-sim scenarios put the job on a simulated GPU with these (pid_env / memory_file_env).
 JOB_PID_ENV = "GPU_CHECK_JOB_PID"
 JOB_MEM_ENV = "GPU_CHECK_JOB_MEM"
+# Where the job's vram_client finds the exporter's clients socket.
+CLIENT_SOCKET_ENV = "VRAM_EXPORTER_CLIENT_SOCKET"
 
 
 def _size(text):
@@ -251,8 +253,10 @@ class Job:
             argv += ["--device", "0"]
         else:
             mem = os.path.join(run.tmp, "job.mem")
-            argv += ["--memory-file", mem]
+            argv += ["--memory-file", mem, "--uuid", {i: u for i, _, u in run.reader.describe()}[gpu]]
             run.env[JOB_MEM_ENV] = os.environ[JOB_MEM_ENV] = mem
+        run.env[CLIENT_SOCKET_ENV] = os.path.join(run.tmp, "clients.sock")
+        env = dict(env, **{CLIENT_SOCKET_ENV: run.env[CLIENT_SOCKET_ENV]})
         self.p = procs.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.lines = procs.Lines(self.p.stdout)
         self.pid = self.p.pid
@@ -378,6 +382,9 @@ type = "signal"
 signal = "SIGUSR1"
 target = "match"
 name_regex = "^{JOB_NAME}$"
+[clients]
+enabled = true
+socket = "{run.env[CLIENT_SOCKET_ENV]}"
 """
     exporter = run.exporter(config, "job.toml")
     g, pid = str(gpu), str(j.pid)
@@ -435,7 +442,38 @@ name_regex = "^{JOB_NAME}$"
     s = checks.parse_exposition(exporter.metrics())
     actual = done["bytes"] / done["seconds"]
     run.sections.append(leak_section(s, g, pid, actual, window, seconds))
+    allocator_section(run, j, exporter, gpu)
     return exporter
+
+
+def allocator_section(run, j, exporter, gpu):
+    """The job's vram_client reports: reserved within NVML's bytes for the process, and SIGUSR1
+    freeing what the job reported as reclaimable."""
+    poll, step = run.args.poll, run.args.step
+    g, pid = str(gpu), str(j.pid)
+    c = []
+
+    def fig(s, name):
+        return checks.value(s, name, gpu=g, pid=pid)
+
+    j.send(f"alloc_cached spare {step}")
+    j.wait("allocated", 60)
+    # A report taken after the allocation: the cache holds the step.
+    s, seen = wait_metrics(exporter, lambda s: (fig(s, "vram_process_allocator_reclaimable_bytes")
+                                                or 0) >= 0.9 * step, 10)
+    c.append((seen, f"the job's allocator report is published (pid {j.pid}, GPU {gpu})"))
+    nvml, predicted = fig(s, "vram_process_allocated_bytes"), fig(
+        s, "vram_process_allocator_reclaimable_bytes")
+    c.append(checks.judge_allocator_reserved(fig(s, "vram_process_allocator_reserved_bytes"), nvml))
+    os.kill(j.pid, signal.SIGUSR1)
+    j.wait("signal", 10)
+    target = (nvml or 0) - 0.9 * (predicted or 0)
+    s, _ = wait_metrics(exporter, lambda s: (fig(s, "vram_process_allocated_bytes") or 0) <= target,
+                        checks.max_reaction(poll))
+    after = fig(s, "vram_process_allocated_bytes")
+    freed = None if nvml is None or after is None else nvml - after
+    c.append(checks.judge_release_prediction(predicted, freed))
+    run.sections.append(section("allocator reports (vram_client)", c))
 
 
 def leak_section(samples, gpu, pid, actual, window, seconds):

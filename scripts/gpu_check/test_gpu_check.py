@@ -163,6 +163,27 @@ class PureChecks(unittest.TestCase):
         self.assertEqual(s["status"], "FAIL")  # 50 MiB/s reported for 100 MiB/s: -50 %
         self.assertIn("vram_process_leak_rate_bytes_per_second", " ".join(s["lines"]))
 
+    def test_reported_reserved_must_fit_in_nvml_bytes(self):
+        ok, text = checks.judge_allocator_reserved(3 * GIB, 3 * GIB + 300 * MIB)
+        self.assertTrue(ok, text)
+        self.assertIn("non-allocator 300.0 MiB", text)
+        self.assertTrue(checks.judge_allocator_reserved(3 * GIB + MIB, 3 * GIB)[0])  # NVML rounding
+        ok, text = checks.judge_allocator_reserved(4 * GIB, 3 * GIB)
+        self.assertFalse(ok)
+        self.assertIn("above NVML's", text)
+        self.assertFalse(checks.judge_allocator_reserved(None, 3 * GIB)[0])
+
+    def test_a_release_must_free_within_ten_percent_of_the_reported_reclaimable(self):
+        self.assertTrue(checks.judge_release_prediction(GIB, GIB)[0])
+        self.assertTrue(checks.judge_release_prediction(GIB, int(0.91 * GIB))[0])
+        ok, text = checks.judge_release_prediction(GIB, int(0.8 * GIB))
+        self.assertFalse(ok)
+        self.assertIn("not within 10%", text)
+        self.assertFalse(checks.judge_release_prediction(GIB, int(1.2 * GIB))[0])
+        self.assertFalse(checks.judge_release_prediction(0, 0)[0])  # nothing predicted: no evidence
+        self.assertFalse(checks.judge_release_prediction(None, GIB)[0])
+        self.assertFalse(checks.judge_release_prediction(GIB, None)[0])
+
     def test_report_says_fail_when_any_section_fails(self):
         good = checks.section("a", [(True, "fine")])
         bad = checks.section("b", [(True, "fine"), (False, "broken")])
@@ -270,7 +291,7 @@ class OnNvmlSim(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         status = {s["title"]: s["status"] for s in result["sections"]}
         self.assertEqual(set(status.values()), {"OK"}, r.stdout)
-        self.assertEqual(len(status), 4, r.stdout)
+        self.assertEqual(len(status), 5, r.stdout)
         out = r.stdout
         self.assertIn("driver: 580.159.04", out)
         self.assertIn("ok    3 scrapes × 2 GPU(s)", out)
@@ -283,6 +304,9 @@ class OnNvmlSim(unittest.TestCase):
         self.assertIn("ok    reclaimed 1.00 GiB (1073741824 B) matches", out)
         self.assertIn('vram_cleanups_total{action="signal",result="ok"} 1.0 (one run)', out)
         self.assertRegex(out, r"ok    \S+ MiB/s reported vs \S+ MiB/s leaked")
+        self.assertIn("ok    the job's allocator report is published", out)
+        self.assertRegex(out, r"ok    reported reserved \S+ GiB is within NVML's")
+        self.assertRegex(out, r"ok    SIGUSR1 freed \S+ GiB, within 10% of the \S+ GiB reported reclaimable")
         self.assertTrue(out.endswith("RESULT: OK\n"), out)
         if os.environ.get("GPU_CHECK_SHOW"):
             print(out)

@@ -11,24 +11,28 @@ event per line on stdout:
     leak RATE SECONDS         allocate RATE bytes/s for SECONDS, keeping it all → "leaked"
     quit
 
-SIGUSR1 goes through examples/pytorch_release_on_signal.py (the handler users install): gc +
+SIGUSR1 goes through vram_client (clients/python, the handler users install): gc +
 torch.cuda.empty_cache(); the job then reports {"event": "signal", "t_signal", "t_released",
-"freed"}. Times are time.monotonic() (CLOCK_MONOTONIC, shared by every process of the host).
+"freed"}. vram_client also reports the allocator to the exporter's clients socket
+($VRAM_EXPORTER_CLIENT_SOCKET). Times are time.monotonic() (CLOCK_MONOTONIC, shared by every process of the host).
 
 Backends: `torch` (a real CUDA device; the default) and `memfile`, which stands in for PyTorch on
 nvml-sim: it keeps the same books (context + held blocks + cached blocks) and writes their sum to
-the memory file nvml-sim reads for this process (`memory_file_env` in the scenario).
+the memory file nvml-sim reads for this process (`memory_file_env` in the scenario); a `torch`
+module stands in for PyTorch's allocator statistics from those books, so vram_client reports them.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(HERE, "..", "..", "examples")
+CLIENT = os.path.join(HERE, "..", "..", "clients", "python")
 
 MIB = 1 << 20
 # PyTorch's caching allocator gives requests of 10 MiB or more their own 2 MiB-rounded segment;
@@ -84,6 +88,32 @@ class MemFileBackend:
         return self.leaked
 
 
+def memfile_torch(backend, uuid):
+    """A `torch` module answering vram_client's calls from the memfile books (device 0 = `uuid`)."""
+    cuda = types.SimpleNamespace()
+    cuda.is_initialized = lambda: True
+    cuda.device_count = lambda: 1
+    cuda.device = lambda index: contextlib.nullcontext()
+    cuda.get_device_properties = lambda index: types.SimpleNamespace(uuid=uuid)
+    cuda.empty_cache = backend.empty_cache
+
+    def memory_stats(index=None):
+        allocated = backend.reserved() - backend.cached
+        return {
+            "allocated_bytes.all.current": allocated,
+            "active_bytes.all.current": allocated,
+            "reserved_bytes.all.current": backend.reserved(),
+            "reserved_bytes.all.peak": backend.reserved(),
+            "inactive_split_bytes.all.current": 0,
+            "allocation.all.allocated": 1,
+            "num_alloc_retries": 0,
+            "num_ooms": 0,
+        }
+
+    cuda.memory_stats = memory_stats
+    return types.SimpleNamespace(cuda=cuda, __name__="torch")
+
+
 class TorchBackend:
     """Real allocations with PyTorch on one CUDA device."""
 
@@ -124,30 +154,22 @@ class TorchBackend:
         return leaked
 
 
-def install_release(backend):
-    """SIGUSR1 → examples/pytorch_release_on_signal.py's handler, timed and reported."""
-    sys.path.insert(0, os.path.abspath(EXAMPLES))
-    import pytorch_release_on_signal as prs
+def install_release(backend, uuid=None):
+    """SIGUSR1 → vram_client's handler (reporting every 250 ms), timed and reported."""
+    sys.path.insert(0, os.path.abspath(CLIENT))
+    import vram_client
 
     if isinstance(backend, MemFileBackend):
-        prs.torch = None  # the stand-in: only gc and our callback run, whatever is installed
-    box = {}
-
-    def on_release():
-        box["freed"] = backend.empty_cache() if isinstance(backend, MemFileBackend) else None
-
-    prs.install(on_release=on_release)
+        sys.modules["torch"] = memfile_torch(backend, uuid)
+    vram_client.install(interval=0.25)
     inner = signal.getsignal(signal.SIGUSR1)
 
     def timed(signum, frame):
         t_signal = time.monotonic()
         before = backend.reserved()
-        box.clear()
         inner(signum, frame)
         t_released = time.monotonic()
-        freed = box.get("freed")
-        if freed is None:
-            freed = max(0, before - backend.reserved())
+        freed = max(0, before - backend.reserved())
         emit("signal", t_signal=t_signal, t_released=t_released, freed=freed)
 
     signal.signal(signal.SIGUSR1, timed)
@@ -206,6 +228,7 @@ def main(argv=None):
     p.add_argument("--context", type=int, default=300 * MIB,
                    help="memfile backend: bytes standing in for the CUDA context")
     p.add_argument("--name", default="gpu-check-job", help="process name (comm) to take")
+    p.add_argument("--uuid", help="memfile backend: the simulated GPU's NVML UUID, for reports")
     args = p.parse_args(argv)
     # The exporter's signal action matches this name; set it before anything is visible on a GPU.
     try:
@@ -221,7 +244,7 @@ def main(argv=None):
     else:
         backend = TorchBackend(args.device)
         tick = 0.02
-    install_release(backend)
+    install_release(backend, args.uuid)
     # gpu-check going away (stdin closed) ends the job too: serve() returns at end of input.
     emit("ready", pid=os.getpid(), backend=args.backend, reserved=backend.reserved(), t=time.monotonic())
     serve(backend, tick)

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction};
 use crate::cleanup::payload::Payload;
+use crate::cleanup::reclaim;
 use crate::cleanup::spare::{self, Spared};
 use crate::cleanup::targets::{self, alive, proc_stat};
 use crate::engine::{GpuView, ProcessView};
@@ -91,15 +92,26 @@ pub fn signal(
     own_pid: u32,
     dry_run: bool,
 ) -> Outcome {
-    let chosen = targets::signal_targets(&gpu.processes, &a.target, &a.workloads, own_pid);
+    // `min_reclaimable` narrows the processes by their own reports before the target picks;
+    // reports never add a process the target would not reach.
+    let candidates: Vec<_> = gpu
+        .processes
+        .iter()
+        .filter(|p| reclaim::gives_enough(p, a.min_reclaimable))
+        .cloned()
+        .collect();
+    let chosen = targets::signal_targets(&candidates, &a.target, &a.workloads, own_pid);
     let pids: Vec<u32> = chosen.iter().map(|p| p.pid).collect();
     let spared = spare::describe(&spared_on(gpu, own_pid, |p| {
         targets::spared_by(p, &a.workloads)
     }));
     if pids.is_empty() {
-        let detail = match spared.is_empty() {
-            true => "no process on the GPU matches the target".to_string(),
-            false => format!("no process on the GPU may be signalled; {spared}"),
+        let detail = if !spared.is_empty() {
+            format!("no process on the GPU may be signalled; {spared}")
+        } else if candidates.len() < gpu.processes.len() {
+            "no process on the GPU matches the target with min_reclaimable to give".to_string()
+        } else {
+            "no process on the GPU matches the target".to_string()
         };
         return Outcome::new(ActionResult::Skipped, pids, detail);
     }

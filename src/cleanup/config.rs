@@ -12,7 +12,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::input::{parse_duration_within, ConfigError};
+use crate::input::{parse_bounded_size, parse_duration_within, ConfigError};
 
 mod predict;
 mod signal;
@@ -73,6 +73,9 @@ pub struct RawAction {
     pub top: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name_regex: Option<String>,
+    /// Signal: skip processes whose allocator report says they can free less than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_reclaimable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,6 +170,8 @@ pub struct SignalAction {
     pub signal: Signal,
     pub target: Target,
     pub workloads: WorkloadFilter,
+    /// Processes whose allocator report says they can free less than this are skipped (0: none).
+    pub min_reclaimable: u64,
 }
 
 /// Which of a GPU's processes a signal action reaches.
@@ -308,6 +313,7 @@ impl Kind {
                 "target",
                 "top",
                 "name_regex",
+                "min_reclaimable",
                 "namespace_regex",
                 "pod_regex",
                 "avoid_namespaces",
@@ -394,10 +400,15 @@ impl RawAction {
                 "is only used with target = \"match\"",
             ));
         }
+        let min_reclaimable = match &self.min_reclaimable {
+            None => 0,
+            Some(m) => parse_bounded_size(&key(prefix, "min_reclaimable"), m)?,
+        };
         Ok(SignalAction {
             signal,
             target,
             workloads: self.workload_filter(prefix)?,
+            min_reclaimable,
         })
     }
 
@@ -522,6 +533,7 @@ impl RawAction {
             ("target", text(&self.target)),
             ("top", self.top.map(|t| t.to_string())),
             ("name_regex", text(&self.name_regex)),
+            ("min_reclaimable", text(&self.min_reclaimable)),
             ("url", self.url.as_deref().map(redacted_url)),
             ("retries", self.retries.map(|t| t.to_string())),
             ("timeout", text(&self.timeout)),

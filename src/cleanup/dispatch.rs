@@ -13,7 +13,9 @@
 //!
 //! Reclaimed memory: at each run the GPU's allocation is remembered; until [`RECLAIM_POLLS`]
 //! snapshots after the run has finished, `vram_cleanup_reclaimed_bytes` shows how far the
-//! allocation fell below that (the lowest value seen).
+//! allocation fell below that (the lowest value seen). The same window measures each signalled
+//! process against what its allocator report predicted (`reclaim`): logged when the window
+//! closes and kept per GPU for the JSON API.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +29,7 @@ use crate::cleanup::config::{Action, CleanupConfig};
 use crate::cleanup::decide::{decide, Decision, Inputs, Reason, Track};
 use crate::cleanup::payload::{hostname, Payload};
 use crate::cleanup::predicted::{decide_predicted, Pending, PredictedInputs, UNMOVED_POLLS};
+use crate::cleanup::reclaim::{self, ReclaimBoard, RunReclaims};
 use crate::cleanup::telemetry::CleanupMetrics;
 use crate::engine::{GpuView, Snapshot};
 use crate::policy::Level;
@@ -63,6 +66,8 @@ struct Shared {
     /// One HTTP agent per action index (webhooks only), so connections are reused.
     agents: Vec<Option<ureq::Agent>>,
     observer: Option<mpsc::UnboundedSender<Report>>,
+    /// Predicted versus measured reclaim of each GPU's latest run, for the JSON API.
+    board: ReclaimBoard,
 }
 
 struct Slot {
@@ -71,6 +76,8 @@ struct Slot {
     reclaim: Option<Reclaim>,
     /// The latest reclaimed figure, for the audit lines of a run still going.
     reclaimed: Arc<AtomicU64>,
+    /// The processes the current run signalled, measured over the same window.
+    processes: RunReclaims,
     /// A predicted run whose effect on the ETA is still to be judged.
     pending: Option<Pending>,
 }
@@ -105,6 +112,7 @@ impl Dispatcher {
                 own_pid: std::process::id(),
                 agents,
                 observer: None,
+                board: ReclaimBoard::default(),
             }),
             gpus: HashMap::new(),
             snapshots,
@@ -115,6 +123,14 @@ impl Dispatcher {
     pub fn with_observer(mut self, observer: mpsc::UnboundedSender<Report>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = Some(observer);
+        }
+        self
+    }
+
+    /// Publishes predicted versus measured reclaim per process into `board` (the JSON API's).
+    pub fn with_board(mut self, board: ReclaimBoard) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.board = board;
         }
         self
     }
@@ -146,6 +162,7 @@ impl Dispatcher {
                     in_flight: Arc::new(AtomicBool::new(false)),
                     reclaim: None,
                     reclaimed: Arc::new(AtomicU64::new(0)),
+                    processes: RunReclaims::default(),
                     pending: None,
                 }
             });
@@ -205,6 +222,7 @@ impl Dispatcher {
                             polls_left: RECLAIM_POLLS,
                         });
                         slot.reclaimed.store(0, Ordering::Relaxed);
+                        slot.processes.clear();
                         self.shared.metrics.set_reclaimed(gpu, 0);
                     }
                     slot.in_flight.store(true, Ordering::Release);
@@ -217,6 +235,7 @@ impl Dispatcher {
                         kill,
                         in_flight: slot.in_flight.clone(),
                         reclaimed: slot.reclaimed.clone(),
+                        processes: slot.processes.clone(),
                     };
                     tokio::spawn(run.go());
                 }
@@ -273,13 +292,30 @@ fn measure_reclaim(shared: &Shared, slot: &mut Slot, gpu: &GpuView) {
     let reclaimed = r.at_dispatch.saturating_sub(r.lowest);
     slot.reclaimed.store(reclaimed, Ordering::Relaxed);
     shared.metrics.set_reclaimed(gpu, reclaimed);
+    let processes = slot.processes.observe(gpu, r.polls_left == 0);
+    if !processes.is_empty() {
+        shared
+            .board
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(gpu.identity.uuid.clone(), processes.clone());
+    }
     if r.polls_left == 0 {
+        let per_process = processes
+            .iter()
+            .map(|p| {
+                let predicted = p.predicted.map_or("-".to_string(), |b| b.to_string());
+                format!("{}:{predicted}:{}", p.pid, p.measured())
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         tracing::info!(
             gpu = gpu.identity.index,
             uuid = %gpu.identity.uuid,
             allocated_at_cleanup = r.at_dispatch,
             lowest_after = r.lowest,
             reclaimed_bytes = reclaimed,
+            per_process = %per_process,
             polls = RECLAIM_POLLS,
             "cleanup reclaim measured"
         );
@@ -297,6 +333,7 @@ struct Run {
     kill: bool,
     in_flight: Arc<AtomicBool>,
     reclaimed: Arc<AtomicU64>,
+    processes: RunReclaims,
 }
 
 impl Run {
@@ -327,6 +364,9 @@ impl Run {
             } else {
                 self.step(i, action, gpu, snapshot).await
             };
+            if matches!(action, Action::Signal(_)) && outcome.result != ActionResult::DryRun {
+                self.processes.signalled(gpu, &outcome.pids);
+            }
             if n == last {
                 self.in_flight.store(false, Ordering::Release);
             }
@@ -415,6 +455,15 @@ impl Shared {
             .collect::<Vec<_>>()
             .join(",");
         let reclaimed = reclaimed.load(Ordering::Relaxed);
+        // What each signalled process's report predicted it would free ("pid:bytes", "pid:-"
+        // without a report); measured per process when the reclaim window closes.
+        let predicted = match action {
+            Action::Signal(_) => reclaim::audit_pairs(outcome.pids.iter().map(|pid| {
+                let p = gpu.processes.iter().find(|p| p.pid == *pid);
+                (*pid, p.and_then(reclaim::predicted))
+            })),
+            _ => String::new(),
+        };
         macro_rules! audit {
             ($level:ident) => {
                 tracing::$level!(
@@ -429,6 +478,7 @@ impl Shared {
                     detail = %outcome.detail,
                     allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),
                     reclaimed_bytes = reclaimed,
+                    predicted_reclaim = %predicted,
                     leak_rate_bytes_per_second = gpu.leak_rate.round() as u64,
                     hard_limit_eta_seconds = gpu.hard_limit_eta.map(|e| (e * 10.0).round() / 10.0),
                     dry_run = self.config.dry_run,

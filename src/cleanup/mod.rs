@@ -12,6 +12,7 @@
 //! - [`targets`]: which processes may be touched, and the `/proc` checks before a signal.
 //! - [`actions`]: signal, webhook, exec and kill, each time-bounded.
 //! - [`payload`]: the JSON body / environment describing the breach.
+//! - [`reclaim`]: allocator reports order and skip signals; predicted versus measured reclaim.
 //! - [`dispatch`]: the task that watches snapshots and starts runs; [`telemetry`]: its metrics.
 //!
 //! Data flows one way into here (snapshots from the poller's `watch` channel) and nothing served
@@ -23,6 +24,7 @@ pub mod decide;
 pub mod dispatch;
 pub mod payload;
 pub mod predicted;
+pub mod reclaim;
 pub mod spare;
 pub mod targets;
 pub mod telemetry;
@@ -41,6 +43,7 @@ pub fn start(
     config: &CleanupConfig,
     telemetry: &Telemetry,
     snapshots: watch::Receiver<SharedPublished>,
+    board: reclaim::ReclaimBoard,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !config.enabled {
         tracing::info!("cleanup actions disabled");
@@ -61,6 +64,6 @@ pub fn start(
         ),
         "cleanup actions enabled"
     );
-    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots);
+    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots).with_board(board);
     Some(tokio::spawn(dispatcher.run()))
 }

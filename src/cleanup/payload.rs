@@ -219,6 +219,7 @@ mod tests {
                     leak_drift_bytes: 0,
                     leak_rate: 0.0,
                     workload: None,
+                    allocator: None,
                 })
                 .collect(),
             migs: vec![],

@@ -192,6 +192,7 @@ mod tests {
                 container_id: "ab".repeat(32),
                 names,
             })),
+            allocator: None,
         }
     }
 

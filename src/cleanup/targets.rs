@@ -39,7 +39,7 @@ pub fn workload_allowed(p: &ProcessView, f: &WorkloadFilter) -> bool {
     spared_by(p, f).is_none()
 }
 
-/// The processes a signal action reaches, largest first.
+/// The processes a signal action reaches, largest (or most reclaimable) first.
 pub fn signal_targets<'a>(
     procs: &'a [ProcessView],
     target: &Target,
@@ -50,7 +50,8 @@ pub fn signal_targets<'a>(
         .iter()
         .filter(|p| !untouchable(p, own_pid) && workload_allowed(p, workloads))
         .collect();
-    eligible.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+    // Largest first; with allocator reports, the most reclaimable first (`reclaim`).
+    eligible.sort_by(|a, b| crate::cleanup::reclaim::signal_order(a, b));
     match target {
         Target::All => eligible,
         Target::Top(n) => {
@@ -145,6 +146,7 @@ mod tests {
             leak_drift_bytes: 0,
             leak_rate: 0.0,
             workload: None,
+            allocator: None,
         }
     }
 

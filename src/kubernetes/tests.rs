@@ -138,6 +138,7 @@ fn sample(devices: &[(&str, &[u32], &[&str])]) -> PollSample {
                             start_ticks: 7,
                             allocated: 1,
                             workload: None,
+                            allocator: None,
                         })
                         .collect(),
                 ),

@@ -5,6 +5,8 @@ mod alerting;
 mod attribution;
 mod attribution_bounds;
 mod cleanup;
+mod clients;
+mod clients_edges;
 mod config_errors;
 mod conventions;
 // Generated from our CRI v1 subset proto by scripts/gen-protos.sh.

@@ -44,6 +44,7 @@ pub fn process(pid: u32, name: &str, allocated: u64) -> ProcessSample {
         start_ticks: 0,
         allocated,
         workload: None,
+        allocator: None,
     }
 }
 
@@ -163,6 +164,7 @@ pub fn published_one_gpu(level: Level, pid: u32, name: &str) -> SharedPublished 
             leak_drift_bytes: 0,
             leak_rate: 0.0,
             workload: None,
+            allocator: None,
         }],
         migs: vec![],
         allocations: Default::default(),
