@@ -36,6 +36,14 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Where `/metrics` is served (`web.telemetry_path`, validated).
     pub telemetry_path: Arc<str>,
+    /// The recent past, for `/api/v1/history` and the status page.
+    pub history: Arc<crate::history::History>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<crate::history::History> {
+    fn from_ref(state: &AppState) -> Self {
+        state.history.clone()
+    }
 }
 
 impl AppState {
@@ -65,6 +73,7 @@ pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) ->
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/gpus", get(gpus))
+        .route("/api/v1/history", get(crate::history::handler::history))
         .fallback(not_found)
         .with_state(state);
     // `Router::layer` wraps each route separately: the semaphore is shared through the state so

@@ -2,7 +2,8 @@
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
 //! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `engine`) → `Snapshot` →
-//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`).
+//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`,
+//! `history`).
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod drift;
 pub mod engine;
 pub mod exposition;
 pub mod files;
+pub mod history;
 pub mod http;
 pub mod input;
 pub mod kubernetes;
@@ -85,12 +87,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     )
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
-    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone());
+    // History reads snapshots and cleanup outcomes the same way (see `history`).
+    let (reports, cleanup_reports) = tokio::sync::mpsc::unbounded_channel();
+    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone(), reports);
+    let history = Arc::new(history::History::new());
+    let history_task = history::spawn(history.clone(), rx.clone(), cleanup_reports);
 
     let state = http::AppState {
         published: rx,
         telemetry,
         telemetry_path: config.web.telemetry_path.as_str().into(),
+        history,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -150,6 +157,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some(cleanup) = cleanup {
         cleanup.abort();
     }
+    history_task.abort();
     if let Some(task) = pod_resources {
         task.abort();
     }

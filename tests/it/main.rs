@@ -11,6 +11,7 @@ mod faults;
 mod golden;
 mod hardening;
 mod harness;
+mod history;
 mod hostile_input;
 mod kubernetes;
 mod leak;
