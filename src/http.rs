@@ -188,11 +188,19 @@ async fn gpus(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(crate::status_page::render(
-        &state.latest().snapshot,
-        &state.telemetry_path,
-    ))
+async fn status_page(State(state): State<AppState>) -> Response {
+    let history = state.history.query(&Default::default());
+    let page =
+        crate::status_page::render(&state.latest().snapshot, &history, &state.telemetry_path);
+    let csp = HeaderValue::from_static(crate::status_page::content_security_policy());
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Html(page),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

@@ -143,6 +143,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         revision = build_info::REVISION,
         "listening"
     );
+    tracing::info!(
+        url = %status_page::url(local, tls_on),
+        "status page: every GPU now and over the last hour, with its events"
+    );
     let served = serve::serve(
         listener,
         tls,

@@ -2,6 +2,8 @@
 //!
 //! Finds `libnvml_sim.so` and the scenario file, so that `vram-exporter --simulate demo` works from
 //! a cargo build tree, an installed layout or the container image without setting variables.
+//! `--simulate demo` also brings its own settings ([`DEMO_PRESET`]) so that the demo shows a
+//! leak, a soft and a hard episode and a (dry-run) cleanup within two minutes.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,16 @@ pub const LIBRARY_ENV: &str = "VRAM_EXPORTER_SIM_LIBRARY";
 pub const SCENARIO_DIR_ENV: &str = "VRAM_EXPORTER_SCENARIO_DIR";
 
 const LIBRARY_FILE: &str = "libnvml_sim.so";
+
+/// The settings `--simulate demo` runs with (below `--config`, the environment and flags): a
+/// short leak window and a dry-run cleanup, so the demo shows everything within two minutes.
+pub const DEMO_PRESET: &str = include_str!("simulate/demo-preset.toml");
+
+/// The configuration preset that comes with a shipped scenario name; only `demo` has one, and
+/// a scenario given by path has none.
+pub fn preset(scenario: &str) -> Option<&'static str> {
+    (scenario == "demo").then_some(DEMO_PRESET)
+}
 
 /// Resolves `scenario` (a shipped name or a path) and the library next to `exe`.
 pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {

@@ -127,7 +127,7 @@ fn status_page_renders_every_gpu() {
         "{hard}"
     );
     assert!(
-        hard.contains("train_llm.py") && hard.contains("78.00 GiB"),
+        hard.contains("train_llm.py") && hard.contains("78.0 GiB"),
         "{hard}"
     );
     assert!(
