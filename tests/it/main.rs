@@ -5,6 +5,7 @@ mod alerting;
 mod cleanup;
 mod config_errors;
 mod conventions;
+mod demo;
 mod engine;
 mod exporter;
 mod faults;
