@@ -75,16 +75,10 @@ struct Cell<'a> {
 
 const COLUMNS: &[Column] = &[
     Column {
-        head: "pid",
-        optional: false,
-        numeric: false,
-        cell: |p, _| p.pid.to_string(),
-    },
-    Column {
         head: "process",
         optional: false,
         numeric: false,
-        cell: |p, _| Html(&p.name).to_string(),
+        cell: |p, _| format!("{}<small>pid {}</small>", Html(&p.name), p.pid),
     },
     Column {
         head: "pod",
@@ -112,7 +106,11 @@ const COLUMNS: &[Column] = &[
         head: "leak",
         optional: false,
         numeric: true,
-        cell: |p, _| rate(p.leak_rate),
+        // A dash for "not growing", so the table fits a phone.
+        cell: |p, _| match p.leak_rate > 0.0 {
+            true => rate(p.leak_rate),
+            false => "–".to_string(),
+        },
     },
 ];
 

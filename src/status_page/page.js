@@ -120,12 +120,11 @@
   // The process table's columns, as in COLUMNS of status_page.rs: heading, numeric, optional
   // (left out when every cell is empty), cell.
   const COLUMNS = [
-    ["pid", false, false, (p) => String(p.pid)],
-    ["process", false, false, (p) => esc(p.name)],
+    ["process", false, false, (p) => esc(p.name) + "<small>pid " + p.pid + "</small>"],
     ["pod", false, true, (p) => esc(workload(p))],
     ["allocated", true, false, (p) => bytes(p.allocated)],
     ["trend", false, false, (p, c) => (c.series ? mini(c.series, c.now, c.step) : "")],
-    ["leak", true, false, (p) => rate(p.leak_rate_bytes_per_second)],
+    ["leak", true, false, (p) => (p.leak_rate_bytes_per_second > 0 ? rate(p.leak_rate_bytes_per_second) : "–")],
   ];
   function card(g, hist, h) {
     const lvl = { ok: 0, soft: 1, hard: 2 }[g.level] || 0;
