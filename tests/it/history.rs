@@ -198,3 +198,98 @@ fn bad_history_queries_are_400() {
     let (status, _) = e.get("/api/v1/history?window=90s&gpu=7&events=256");
     assert_eq!(status, 200);
 }
+
+/// A real child on a simulated GPU (its pid and memory file reach nvml-sim through the
+/// environment) that frees its memory on SIGUSR1; killed when dropped.
+struct Releaser {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Releaser {
+    fn spawn(bytes: u64, release_to: u64) -> Releaser {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo {bytes} > \"$D/mem\"\n\
+                 trap 'echo {release_to} > \"$D/mem\"' USR1\n\
+                 touch \"$D/ready\"\n\
+                 while :; do sleep 0.05; done\n"
+            ))
+            .env("D", dir.path())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join("ready").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Releaser { child, dir }
+    }
+}
+
+impl Drop for Releaser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_cleanup_that_frees_memory_shows_what_it_reclaimed() {
+    const GIB_U: u64 = 1 << 30;
+    let kid = Releaser::spawn(9 * GIB_U + GIB_U / 2, GIB_U);
+    let scenario = "[[device]]\nname = \"Sim GPU 10G\"\nuuid = \"GPU-hist0000-0000-4000-8000-0000000000aa\"\n\
+         total = \"10GiB\"\noverhead = \"256MiB\"\n\
+         [[device.process]]\npid_env = \"KID\"\nname = \"releaser\"\nmemory_file_env = \"KID_MEM\"\n";
+    let config = "[poll]\ninterval = \"200ms\"\n\
+         [cleanup]\nenabled = true\ncooldown = \"1h\"\n\
+         [[cleanup.actions]]\ntype = \"signal\"\nsignal = \"SIGUSR1\"\ntarget = \"all\"\n";
+    let e = Exporter::start(Options {
+        scenario,
+        config,
+        env: vec![
+            ("KID".into(), kid.child.id().to_string()),
+            (
+                "KID_MEM".into(),
+                kid.dir.path().join("mem").display().to_string(),
+            ),
+        ],
+        ..Default::default()
+    });
+    // Reclaimed memory is measured over the 5 polls after the cleanup; wait for the episode's
+    // end, then for the figure to settle.
+    let h = step_until(&e, 0.0, "hard_ended");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let cleanup = loop {
+        let h = history(&e, "");
+        let c = h["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "cleanup")
+            .cloned()
+            .unwrap_or_else(|| panic!("no cleanup event: {h:#}"));
+        if c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "{c}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(cleanup["action"], "signal", "{cleanup}");
+    assert_eq!(cleanup["result"], "ok", "{cleanup}");
+    assert!(
+        cleanup["bytes"].as_f64().unwrap() > 9.5 * GIB,
+        "allocation at the cleanup: {cleanup}"
+    );
+    // Started in hard breach: the episode is on the timeline from the first poll.
+    assert_eq!(kinds(&h)[..2], ["soft_started", "hard_started"], "{h:#}");
+    // The page says it in words.
+    let (_, page) = e.get("/");
+    assert!(page.contains("· reclaimed 8."), "{page}");
+}
