@@ -113,6 +113,24 @@ impl Events {
         self.ring.iter_mut().find(|e| e.id == id)
     }
 
+    /// The ring's storage (its slots, reserved whole) and its strings.
+    pub fn held_bytes(&self) -> usize {
+        self.ring.capacity() * std::mem::size_of::<Event>()
+            + self
+                .ring
+                .iter()
+                .map(|e| e.name.capacity() + e.detail.capacity())
+                .sum::<usize>()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
     /// Events oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Event> + '_ {
         let n = self.ring.len();

@@ -98,8 +98,12 @@ pub struct HistoryResponse {
     /// The width of a GPU step in this window (5 s up to 10 minutes, 30 s beyond).
     pub step_seconds: u64,
     pub process_step_seconds: u64,
-    /// The most memory one GPU's history can take.
+    /// The most memory one GPU's series can take.
     pub max_bytes_per_gpu: usize,
+    /// What the whole history holds now (every GPU's series and state, the events), bytes.
+    pub held_bytes: usize,
+    /// Events held, of at most 256.
+    pub events_held: usize,
     pub gpus: Vec<GpuHistory>,
     /// The newest events in the window, oldest first.
     pub events: Vec<EventEntry>,
@@ -221,6 +225,8 @@ impl HistoryResponse {
             step_seconds,
             process_step_seconds: PROCESS_STEP_S,
             max_bytes_per_gpu: series::BYTES_PER_GPU,
+            held_bytes: s.held_bytes(),
+            events_held: s.events.len(),
             gpus,
             events,
         }

@@ -166,6 +166,40 @@ impl History {
     }
 }
 
+impl Store {
+    /// What the history holds now, in bytes: its rings (allocated whole when made), the names
+    /// and previous-poll state it keeps, and the event ring with its strings.
+    fn held_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let gpus: usize = self
+            .gpus
+            .iter()
+            .map(|h| {
+                size_of::<GpuHistory>()
+                    + series::GpuSeries::RING_BYTES
+                    + h.uuid.capacity()
+                    + h.model.capacity()
+                    + h.processes
+                        .iter()
+                        .map(|p| {
+                            size_of::<ProcessSeries>()
+                                + ProcessSeries::RING_BYTES
+                                + p.name.capacity()
+                        })
+                        .sum::<usize>()
+                    + h.seen.as_ref().map_or(0, |s| {
+                        size_of::<Seen>()
+                            + s.processes
+                                .iter()
+                                .map(|(_, n, _)| size_of::<(u32, String, bool)>() + n.capacity())
+                                .sum::<usize>()
+                    })
+            })
+            .sum();
+        gpus + self.events.held_bytes()
+    }
+}
+
 impl GpuHistory {
     fn new(g: &GpuView) -> Self {
         GpuHistory {

@@ -29,12 +29,9 @@ pub const FINE_WINDOW_S: u64 = FINE_STEP_S * FINE_POINTS as u64;
 
 /// The most a GPU's history holds, whatever runs on it.
 pub const BYTES_PER_GPU: usize = std::mem::size_of::<GpuSeries>()
-    + Ring::<GpuPoint, FINE_POINTS>::STORAGE_BYTES
-    + Ring::<GpuPoint, COARSE_POINTS>::STORAGE_BYTES
+    + GpuSeries::RING_BYTES
     + MAX_PROCESSES_PER_GPU
-        * (std::mem::size_of::<ProcessSeries>()
-            + Ring::<ProcessPoint, PROCESS_POINTS>::STORAGE_BYTES
-            + MAX_NAME_BYTES);
+        * (std::mem::size_of::<ProcessSeries>() + ProcessSeries::RING_BYTES + MAX_NAME_BYTES);
 
 // The budget is checked when the exporter is compiled.
 const _: () = assert!(
@@ -84,6 +81,10 @@ pub struct ProcessSeries {
 }
 
 impl GpuSeries {
+    /// The rings' storage, allocated whole when the series is made.
+    pub const RING_BYTES: usize = Ring::<GpuPoint, FINE_POINTS>::STORAGE_BYTES
+        + Ring::<GpuPoint, COARSE_POINTS>::STORAGE_BYTES;
+
     /// Folds the GPU's state at unix second `t` in; a GPU that is down or unread adds nothing.
     pub fn record(&mut self, t: u64, g: &GpuView) {
         let (Some(mem), true) = (g.memory, g.up) else {
@@ -133,6 +134,9 @@ fn fold_gpu<const N: usize>(ring: &mut Ring<GpuPoint, N>, step: u64, mut p: GpuP
 }
 
 impl ProcessSeries {
+    /// The ring's storage, allocated whole when the series is made.
+    pub const RING_BYTES: usize = Ring::<ProcessPoint, PROCESS_POINTS>::STORAGE_BYTES;
+
     pub fn new(p: &ProcessView) -> Self {
         ProcessSeries {
             pid: p.pid,
