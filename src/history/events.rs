@@ -1,5 +1,5 @@
 //! The event timeline: what changed between two snapshots (episodes, leaks, processes, a GPU
-//! lost or back) and what cleanup did, in one bounded ring of [`MAX_EVENTS`].
+//! lost or back) and what cleanup did, in bounded rings of [`MAX_EVENTS`] in all.
 
 use super::series::{cut, MAX_NAME_BYTES};
 
@@ -70,20 +70,51 @@ pub struct Event {
 /// A cleanup detail is kept up to this many bytes.
 pub const MAX_DETAIL_BYTES: usize = 160;
 
-/// The ring of events: at most [`MAX_EVENTS`] slots (allocated once), each an [`Event`] whose
-/// strings are cut, so its size is bounded.
+/// Process arrivals and exits are kept apart from the rest, half the events each, so a node whose
+/// processes churn cannot push its episodes, leaks and cleanups off the timeline.
+const PER_RING: usize = MAX_EVENTS / 2;
+
+/// The events: two rings of [`PER_RING`] slots (reserved once), each an [`Event`] whose strings
+/// are cut, so their size is bounded.
 #[derive(Debug, Default)]
 pub struct Events {
-    ring: Vec<Event>,
-    start: usize,
+    /// Episodes, leaks, GPUs lost and back, cleanups.
+    notable: Slots,
+    /// Process arrivals and exits.
+    processes: Slots,
     next_id: u64,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    ring: Vec<Event>,
+    /// Index of the oldest event once the ring is full.
+    start: usize,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Slots {
+            ring: Vec::with_capacity(PER_RING),
+            start: 0,
+        }
+    }
+
+    fn push(&mut self, e: Event) {
+        if self.ring.len() < PER_RING {
+            self.ring.push(e);
+        } else {
+            self.ring[self.start] = e;
+            self.start = (self.start + 1) % PER_RING;
+        }
+    }
 }
 
 impl Events {
     pub fn new() -> Self {
         Events {
-            ring: Vec::with_capacity(MAX_EVENTS),
-            start: 0,
+            notable: Slots::new(),
+            processes: Slots::new(),
             next_id: 1,
         }
     }
@@ -99,42 +130,52 @@ impl Events {
             e.detail = cut(&e.detail, MAX_DETAIL_BYTES).to_string();
         }
         let id = e.id;
-        if self.ring.len() < MAX_EVENTS {
-            self.ring.push(e);
-        } else {
-            self.ring[self.start] = e;
-            self.start = (self.start + 1) % MAX_EVENTS;
+        match e.kind {
+            Kind::ProcessArrived | Kind::ProcessExited => self.processes.push(e),
+            _ => self.notable.push(e),
         }
         id
     }
 
     /// The event numbered `id`, while it is still held.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Event> {
-        self.ring.iter_mut().find(|e| e.id == id)
+        self.notable
+            .ring
+            .iter_mut()
+            .chain(self.processes.ring.iter_mut())
+            .find(|e| e.id == id)
     }
 
-    /// The ring's storage (its slots, reserved whole) and its strings.
+    /// The rings' storage (their slots, reserved whole) and their strings.
     pub fn held_bytes(&self) -> usize {
-        self.ring.capacity() * std::mem::size_of::<Event>()
-            + self
-                .ring
-                .iter()
-                .map(|e| e.name.capacity() + e.detail.capacity())
-                .sum::<usize>()
+        let slots = |s: &Slots| {
+            s.ring.capacity() * std::mem::size_of::<Event>()
+                + s.ring
+                    .iter()
+                    .map(|e| e.name.capacity() + e.detail.capacity())
+                    .sum::<usize>()
+        };
+        slots(&self.notable) + slots(&self.processes)
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.notable.ring.len() + self.processes.ring.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len() == 0
     }
 
-    /// Events oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Event> + '_ {
-        let n = self.ring.len();
-        (0..n).map(move |i| &self.ring[(self.start + i) % n])
+    /// Events oldest first (in the order they were recorded).
+    pub fn iter(&self) -> std::vec::IntoIter<&Event> {
+        let mut all: Vec<&Event> = self
+            .notable
+            .ring
+            .iter()
+            .chain(self.processes.ring.iter())
+            .collect();
+        all.sort_unstable_by_key(|e| e.id);
+        all.into_iter()
     }
 }
 
@@ -145,18 +186,26 @@ mod tests {
     #[test]
     fn keeps_the_newest_events_with_cut_strings() {
         let mut ev = Events::new();
+        ev.push(Event {
+            kind: Kind::HardStarted,
+            ..Event::default()
+        });
         for i in 0..(MAX_EVENTS + 10) {
             ev.push(Event {
                 gpu: i as u32,
+                kind: Kind::ProcessArrived,
                 name: "x".repeat(1000),
                 ..Event::default()
             });
         }
         let all: Vec<_> = ev.iter().collect();
-        assert_eq!(all.len(), MAX_EVENTS);
-        assert_eq!(all[0].gpu, 10);
-        assert_eq!(all.last().unwrap().id, (MAX_EVENTS + 10) as u64);
-        assert!(all.iter().all(|e| e.name.len() == MAX_NAME_BYTES));
-        assert!(ev.get_mut(1).is_none() && ev.get_mut(20).is_some());
+        assert_eq!(all.len(), PER_RING + 1);
+        // Process churn did not push the episode out.
+        assert_eq!(all[0].kind, Kind::HardStarted);
+        assert_eq!(all[1].gpu, (MAX_EVENTS + 10 - PER_RING) as u32);
+        assert_eq!(all.last().unwrap().id, (MAX_EVENTS + 11) as u64);
+        assert!(all[1..].iter().all(|e| e.name.len() == MAX_NAME_BYTES));
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(ev.get_mut(2).is_none() && ev.get_mut(1).is_some());
     }
 }

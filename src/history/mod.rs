@@ -56,6 +56,9 @@ struct GpuHistory {
     processes: Vec<ProcessSeries>,
     /// What the previous snapshot showed, to tell what changed.
     seen: Option<Seen>,
+    /// The allocation at the newest snapshot in hard breach: what a cleanup started from, even
+    /// when its outcome arrives after a snapshot that already shows the memory freed.
+    hard_allocated: u64,
     reclaim: Option<Reclaim>,
 }
 
@@ -136,7 +139,8 @@ impl History {
         else {
             return;
         };
-        let at = h.seen.as_ref().map_or(0, |s| s.allocated);
+        let now = h.seen.as_ref().map_or(0, |s| s.allocated);
+        let at = h.hard_allocated.max(now);
         let touched = r.outcome.result == ActionResult::Ok;
         let id = store.events.push(Event {
             t,
@@ -154,9 +158,12 @@ impl History {
             h.reclaim = Some(Reclaim {
                 event: id,
                 at,
-                lowest: at,
+                lowest: now,
                 polls_left: RECLAIM_POLLS,
             });
+            if let Some(e) = store.events.get_mut(id) {
+                e.reclaimed = Some(at - now);
+            }
         }
     }
 
@@ -209,6 +216,7 @@ impl GpuHistory {
             series: GpuSeries::default(),
             processes: Vec::new(),
             seen: None,
+            hard_allocated: 0,
             reclaim: None,
         }
     }
@@ -219,6 +227,9 @@ impl GpuHistory {
         }
         self.series.record(t as u64, g);
         let allocated = g.memory.filter(|_| g.up).map_or(0, |m| m.allocated);
+        if g.up && g.level == Level::Hard {
+            self.hard_allocated = allocated;
+        }
         let now = Seen {
             up: g.up,
             level: g.level,
@@ -382,6 +393,7 @@ pub fn spawn(
                 }
             };
             tokio::select! {
+                biased;
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         break;
@@ -391,6 +403,12 @@ pub fn spawn(
                 }
                 r = report => match r {
                     Some(r) => {
+                        // The dispatcher acted on a snapshot this task may not have folded yet:
+                        // fold it first, so the breach precedes its cleanup on the timeline.
+                        if snapshots.has_changed().unwrap_or(false) {
+                            let p = snapshots.borrow_and_update().clone();
+                            history.fold(&p.snapshot, p.max_processes_per_gpu);
+                        }
                         let t = unix_seconds(SystemTime::now()).unwrap_or(0.0);
                         history.record_cleanup(&r, t);
                     }

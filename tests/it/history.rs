@@ -268,17 +268,19 @@ fn a_cleanup_that_frees_memory_shows_what_it_reclaimed() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let cleanup = loop {
         let h = history(&e, "");
+        // The outcome may reach the history after the poll that shows the memory freed.
         let c = h["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == "cleanup")
-            .cloned()
-            .unwrap_or_else(|| panic!("no cleanup event: {h:#}"));
-        if c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB {
-            break c;
+            .cloned();
+        if let Some(c) = &c {
+            if c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB {
+                break c.clone();
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "{c}");
+        assert!(std::time::Instant::now() < deadline, "{h:#}");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(cleanup["action"], "signal", "{cleanup}");
