@@ -5,8 +5,9 @@ Drives Chromium through the DevTools protocol on a pipe (--remote-debugging-pipe
 standard library only), because Chromium's --window-size cannot go below 500 px: the viewport is
 set with Emulation.setDeviceMetricsOverride. At each size, after the page's script has redrawn
 it from the JSON API, it checks that nothing overflows the viewport or its card, that every up
-GPU's chart has a drawn line with limit lines, and that the timeline lists events; then it saves
-a screenshot of the viewport.
+GPU's chart has a drawn line with limit lines, that the timeline lists events and that the
+colour scheme follows the system's (the phone also in dark mode); then it saves a screenshot of
+the viewport.
 
 Usage: browser_check.py URL OUTDIR [--min-events N] [--want-kind KIND ...]
 Exit 1 with one line per problem when a check fails.
@@ -22,7 +23,13 @@ import sys
 import tempfile
 import time
 
-SIZES = [("phone", 390, 844, True), ("laptop", 1366, 900, False), ("wide", 1920, 1080, False)]
+# name, width, height, mobile, colour scheme
+SIZES = [
+    ("phone", 390, 844, True, "light"),
+    ("phone-dark", 390, 844, True, "dark"),
+    ("laptop", 1366, 900, False, "light"),
+    ("wide", 1920, 1080, False, "light"),
+]
 
 # Evaluated in the page: what the checks need, as JSON.
 PROBE = r"""
@@ -47,6 +54,7 @@ PROBE = r"""
     minis: document.querySelectorAll(".mini path.line").length,
     events: [...document.querySelectorAll("#events li[data-kind]")].map((li) => li.dataset.kind),
     height: document.documentElement.scrollHeight,
+    background: getComputedStyle(document.body).backgroundColor,
   });
 })()
 """
@@ -128,11 +136,13 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def check_size(b, url, name, width, height, mobile, outdir, args):
+def check_size(b, url, name, width, height, mobile, scheme, outdir, args):
     target = b.call("Target.createTarget", url="about:blank")["targetId"]
     session = b.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     b.call("Emulation.setDeviceMetricsOverride", session, width=width, height=height,
            deviceScaleFactor=1, mobile=mobile)
+    b.call("Emulation.setEmulatedMedia", session,
+           features=[{"name": "prefers-color-scheme", "value": scheme}])
     b.call("Page.enable", session)
     b.call("Page.navigate", session, url=url)
     b.wait_event("Page.loadEventFired")
@@ -162,6 +172,9 @@ def check_size(b, url, name, width, height, mobile, outdir, args):
     for kind in args.want_kind:
         if kind not in state.get("events", []):
             problems.append(f"no {kind} event on the timeline")
+    dark = state.get("background", "") not in ("rgb(246, 247, 249)", "")
+    if dark != (scheme == "dark"):
+        problems.append(f"background {state.get('background')} in the {scheme} scheme")
     if args.want_band and state.get("bands", 0) == 0:
         problems.append("no breach band drawn")
     shot = b.call("Page.captureScreenshot", session, format="png")
@@ -188,8 +201,8 @@ def main():
     b = Browser(args.browser)
     problems = []
     try:
-        for name, width, height, mobile in SIZES:
-            problems += check_size(b, args.url, name, width, height, mobile, args.outdir, args)
+        for name, width, height, mobile, scheme in SIZES:
+            problems += check_size(b, args.url, name, width, height, mobile, scheme, args.outdir, args)
     finally:
         b.close()
     for line in problems:
