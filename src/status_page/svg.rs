@@ -172,3 +172,55 @@ pub fn bar(allocated: f64, soft: Option<f64>, hard: Option<f64>) -> String {
     out.push_str("</svg>");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(levels: &[u8]) -> GpuHistory {
+        let n = levels.len();
+        GpuHistory {
+            index: 0,
+            uuid: "GPU-x".into(),
+            model: "m".into(),
+            t: (0..n as u64).map(|i| 1000 + i * 5).collect(),
+            allocated: vec![1 << 30; n],
+            soft: vec![2 << 30; n],
+            hard: vec![3 << 30; n],
+            level: levels.to_vec(),
+            leak_rate_bytes_per_second: vec![0.0; n],
+            hard_limit_eta_seconds: vec![None; n],
+            processes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn breaches_are_bands_hard_over_soft() {
+        // Steps at t = 1000, 1005, ...: soft from 1005 to 1025, hard from 1010 to 1020, and a
+        // soft run still open at the end.
+        let svg = gpu(
+            &history(&[0, 1, 2, 2, 1, 0, 1]),
+            &[],
+            1035.0,
+            40.0,
+            5.0,
+            4 << 30,
+        );
+        assert_eq!(svg.matches("class=\"band soft\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("class=\"band hard\"").count(), 1, "{svg}");
+        // The window is 995 to 1035 over 600 units: the hard band starts at t = 1010 (x = 225) and
+        // is 10 s (150 units) wide.
+        assert!(
+            svg.contains("<rect class=\"band hard\" x=\"225.0\" y=\"0\" width=\"150.0\""),
+            "{svg}"
+        );
+        assert!(svg.contains("class=\"lim soft\"") && svg.contains("class=\"lim hard\""));
+        assert!(!svg.contains("style="));
+    }
+
+    #[test]
+    fn nothing_to_draw_is_an_empty_chart() {
+        let svg = gpu(&history(&[]), &[], 1000.0, 600.0, 5.0, 1 << 30);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && !svg.contains("<path"));
+    }
+}

@@ -13,6 +13,7 @@ mod golden;
 mod hardening;
 mod harness;
 mod history;
+mod history_fold;
 mod hostile_input;
 mod kubernetes;
 mod leak;
