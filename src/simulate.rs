@@ -92,6 +92,27 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
 mod tests {
     use super::*;
 
+    /// The demo's settings are valid, short enough to show a leak within two minutes, and a
+    /// cleanup that touches nothing; no other scenario has any.
+    #[test]
+    fn the_demo_preset_is_valid_and_only_for_the_demo() {
+        let flags = crate::config::FlagOverrides::default();
+        let env = Some(Default::default());
+        let config = crate::config::load_with_preset(preset("demo"), None, env, &flags)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.leak.window <= std::time::Duration::from_secs(120));
+        assert!(config.cleanup.enabled && config.cleanup.dry_run);
+        assert!(preset("hard-breach").is_none() && preset("./demo.toml").is_none());
+        let plain = crate::config::load(None, Some(Default::default()), &flags)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(!plain.cleanup.enabled, "a real node keeps cleanup off");
+        assert_eq!(plain.leak.window, std::time::Duration::from_secs(15 * 60));
+    }
+
     /// The release tarball's layout: the library and `scenarios/` beside the binary, found from any cwd.
     #[test]
     fn finds_library_and_scenarios_beside_the_binary() {
