@@ -59,6 +59,9 @@ struct GpuHistory {
     /// The allocation at the newest snapshot in hard breach: what a cleanup started from, even
     /// when its outcome arrives after a snapshot that already shows the memory freed.
     hard_allocated: u64,
+    /// Snapshots folded since that one; a breach older than a reclaim window is not what a
+    /// cleanup answered (a run on a prediction starts below the hard limit).
+    since_hard: u32,
     reclaim: Option<Reclaim>,
 }
 
@@ -140,7 +143,10 @@ impl History {
             return;
         };
         let now = h.seen.as_ref().map_or(0, |s| s.allocated);
-        let at = h.hard_allocated.max(now);
+        let at = match h.since_hard <= RECLAIM_POLLS {
+            true => h.hard_allocated.max(now),
+            false => now,
+        };
         let touched = r.outcome.result == ActionResult::Ok;
         let id = store.events.push(Event {
             t,
@@ -217,6 +223,7 @@ impl GpuHistory {
             processes: Vec::new(),
             seen: None,
             hard_allocated: 0,
+            since_hard: u32::MAX,
             reclaim: None,
         }
     }
@@ -229,6 +236,9 @@ impl GpuHistory {
         let allocated = g.memory.filter(|_| g.up).map_or(0, |m| m.allocated);
         if g.up && g.level == Level::Hard {
             self.hard_allocated = allocated;
+            self.since_hard = 0;
+        } else {
+            self.since_hard = self.since_hard.saturating_add(1);
         }
         let now = Seen {
             up: g.up,
