@@ -73,6 +73,7 @@ impl Rig {
                 target: Target::All,
                 workloads: WorkloadFilter::default(),
             })],
+            predict: None,
         };
         let dispatcher = Dispatcher::new(config, CleanupMetrics::new(), rx).with_observer(otx);
         rt.spawn(dispatcher.run());

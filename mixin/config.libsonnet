@@ -35,6 +35,7 @@
     exporterDownFor: '5m',
     exporterAbsentFor: '10m',
     cleanupFailedWindow: '10m',
+    cleanupUnmovedWindow: '30m',  // increase() window of vram_cleanup_predictions_unmoved_total
 
     // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).
     criticalSeverity: 'critical',

@@ -36,6 +36,9 @@ pub struct Gpu<'a> {
     pub leak_rate_bytes_per_second: f64,
     /// Null while nothing grows; 0 at or above the hard limit.
     pub hard_limit_eta_seconds: Option<f64>,
+    /// What would trigger cleanup now: "hard" above the hard limit, "predicted" when the time
+    /// to it has stayed under `cleanup.predict.eta_below` for its `for`; null otherwise.
+    pub cleanup_trigger: Option<&'static str>,
     /// The GPU's largest processes, largest first: at most `processes.max_per_gpu`, the same
     /// ones as the per-process metric series.
     pub processes: Vec<Process<'a>>,
@@ -138,6 +141,7 @@ impl<'a> Gpu<'a> {
             leak_drift_bytes: g.leak_drift_bytes,
             leak_rate_bytes_per_second: g.leak_rate,
             hard_limit_eta_seconds: g.hard_limit_eta,
+            cleanup_trigger: g.trigger().map(|t| t.as_str()),
             processes: g.processes[..listed].iter().map(Process::new).collect(),
             processes_omitted: g.processes.len() - listed,
             migs: g.migs.iter().map(Mig::new).collect(),

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::drift::{self, DriftGeometry, FloorTracker, LeakConfig};
+use crate::drift::{self, DriftGeometry, FloorTracker, Leak, LeakConfig};
 use crate::policy::limits::LimitsConfig;
+use crate::policy::predict::{self, PredictRule, PredictState, Trigger};
 use crate::policy::{self, Level, Limits, PolicyState};
 use crate::sample::{
     Allocation, DeviceIdentity, DeviceSample, Memory, MigSample, PollSample, ProcessList, Workload,
@@ -53,13 +54,18 @@ pub struct GpuView {
     pub level: Level,
     pub soft_violations: u64,
     pub hard_violations: u64,
-    /// Memory the GPU's leak has taken so far (0 when its floor is not growing).
+    /// Memory the GPU's leak has taken so far (0 when nothing leaks): its processes' drift plus
+    /// that of the memory no listed process accounts for (see [`forecast`]).
     pub leak_drift_bytes: u64,
-    /// Sustained growth rate of the GPU's allocation floor, bytes per second (0 when not growing).
+    /// The GPU's leak rate, bytes per second (0 when nothing leaks): its processes' rates plus
+    /// the floor rate of the memory no listed process accounts for (see [`forecast`]).
     pub leak_rate: f64,
     /// Seconds until allocation reaches the hard limit at `leak_rate`: 0 at or above it, None
     /// when nothing grows or the limits are unknown.
     pub hard_limit_eta: Option<f64>,
+    /// The predicted-breach rule (`[cleanup.predict]`) fires: the ETA has stayed under its
+    /// threshold for its hold time. Always false without the rule.
+    pub predicted: bool,
     /// Every process on the GPU, largest first.
     pub processes: Vec<ProcessView>,
     /// MIG instances, when the GPU is up and in MIG mode.
@@ -88,6 +94,22 @@ struct ProcessState {
     workload: Option<Arc<Workload>>,
 }
 
+impl GpuView {
+    /// What puts the GPU in breach now, if anything: hard above the hard limit, predicted when
+    /// the prediction fires.
+    pub fn trigger(&self) -> Option<Trigger> {
+        if !self.up {
+            None
+        } else if self.level == Level::Hard {
+            Some(Trigger::Hard)
+        } else if self.predicted {
+            Some(Trigger::Predicted)
+        } else {
+            None
+        }
+    }
+}
+
 /// Identity of a process for drift: a reused pid with another start (clock ticks since boot) or
 /// another name starts fresh.
 type ProcessKey = (u32, u64, String);
@@ -96,7 +118,12 @@ struct DeviceState {
     policy: PolicyState,
     /// (total the limits were resolved for, the limits).
     limits: Option<(u64, Limits)>,
-    drift: FloorTracker,
+    /// The floor of the memory no listed process accounts for, while processes are listed.
+    unaccounted: FloorTracker,
+    /// The floor of the whole allocation: the forecast while the GPU lists no processes (it is
+    /// always kept, so a list that disappears does not restart the forecast from nothing).
+    total: FloorTracker,
+    predict: PredictState,
     /// Each process seen at the last good process query.
     processes: HashMap<ProcessKey, ProcessState>,
     /// Consecutive polls whose process query failed and which republished the last good list.
@@ -112,6 +139,7 @@ pub const MAX_HELD_PROCESS_POLLS: u32 = 10;
 pub struct Engine {
     limits: LimitsConfig,
     geometry: DriftGeometry,
+    prediction: Option<PredictRule>,
     devices: HashMap<(u32, String), DeviceState>,
     ready: bool,
 }
@@ -121,9 +149,16 @@ impl Engine {
         Engine {
             limits,
             geometry: DriftGeometry::new(leak.window, leak.floor_window),
+            prediction: None,
             devices: HashMap::new(),
             ready: false,
         }
+    }
+
+    /// Publishes the predicted-breach state of each GPU under `rule` (None: never predicted).
+    pub fn with_prediction(mut self, rule: Option<PredictRule>) -> Self {
+        self.prediction = rule;
+        self
     }
 
     /// Applies one poll and returns the snapshot to publish.
@@ -156,7 +191,9 @@ impl Engine {
         let state = self.devices.entry(key).or_insert_with(|| DeviceState {
             policy: PolicyState::default(),
             limits: None,
-            drift: FloorTracker::new(geometry),
+            unaccounted: FloorTracker::new(geometry),
+            total: FloorTracker::new(geometry),
+            predict: PredictState::default(),
             processes: HashMap::new(),
             held_polls: 0,
         });
@@ -171,40 +208,93 @@ impl Engine {
             leak_drift_bytes: 0,
             leak_rate: 0.0,
             hard_limit_eta: None,
+            predicted: false,
             processes: Vec::new(),
             migs: if dev.up { dev.migs.clone() } else { Vec::new() },
             allocations: dev.allocations.clone(),
         };
         if !dev.up {
+            state.predict = PredictState::default();
             return view;
         }
-        if let Some(mem) = dev.memory {
-            let limits = match state.limits {
-                Some((total, l)) if total == mem.total => l,
-                _ => {
-                    let l = resolve_for(&self.limits, &dev.identity, mem.total);
-                    state.limits = Some((mem.total, l));
-                    l
-                }
-            };
-            let verdict = policy::evaluate(mem.allocated, &state.policy, &limits);
-            state.policy = verdict.state;
-            state.drift.observe(geometry, now_ms, mem.allocated);
-            view.limits = Some(limits);
-            view.level = verdict.level;
-            view.soft_violations = verdict.state.soft_violations;
-            view.hard_violations = verdict.state.hard_violations;
-            let leak = state.drift.leak();
-            view.leak_drift_bytes = leak.drift;
-            view.leak_rate = leak.rate;
-            view.hard_limit_eta = drift::seconds_until(mem.allocated, limits.hard, leak.rate);
+        let listed;
+        (view.processes, listed) = state.processes(dev, geometry, now_ms);
+        let Some(mem) = dev.memory else {
+            return view;
+        };
+        let limits = match state.limits {
+            Some((total, l)) if total == mem.total => l,
+            _ => {
+                let l = resolve_for(&self.limits, &dev.identity, mem.total);
+                state.limits = Some((mem.total, l));
+                l
+            }
+        };
+        let verdict = policy::evaluate(mem.allocated, &state.policy, &limits);
+        state.policy = verdict.state;
+        view.limits = Some(limits);
+        view.level = verdict.level;
+        view.soft_violations = verdict.state.soft_violations;
+        view.hard_violations = verdict.state.hard_violations;
+        // The memory the listed processes account for follows their own leaks; the rest follows
+        // the floor rule, and all of it when the GPU lists no processes.
+        state.total.observe(geometry, now_ms, mem.allocated);
+        let leak = if listed {
+            let accounted: u64 = view.processes.iter().map(|p| p.allocated).sum();
+            let unaccounted = mem.allocated.saturating_sub(accounted);
+            state.unaccounted.observe(geometry, now_ms, unaccounted);
+            forecast(
+                view.processes.iter().map(|p| Leak {
+                    rate: p.leak_rate,
+                    drift: p.leak_drift_bytes,
+                }),
+                state.unaccounted.leak(),
+            )
+        } else {
+            state.total.leak()
+        };
+        view.leak_drift_bytes = leak.drift;
+        view.leak_rate = leak.rate;
+        view.hard_limit_eta = drift::seconds_until(mem.allocated, limits.hard, leak.rate);
+        if let Some(rule) = &self.prediction {
+            let (next, fired) =
+                predict::evaluate(state.predict, rule, view.level, view.hard_limit_eta, now_ms);
+            state.predict = next;
+            view.predicted = fired;
         }
+        view
+    }
+}
+
+/// The GPU's leak from what is known, where its processes are listed: the sum of their leaks and
+/// the leak of the memory no listed process accounts for (the driver's own, processes NVML does
+/// not list or reports no memory for, MIG instances without process lists). Memory is additive,
+/// so a sum of floors that each grow at their own rate grows at the sum of the rates; a job
+/// arriving adds its (non-growing) floor and a job leaving removes it, and neither changes the
+/// sum of the rates.
+pub fn forecast(processes: impl Iterator<Item = Leak>, unaccounted: Leak) -> Leak {
+    processes.fold(unaccounted, |acc, p| Leak {
+        rate: acc.rate + p.rate,
+        drift: acc.drift.saturating_add(p.drift),
+    })
+}
+
+impl DeviceState {
+    /// This poll's processes (largest first), with their drift trackers brought up to date; a
+    /// failed query republishes the last good list for a while, untouched. The flag says whether
+    /// there is a list (listed or held), as opposed to none (not supported, a lasting failure).
+    fn processes(
+        &mut self,
+        dev: &DeviceSample,
+        geometry: &DriftGeometry,
+        now_ms: u64,
+    ) -> (Vec<ProcessView>, bool) {
         let listed = match &dev.processes {
-            ProcessList::Failed if state.held_polls < MAX_HELD_PROCESS_POLLS => {
+            ProcessList::Failed if self.held_polls < MAX_HELD_PROCESS_POLLS => {
                 // A failed process query (not NOT_SUPPORTED, which is no error): republish the
                 // last good list and keep its drift state untouched.
-                state.held_polls += 1;
-                view.processes = state
+                self.held_polls += 1;
+                let mut held: Vec<ProcessView> = self
                     .processes
                     .iter()
                     .map(|((pid, _, name), p)| ProcessView {
@@ -216,25 +306,24 @@ impl Engine {
                         workload: p.workload.clone(),
                     })
                     .collect();
-                view.processes
-                    .sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
-                return view;
+                held.sort_by(|a, b| b.allocated.cmp(&a.allocated).then(a.pid.cmp(&b.pid)));
+                return (held, true);
             }
             // A lasting failure publishes no processes and drops their trackers.
             other => other.listed(),
         };
-        state.held_polls = 0;
+        self.held_polls = 0;
         let mut live: HashMap<ProcessKey, ProcessState> = HashMap::with_capacity(listed.len());
-        view.processes.reserve(listed.len());
+        let mut views = Vec::with_capacity(listed.len());
         for p in listed {
             let key = (p.pid, p.start_ticks, p.name.clone());
-            let mut tracker = state
+            let mut tracker = self
                 .processes
                 .remove(&key)
                 .map(|p| p.tracker)
                 .unwrap_or_else(|| FloorTracker::new(geometry));
             tracker.observe(geometry, now_ms, p.allocated);
-            view.processes.push(ProcessView {
+            views.push(ProcessView {
                 pid: p.pid,
                 name: p.name.clone(),
                 allocated: p.allocated,
@@ -252,8 +341,8 @@ impl Engine {
             );
         }
         // Trackers of processes that vanished are dropped here.
-        state.processes = live;
-        view
+        self.processes = live;
+        (views, matches!(dev.processes, ProcessList::Listed(_)))
     }
 }
 

@@ -70,7 +70,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let telemetry = Telemetry::new();
     let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
-    let engine = Engine::new(config.limits.clone(), config.leak);
+    let engine = Engine::new(config.limits.clone(), config.leak)
+        .with_prediction(config.cleanup.predict.as_ref().map(|p| p.rule));
     // Workload attribution: its pod-resources task runs here, its cgroup reads on the poller.
     let (attributor, pod_resources) = match kubernetes::start(&config.kubernetes, &telemetry) {
         Some((a, task)) => (Some(a), task),

@@ -235,6 +235,9 @@ fn gpu_card(out: &mut String, g: &GpuView, hist: Option<&GpuHistory>, h: &Histor
             human_duration(eta)
         );
     }
+    if g.level != Level::Hard && g.predicted {
+        out.push_str(" · <span class=\"badge soft predicted\">predicted breach</span>");
+    }
     let _ = writeln!(
         out,
         " · episodes soft {} / hard {}</p>",

@@ -184,6 +184,22 @@ local p = import '../lib/promql.libsonnet';
               runbook_url: runbook('VramCleanupFailed'),
             },
           },
+          // Warning: a predictive cleanup run (trigger="predicted") did not push the GPU's time to its
+          // hard limit away: the job did not give memory back, and the breach is still coming.
+          {
+            alert: 'VramCleanupPredictionUnmoved',
+            expr: |||
+              sum %s (
+                increase(%s[%s])
+              ) > 0
+            ||| % [p.byGpu(c), sel('vram_cleanup_predictions_unmoved_total'), c.cleanupUnmovedWindow],
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: 'Cleanup before a predicted hard-limit breach did not move it.',
+              description: 'GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on {{ $labels.instance }}: {{ printf "%.0f" $value }} predictive cleanup run(s) in the last ' + p.human(c.cleanupUnmovedWindow) + ' left its time to the hard limit no longer; the jobs did not release memory and the breach is still coming.',
+              runbook_url: runbook('VramCleanupPredictionUnmoved'),
+            },
+          },
         ],
       },
     ],

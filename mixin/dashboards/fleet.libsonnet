@@ -128,8 +128,8 @@ local p = import '../lib/promql.libsonnet';
         + links + { fieldConfig+: { defaults+: { color: { mode: 'continuous-GrYlRd' } } } },
 
         g.row(104, 'Cleanups', 63 + o),
-        g.timeseries(40, 'Cleanup actions', 'Emergency cleanup actions run per GPU by action and result (ok, failed, skipped, dry_run); 0 where cleanup is off. Alert: VramCleanupFailed.', g.grid(0, 56 + o, 12, 8),
-                     g.targets([['sum by (%s, %s, gpu, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], legend + ' {{action}} {{result}}']]), 'short', bars=true)
+        g.timeseries(40, 'Cleanup actions', 'Cleanup actions run per GPU by trigger (hard: above the hard limit; predicted: before it, on the time to it), action and result (ok, failed, skipped, dry_run); 0 where cleanup is off. Alerts: VramCleanupFailed, VramCleanupPredictionUnmoved.', g.grid(0, 56 + o, 12, 8),
+                     g.targets([['sum by (%s, %s, gpu, trigger, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], legend + ' {{trigger}} {{action}} {{result}}']]), 'short', bars=true)
         + { fieldConfig+: { overrides: [g.colorOverride('failed', 'red')] } },
         g.timeseries(41, 'Reclaimed by cleanup', 'Memory freed on each GPU within a few polls after its last cleanup; 0 where cleanup is off.', g.grid(12, 56 + o, 8, 8),
                      g.targets([['vram_cleanup_reclaimed_bytes{%s} or (vram_total_bytes{%s} * 0)' % [S, S], legend]]), 'bytes'),

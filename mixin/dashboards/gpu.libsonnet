@@ -99,11 +99,14 @@ local p = import '../lib/promql.libsonnet';
         },
 
         g.row(203, 'Cleanups', 45),
-        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by action and result; 0 where cleanup is off.', g.grid(0, 46, 12, 8),
-                     g.targets([['sum by (%s, %s, gpu, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], '{{action}} {{result}}']]), 'short', bars=true)
+        g.timeseries(30, 'Cleanup actions', 'Cleanup actions run for this GPU by trigger (hard: above the hard limit; predicted: before it), action and result; 0 where cleanup is off.', g.grid(0, 46, 12, 8),
+                     g.targets([['sum by (%s, %s, gpu, trigger, action, result) (increase(vram_cleanups_total{%s}[$__rate_interval])) or sum by (%s, %s, gpu) (vram_total_bytes{%s} * 0)' % [cl, inst, S, cl, inst, S], '{{trigger}} {{action}} {{result}}']]), 'short', bars=true)
         + { fieldConfig+: { overrides: [g.colorOverride('failed', 'red')] } },
-        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 46, 12, 8),
+        g.timeseries(31, 'Reclaimed by cleanup', 'Memory freed after the last cleanup of this GPU; 0 where cleanup is off.', g.grid(12, 46, 8, 8),
                      g.targets([['vram_cleanup_reclaimed_bytes{%s} or (vram_total_bytes{%s} * 0)' % [S, S], 'reclaimed']]), 'bytes'),
+        g.stat(32, 'Predictions unmoved', "Predictive cleanup runs in the dashboard's time range after which this GPU's time to its hard limit did not grow. Alert: VramCleanupPredictionUnmoved.", g.grid(20, 46, 4, 8),
+               g.targets([['sum(increase(vram_cleanup_predictions_unmoved_total{%s}[$__range])) or vector(0)' % S, 'unmoved']]), 'none',
+               g.thresholdColors([['green', null], ['orange', 1]])) + { fieldConfig+: { defaults+: { decimals: 0 } } },
 
         g.row(204, 'Exporter', 54),
         g.timeseries(40, 'Poll duration', "Median and 99th percentile of the exporter's poll cycle on this host.", g.grid(0, 55, 12, 8),

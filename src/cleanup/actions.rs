@@ -15,6 +15,7 @@ use crate::cleanup::config::{ExecAction, KillAction, SignalAction, WebhookAction
 use crate::cleanup::payload::Payload;
 use crate::cleanup::targets::{self, alive, proc_stat};
 use crate::engine::GpuView;
+use crate::policy::predict::Trigger;
 use crate::policy::Level;
 
 /// The `result` label of `vram_cleanups_total`.
@@ -122,19 +123,28 @@ pub fn signal(
 }
 
 /// Terminates the GPU's largest eligible process: SIGTERM, then SIGKILL after `grace` if the
-/// same process is still there.
+/// same process is still there. Skipped when the GPU is no longer in the breach the run is for
+/// (above its hard limit; for a predicted run, above it or still predicted to reach it).
 pub async fn kill(
     a: &KillAction,
     gpu: &GpuView,
     listed_at: Option<SystemTime>,
     own_pid: u32,
     dry_run: bool,
+    trigger: Trigger,
 ) -> Outcome {
-    if gpu.level != Level::Hard {
+    let still = match trigger {
+        Trigger::Hard => gpu.level == Level::Hard,
+        Trigger::Predicted => gpu.trigger().is_some(),
+    };
+    if !still {
         return Outcome::new(
             ActionResult::Skipped,
             vec![],
-            "the GPU is no longer above its hard limit",
+            match trigger {
+                Trigger::Hard => "the GPU is no longer above its hard limit",
+                Trigger::Predicted => "the GPU is no longer predicted to reach its hard limit",
+            },
         );
     }
     let Some(victim) = targets::kill_victim(&gpu.processes, a, own_pid) else {

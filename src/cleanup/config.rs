@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::{parse_duration_within, ConfigError};
 
+mod predict;
 mod signal;
 mod url;
 mod workload;
 
+pub use predict::{PredictConfig, RawPredict};
 use signal::is_terminating;
 pub use signal::{parse_signal, Signal};
 use url::check_url;
@@ -38,6 +40,9 @@ pub struct RawCleanup {
     pub allow_kill: bool,
     /// The actions, run in order on each cleanup.
     pub actions: Vec<RawAction>,
+    /// Run the actions before the breach, on the predicted time to the hard limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predict: Option<RawPredict>,
 }
 
 impl Default for RawCleanup {
@@ -48,6 +53,7 @@ impl Default for RawCleanup {
             cooldown: "30s".into(),
             allow_kill: false,
             actions: Vec::new(),
+            predict: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct CleanupConfig {
     pub dry_run: bool,
     pub cooldown: Duration,
     pub actions: Vec<Action>,
+    /// Runs before the breach; None: only on hard breach.
+    pub predict: Option<PredictConfig>,
 }
 
 impl Default for CleanupConfig {
@@ -117,6 +125,7 @@ impl Default for CleanupConfig {
             dry_run: false,
             cooldown: DEFAULT_COOLDOWN,
             actions: Vec::new(),
+            predict: None,
         }
     }
 }
@@ -140,6 +149,16 @@ impl Action {
             Action::Kill(_) => Kind::Kill,
         }
         .as_str()
+    }
+
+    /// Whether the action ends processes (a kill, or a signal that terminates by intent): such
+    /// an action runs on a prediction only with `cleanup.predict.allow_kill`.
+    pub fn terminates(&self) -> bool {
+        match self {
+            Action::Kill(_) => true,
+            Action::Signal(s) => is_terminating(s.signal),
+            Action::Webhook(_) | Action::Exec(_) => false,
+        }
     }
 }
 
@@ -236,11 +255,18 @@ impl RawCleanup {
                 "cleanup.enabled is true but no action is configured; add [[cleanup.actions]] or set enabled = false",
             ));
         }
+        let predict = self
+            .predict
+            .as_ref()
+            .map(|p| p.validate(self.allow_kill, &actions))
+            .transpose()?
+            .flatten();
         Ok(CleanupConfig {
             enabled: self.enabled,
             dry_run: self.dry_run,
             cooldown,
             actions,
+            predict,
         })
     }
 }

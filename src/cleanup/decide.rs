@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::policy::predict::Trigger;
 use crate::policy::Level;
 
 /// What the dispatcher remembers about one GPU between snapshots.
@@ -19,6 +20,11 @@ pub struct Track {
     pub last_due: Option<Instant>,
     /// When a kill was last included in a run.
     pub last_kill: Option<Instant>,
+    /// When the current predicted breach began (as first seen); None when there is none.
+    pub predicted_since: Option<Instant>,
+    /// When a predicted run was last due (run or skipped): predicted runs repeat at most once
+    /// per cooldown, whatever the hard path did.
+    pub predicted_last_due: Option<Instant>,
 }
 
 /// Why a run is due, for the log and the payload.
@@ -28,6 +34,8 @@ pub enum Reason {
     Entered,
     /// It stayed in hard breach for another cooldown.
     StillHard,
+    /// Its time to the hard limit stayed under `cleanup.predict.eta_below` (see `predicted`).
+    Predicted,
 }
 
 impl Reason {
@@ -35,6 +43,15 @@ impl Reason {
         match self {
             Reason::Entered => "entered_hard",
             Reason::StillHard => "still_hard",
+            Reason::Predicted => "predicted_breach",
+        }
+    }
+
+    /// The `trigger` label: hard for the hard path, predicted before the breach.
+    pub fn trigger(self) -> Trigger {
+        match self {
+            Reason::Entered | Reason::StillHard => Trigger::Hard,
+            Reason::Predicted => Trigger::Predicted,
         }
     }
 }
@@ -81,12 +98,11 @@ pub fn decide(prev: Track, i: Inputs) -> (Track, Decision) {
     } else {
         Reason::StillHard
     };
-    let due = match reason {
-        Reason::Entered => true,
-        Reason::StillHard => prev
+    // Entering runs at once; staying runs again each cooldown.
+    let due = reason == Reason::Entered
+        || prev
             .last_due
-            .is_none_or(|t| i.now.saturating_duration_since(t) >= i.cooldown),
-    };
+            .is_none_or(|t| i.now.saturating_duration_since(t) >= i.cooldown);
     let mut next = Track {
         hard_since: Some(hard_since),
         ..prev

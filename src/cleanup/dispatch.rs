@@ -7,6 +7,10 @@
 //! previous one is still going is counted as `skipped` and dropped, so hung webhooks or commands
 //! cannot pile up (the "queue" holds at most one run per GPU, and every action is time-bounded).
 //!
+//! With `[cleanup.predict]`, a GPU the hard path leaves idle is asked [`decide_predicted`] (the
+//! engine's prediction in the snapshot), and a predicted run is judged [`UNMOVED_POLLS`]
+//! snapshots after it finished (`vram_cleanup_predictions_unmoved_total`).
+//!
 //! Reclaimed memory: at each run the GPU's allocation is remembered; until [`RECLAIM_POLLS`]
 //! snapshots after the run has finished, `vram_cleanup_reclaimed_bytes` shows how far the
 //! allocation fell below that (the lowest value seen).
@@ -22,8 +26,10 @@ use crate::cleanup::actions::{self, ActionResult, Outcome};
 use crate::cleanup::config::{Action, CleanupConfig};
 use crate::cleanup::decide::{decide, Decision, Inputs, Reason, Track};
 use crate::cleanup::payload::{hostname, Payload};
+use crate::cleanup::predicted::{decide_predicted, Pending, PredictedInputs, UNMOVED_POLLS};
 use crate::cleanup::telemetry::CleanupMetrics;
 use crate::engine::{GpuView, Snapshot};
+use crate::policy::Level;
 use crate::publish::SharedPublished;
 
 /// Snapshots after a run has finished over which reclaimed memory is still measured.
@@ -36,6 +42,8 @@ pub struct Report {
     pub uuid: String,
     pub action: &'static str,
     pub reason: &'static str,
+    /// "hard" or "predicted".
+    pub trigger: &'static str,
     pub outcome: Outcome,
 }
 
@@ -63,6 +71,8 @@ struct Slot {
     reclaim: Option<Reclaim>,
     /// The latest reclaimed figure, for the audit lines of a run still going.
     reclaimed: Arc<AtomicU64>,
+    /// A predicted run whose effect on the ETA is still to be judged.
+    pending: Option<Pending>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +135,8 @@ impl Dispatcher {
             Action::Kill(k) => Some(k.after),
             _ => None,
         });
+        let predict = self.shared.config.predict;
+        let predicted_kill_after = kill_after.filter(|_| predict.is_some_and(|p| p.allow_kill));
         for gpu in &snapshot.gpus {
             let key = (gpu.identity.index, gpu.identity.uuid.clone());
             let slot = self.gpus.entry(key).or_insert_with(|| {
@@ -134,9 +146,11 @@ impl Dispatcher {
                     in_flight: Arc::new(AtomicBool::new(false)),
                     reclaim: None,
                     reclaimed: Arc::new(AtomicU64::new(0)),
+                    pending: None,
                 }
             });
             measure_reclaim(&self.shared, slot, gpu);
+            judge_prediction(&self.shared, slot, gpu);
             let (track, decision) = decide(
                 slot.track,
                 Inputs {
@@ -149,10 +163,27 @@ impl Dispatcher {
                 },
             );
             slot.track = track;
+            let decision = match decision {
+                Decision::Idle if predict.is_some() && gpu.level != Level::Hard => {
+                    let (track, decision) = decide_predicted(
+                        slot.track,
+                        PredictedInputs {
+                            predicted: gpu.up && gpu.predicted,
+                            now,
+                            cooldown: self.shared.config.cooldown,
+                            in_flight: slot.in_flight.load(Ordering::Acquire),
+                            kill_after: predicted_kill_after,
+                        },
+                    );
+                    slot.track = track;
+                    decision
+                }
+                other => other,
+            };
             match decision {
                 Decision::Idle => {}
                 Decision::Skip { reason } => {
-                    for action in &self.shared.config.actions {
+                    for action in self.shared.runnable(reason) {
                         let outcome = Outcome::new(
                             ActionResult::Skipped,
                             vec![],
@@ -163,6 +194,9 @@ impl Dispatcher {
                     }
                 }
                 Decision::Run { reason, kill } => {
+                    if reason == Reason::Predicted && !self.shared.config.dry_run {
+                        slot.pending = Pending::start(gpu);
+                    }
                     if !self.shared.config.dry_run {
                         let allocated = gpu.memory.map_or(0, |m| m.allocated);
                         slot.reclaim = Some(Reclaim {
@@ -188,6 +222,40 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// Once a predicted run's window is over, counts and logs whether it moved the GPU's ETA.
+fn judge_prediction(shared: &Shared, slot: &mut Slot, gpu: &GpuView) {
+    let Some(pending) = slot.pending.as_mut() else {
+        return;
+    };
+    let Some(moved) = pending.step(gpu, !slot.in_flight.load(Ordering::Acquire)) else {
+        return;
+    };
+    let eta_at_run = pending.eta();
+    slot.pending = None;
+    let eta_now = gpu.hard_limit_eta.map(|e| (e * 10.0).round() / 10.0);
+    if moved {
+        tracing::info!(
+            gpu = gpu.identity.index,
+            uuid = %gpu.identity.uuid,
+            eta_at_cleanup_seconds = eta_at_run,
+            eta_after_seconds = eta_now,
+            polls = UNMOVED_POLLS,
+            "cleanup prediction moved"
+        );
+    } else {
+        shared.metrics.count_unmoved(gpu);
+        tracing::warn!(
+            gpu = gpu.identity.index,
+            uuid = %gpu.identity.uuid,
+            eta_at_cleanup_seconds = eta_at_run,
+            eta_after_seconds = eta_now,
+            level = gpu.level.as_str(),
+            polls = UNMOVED_POLLS,
+            "cleanup prediction unmoved: the hard limit is no further away after the cleanup"
+        );
     }
 }
 
@@ -240,6 +308,7 @@ impl Run {
             .iter()
             .enumerate()
             .filter(|(_, a)| self.kill || !matches!(a, Action::Kill(_)))
+            .filter(|(_, a)| shared.may_run(a, self.reason))
             .collect();
         let last = steps.len().saturating_sub(1);
         for (n, (i, action)) in steps.into_iter().enumerate() {
@@ -271,16 +340,19 @@ impl Run {
         let dry = s.config.dry_run;
         match action {
             Action::Signal(a) => actions::signal(a, gpu, snapshot.taken_at, s.own_pid, dry),
-            Action::Kill(a) => actions::kill(a, gpu, snapshot.taken_at, s.own_pid, dry).await,
+            Action::Kill(a) => {
+                let trigger = self.reason.trigger();
+                actions::kill(a, gpu, snapshot.taken_at, s.own_pid, dry, trigger).await
+            }
             Action::Webhook(a) => {
-                let body = Payload::new(&s.host, gpu, self.reason.as_str()).to_json();
+                let body = Payload::new(&s.host, gpu, self.reason).to_json();
                 let agent = s.agents[i]
                     .clone()
                     .unwrap_or_else(|| actions::webhook_agent(a));
                 actions::webhook(a, agent, body, dry).await
             }
             Action::Exec(a) => {
-                let payload = Payload::new(&s.host, gpu, self.reason.as_str());
+                let payload = Payload::new(&s.host, gpu, self.reason);
                 actions::exec(a, &payload, dry).await
             }
         }
@@ -288,6 +360,22 @@ impl Run {
 }
 
 impl Shared {
+    /// Whether `action` takes part in a run for `reason`: on a prediction, a kill or a
+    /// terminating signal only with `cleanup.predict.allow_kill`.
+    fn may_run(&self, action: &Action, reason: Reason) -> bool {
+        reason != Reason::Predicted
+            || !action.terminates()
+            || self.config.predict.is_some_and(|p| p.allow_kill)
+    }
+
+    /// The actions a run for `reason` may include.
+    fn runnable(&self, reason: Reason) -> impl Iterator<Item = &Action> {
+        self.config
+            .actions
+            .iter()
+            .filter(move |a| self.may_run(a, reason))
+    }
+
     /// Counts, logs (the audit line) and reports one action's outcome.
     fn finish(
         &self,
@@ -298,7 +386,9 @@ impl Shared {
         reclaimed: &AtomicU64,
     ) {
         let label = action.as_str();
-        self.metrics.count(gpu, label, outcome.result);
+        let trigger = reason.trigger().as_str();
+        self.metrics
+            .count(gpu, label, outcome.result, reason.trigger());
         let pids = outcome
             .pids
             .iter()
@@ -332,12 +422,15 @@ impl Shared {
                     gpu = gpu.identity.index,
                     uuid = %gpu.identity.uuid,
                     reason = reason.as_str(),
+                    trigger,
                     pids = %pids,
                     pods = %pods,
                     result = outcome.result.as_str(),
                     detail = %outcome.detail,
                     allocated_bytes = gpu.memory.map_or(0, |m| m.allocated),
                     reclaimed_bytes = reclaimed,
+                    leak_rate_bytes_per_second = gpu.leak_rate.round() as u64,
+                    hard_limit_eta_seconds = gpu.hard_limit_eta.map(|e| (e * 10.0).round() / 10.0),
                     dry_run = self.config.dry_run,
                     "cleanup action"
                 )
@@ -353,6 +446,7 @@ impl Shared {
                 uuid: gpu.identity.uuid.clone(),
                 action: label,
                 reason: reason.as_str(),
+                trigger,
                 outcome,
             });
         }

@@ -1,4 +1,5 @@
-//! OOM prevention: emergency cleanup actions when a GPU crosses its hard limit.
+//! OOM prevention: cleanup actions when a GPU crosses its hard limit, or (with
+//! `[cleanup.predict]`) shortly before it is predicted to.
 //!
 //! An exporter cannot free another process's GPU memory, so it makes the owners do it — fast,
 //! safely and on the record. The safety rules follow earlyoom and systemd-oomd: off by default,
@@ -6,7 +7,8 @@
 //! and `prefer` for kills, SIGTERM before SIGKILL, at most one kill per GPU per cooldown.
 //!
 //! - [`config`]: the `[cleanup]` section, validated once (unsafe settings are refused).
-//! - [`decide`]: the pure "is a run due" function.
+//! - [`decide`]: the pure "is a run due" function; [`predicted`]: the same before the breach, on
+//!   the GPU's time to the hard limit (`[cleanup.predict]`), and whether a run moved it.
 //! - [`targets`]: which processes may be touched, and the `/proc` checks before a signal.
 //! - [`actions`]: signal, webhook, exec and kill, each time-bounded.
 //! - [`payload`]: the JSON body / environment describing the breach.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod decide;
 pub mod dispatch;
 pub mod payload;
+pub mod predicted;
 pub mod targets;
 pub mod telemetry;
 
@@ -53,6 +56,10 @@ pub fn start(
         actions = %actions.join(","),
         cooldown = %humantime::format_duration(config.cooldown),
         dry_run = config.dry_run,
+        predict_eta_below = %config.predict.map_or_else(
+            || "off".to_string(),
+            |p| humantime::format_duration(p.rule.eta_below).to_string()
+        ),
         "cleanup actions enabled"
     );
     let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots).with_observer(observer);

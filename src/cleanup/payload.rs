@@ -7,12 +7,13 @@
 
 use serde::Serialize;
 
+use crate::cleanup::decide::Reason;
 use crate::engine::GpuView;
 
 /// How many of the GPU's largest processes the payload lists.
 pub const PAYLOAD_PROCESSES: usize = 16;
 
-/// The facts about one GPU in hard breach.
+/// The facts about one GPU in hard breach, or predicted to breach.
 #[derive(Debug, Clone, Serialize)]
 pub struct Payload {
     pub host: String,
@@ -25,8 +26,14 @@ pub struct Payload {
     pub hard_limit_bytes: u64,
     /// "ok", "soft" or "hard".
     pub level: &'static str,
-    /// "entered_hard" or "still_hard".
+    /// "entered_hard", "still_hard" or "predicted_breach".
     pub reason: &'static str,
+    /// "hard" (above the hard limit) or "predicted" (before it, on the time to it).
+    pub trigger: &'static str,
+    /// The GPU's leak rate (bytes per second, 0 when nothing leaks).
+    pub leak_rate_bytes_per_second: f64,
+    /// Seconds until the hard limit at that rate: 0 at or above it, null when nothing grows.
+    pub hard_limit_eta_seconds: Option<f64>,
     /// The largest processes on the GPU, largest first.
     pub processes: Vec<PayloadProcess>,
 }
@@ -45,7 +52,7 @@ pub struct PayloadProcess {
 }
 
 impl Payload {
-    pub fn new(host: &str, gpu: &GpuView, reason: &'static str) -> Self {
+    pub fn new(host: &str, gpu: &GpuView, reason: Reason) -> Self {
         let limits = gpu.limits;
         Payload {
             host: printable(host),
@@ -57,7 +64,10 @@ impl Payload {
             soft_limit_bytes: limits.map_or(0, |l| l.soft),
             hard_limit_bytes: limits.map_or(0, |l| l.hard),
             level: gpu.level.as_str(),
-            reason,
+            reason: reason.as_str(),
+            trigger: reason.trigger().as_str(),
+            leak_rate_bytes_per_second: gpu.leak_rate.round(),
+            hard_limit_eta_seconds: gpu.hard_limit_eta.map(|e| (e * 10.0).round() / 10.0),
             processes: gpu
                 .processes
                 .iter()
@@ -120,6 +130,17 @@ impl Payload {
             ("VRAM_HARD_LIMIT_BYTES", self.hard_limit_bytes.to_string()),
             ("VRAM_LEVEL", self.level.to_string()),
             ("VRAM_REASON", self.reason.to_string()),
+            ("VRAM_TRIGGER", self.trigger.to_string()),
+            (
+                "VRAM_LEAK_RATE_BYTES_PER_SECOND",
+                format!("{:.0}", self.leak_rate_bytes_per_second),
+            ),
+            // Empty when nothing grows.
+            (
+                "VRAM_HARD_LIMIT_ETA_SECONDS",
+                self.hard_limit_eta_seconds
+                    .map_or_else(String::new, |e| format!("{e:.1}")),
+            ),
             ("VRAM_TOP_PIDS", pids.join(" ")),
             ("VRAM_TOP_PODS", pods.join(" ")),
         ]
@@ -176,6 +197,7 @@ mod tests {
             leak_drift_bytes: 0,
             leak_rate: 0.0,
             hard_limit_eta: None,
+            predicted: false,
             processes: (0..20)
                 .map(|i| ProcessView {
                     pid: 100 + i,
@@ -193,13 +215,15 @@ mod tests {
 
     #[test]
     fn json_and_env_carry_the_same_facts() {
-        let p = Payload::new("node-1", &view(), "entered_hard");
+        let p = Payload::new("node-1", &view(), Reason::Entered);
         let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
         assert_eq!(v["host"], "node-1");
         assert_eq!(v["gpu"], 2);
         assert_eq!(v["allocated_bytes"], 97);
         assert_eq!(v["hard_limit_bytes"], 95);
         assert_eq!(v["level"], "hard");
+        assert_eq!(v["trigger"], "hard");
+        assert!(v["hard_limit_eta_seconds"].is_null());
         assert_eq!(v["processes"].as_array().unwrap().len(), PAYLOAD_PROCESSES);
         assert_eq!(v["processes"][0]["pid"], 100);
         assert_eq!(v["processes"][0]["bytes"], 50);
@@ -212,5 +236,26 @@ mod tests {
         assert_eq!(get("VRAM_UUID"), "GPU-x");
         assert_eq!(get("VRAM_MODEL"), "SimVRAM_LEVEL=ok[2J");
         assert_eq!(v["model"], "SimVRAM_LEVEL=ok[2J");
+        assert_eq!(get("VRAM_TRIGGER"), "hard");
+        assert_eq!(get("VRAM_HARD_LIMIT_ETA_SECONDS"), "");
+    }
+
+    #[test]
+    fn a_prediction_carries_its_trigger_rate_and_eta() {
+        let mut gpu = view();
+        gpu.level = Level::Soft;
+        gpu.leak_rate = 512.0 * 1024.0 * 1024.0;
+        gpu.hard_limit_eta = Some(42.34);
+        let p = Payload::new("node-1", &gpu, Reason::Predicted);
+        let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
+        assert_eq!(v["reason"], "predicted_breach");
+        assert_eq!(v["trigger"], "predicted");
+        assert_eq!(v["leak_rate_bytes_per_second"], 536870912.0);
+        assert_eq!(v["hard_limit_eta_seconds"], 42.3);
+        let env = p.env();
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+        assert_eq!(get("VRAM_TRIGGER"), "predicted");
+        assert_eq!(get("VRAM_LEAK_RATE_BYTES_PER_SECOND"), "536870912");
+        assert_eq!(get("VRAM_HARD_LIMIT_ETA_SECONDS"), "42.3");
     }
 }

@@ -1,21 +1,25 @@
-//! The cleanup metrics: `vram_cleanups_total{gpu,uuid,action,result}` and
-//! `vram_cleanup_reclaimed_bytes{gpu,uuid}`, registered in the exporter's self-metrics registry.
+//! The cleanup metrics: `vram_cleanups_total{gpu,uuid,action,result,trigger}`,
+//! `vram_cleanup_reclaimed_bytes{gpu,uuid}` and `vram_cleanup_predictions_unmoved_total{gpu,uuid}`,
+//! registered in the exporter's self-metrics registry.
 //!
 //! They are exporter self-metrics (events the exporter caused), so they live in the `prometheus`
 //! registry next to the poll counters rather than in the per-poll domain exposition. Every
-//! (action, result) pair of the configured actions starts at 0 when a GPU is first seen, so
+//! (action, result, trigger) of the configured actions starts at 0 when a GPU is first seen (the
+//! `predicted` trigger only with `[cleanup.predict]`, for the actions a prediction may run), so
 //! `increase()` in alerts works from the first failure on.
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::cleanup::actions::ActionResult;
-use crate::cleanup::config::CleanupConfig;
+use crate::cleanup::config::{Action, CleanupConfig};
 use crate::engine::GpuView;
+use crate::policy::predict::Trigger;
 
 #[derive(Clone)]
 pub struct CleanupMetrics {
     cleanups: IntCounterVec,
     reclaimed: IntGaugeVec,
+    unmoved: IntCounterVec,
 }
 
 impl CleanupMetrics {
@@ -23,9 +27,9 @@ impl CleanupMetrics {
         let cleanups = IntCounterVec::new(
             Opts::new(
                 "vram_cleanups_total",
-                "Cleanup actions run on hard-limit breach, by GPU, action type and result (ok, failed, skipped, dry_run).",
+                "Cleanup actions run, by GPU, action type, result (ok, failed, skipped, dry_run) and trigger (hard: above the hard limit; predicted: before it, on the time to it).",
             ),
-            &["gpu", "uuid", "action", "result"],
+            &["gpu", "uuid", "action", "result", "trigger"],
         )
         .expect("valid counter");
         let reclaimed = IntGaugeVec::new(
@@ -36,44 +40,74 @@ impl CleanupMetrics {
             &["gpu", "uuid"],
         )
         .expect("valid gauge");
+        let unmoved = IntCounterVec::new(
+            Opts::new(
+                "vram_cleanup_predictions_unmoved_total",
+                "Predicted-breach cleanup runs after which the GPU's time to the hard limit did not grow (the cleanup did not push the breach away).",
+            ),
+            &["gpu", "uuid"],
+        )
+        .expect("valid counter");
         CleanupMetrics {
             cleanups,
             reclaimed,
+            unmoved,
         }
     }
 
     /// Adds both families to `registry`.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.cleanups.clone()))?;
-        registry.register(Box::new(self.reclaimed.clone()))
+        registry.register(Box::new(self.reclaimed.clone()))?;
+        registry.register(Box::new(self.unmoved.clone()))
     }
 
-    /// Creates the GPU's series at 0 for every configured action type and result.
+    /// Creates the GPU's series at 0 for every configured action type, result and trigger.
     pub fn init_gpu(&self, gpu: &GpuView, config: &CleanupConfig) {
         let idx = gpu.identity.index.to_string();
-        for action in &config.actions {
-            for v in ActionResult::ALL {
-                self.cleanups.with_label_values(&[
-                    &idx,
-                    &gpu.identity.uuid,
-                    action.as_str(),
-                    v.as_str(),
-                ]);
+        for trigger in Trigger::ALL {
+            let runs = |a: &&Action| match trigger {
+                Trigger::Hard => true,
+                Trigger::Predicted => config
+                    .predict
+                    .is_some_and(|p| p.allow_kill || !a.terminates()),
+            };
+            for action in config.actions.iter().filter(runs) {
+                for v in ActionResult::ALL {
+                    self.cleanups.with_label_values(&[
+                        &idx,
+                        &gpu.identity.uuid,
+                        action.as_str(),
+                        v.as_str(),
+                        trigger.as_str(),
+                    ]);
+                }
             }
         }
         self.reclaimed
             .with_label_values(&[&idx, &gpu.identity.uuid])
             .set(0);
+        if config.predict.is_some() {
+            self.unmoved.with_label_values(&[&idx, &gpu.identity.uuid]);
+        }
     }
 
-    pub fn count(&self, gpu: &GpuView, action: &str, result: ActionResult) {
+    pub fn count(&self, gpu: &GpuView, action: &str, result: ActionResult, trigger: Trigger) {
         self.cleanups
             .with_label_values(&[
                 &gpu.identity.index.to_string(),
                 &gpu.identity.uuid,
                 action,
                 result.as_str(),
+                trigger.as_str(),
             ])
+            .inc();
+    }
+
+    /// Counts a predicted run that did not move the GPU's time to the hard limit.
+    pub fn count_unmoved(&self, gpu: &GpuView) {
+        self.unmoved
+            .with_label_values(&[&gpu.identity.index.to_string(), &gpu.identity.uuid])
             .inc();
     }
 

@@ -59,7 +59,9 @@ pub struct Event {
     pub bytes: u64,
     /// Leak rate for leak events, bytes per second.
     pub rate: f64,
-    /// Cleanups: the action and its result ("signal", "dry_run").
+    /// Cleanups: what started the run ("hard" or "predicted"), the action and its result
+    /// ("signal", "dry_run").
+    pub trigger: &'static str,
     pub action: &'static str,
     pub result: &'static str,
     pub detail: String,

@@ -154,6 +154,9 @@ pub struct EventEntry {
     pub bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak_rate_bytes_per_second: Option<f64>,
+    /// Cleanups: "hard" (in hard breach) or "predicted" (`[cleanup.predict]`).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub trigger: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub action: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -246,6 +249,7 @@ impl From<&Event> for EventEntry {
             name: e.name.clone(),
             bytes: e.bytes,
             leak_rate_bytes_per_second: leak.then_some(e.rate),
+            trigger: e.trigger,
             action: e.action,
             result: e.result,
             detail: e.detail.clone(),

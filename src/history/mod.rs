@@ -154,6 +154,7 @@ impl History {
             kind: Kind::Cleanup,
             pid: None,
             bytes: at,
+            trigger: r.trigger,
             action: r.action,
             result: r.outcome.result.as_str(),
             detail: r.outcome.detail.clone(),

@@ -6,6 +6,7 @@
 //! the hysteresis. A trace that wobbles around a limit therefore counts once.
 
 pub mod limits;
+pub mod predict;
 
 pub use limits::{LimitSpec, Limits};
 

@@ -50,7 +50,7 @@
       case "gpu_lost": return "stopped answering NVML";
       case "gpu_back": return "answers NVML again";
       case "cleanup": {
-        let s = "cleanup <b>" + esc(e.action) + "</b>: " + esc(String(e.result).replace(/_/g, " ")) + " — " + esc(e.detail || "");
+        let s = (e.trigger === "predicted" ? "predicted breach: " : "") + "cleanup <b>" + esc(e.action) + "</b>: " + esc(String(e.result).replace(/_/g, " ")) + " — " + esc(e.detail || "");
         if (e.reclaimed_bytes !== undefined) s += " · reclaimed " + bytes(e.reclaimed_bytes);
         return s;
       }
@@ -140,6 +140,7 @@
     if (g.limits) o += "soft " + bytes(g.limits.soft) + " · hard " + bytes(g.limits.hard) + " · ";
     o += 'leak <span class="drift">' + bytes(g.leak_drift_bytes) + '</span>, <span class="rate">' + rate(g.leak_rate_bytes_per_second) + "</span>";
     if (g.hard_limit_eta_seconds !== null) o += ' · hard limit in <span class="eta">' + dur(g.hard_limit_eta_seconds) + "</span>";
+    if (g.level !== "hard" && g.cleanup_trigger === "predicted") o += ' · <span class="badge soft predicted">predicted breach</span>';
     o += " · episodes soft " + g.soft_violations + " / hard " + g.hard_violations + "</p>\n";
     const now = h.now || 0;
     if (hist) {

@@ -42,7 +42,12 @@ fn sentence(e: &EventEntry) -> String {
         "gpu_back" => "answers NVML again".to_string(),
         "cleanup" => {
             let mut s = format!(
-                "cleanup <b>{}</b>: {} — {}",
+                "{}cleanup <b>{}</b>: {} — {}",
+                if e.trigger == "predicted" {
+                    "predicted breach: "
+                } else {
+                    ""
+                },
                 Html(e.action),
                 Html(&e.result.replace('_', " ")),
                 Html(&e.detail)

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use crate::harness::{Exporter, Metrics, Options, GIB};
 
 const GIB_U: u64 = 1 << 30;
-const UUID0: &str = "GPU-c1ea0000-0000-4000-8000-000000000000";
+pub(crate) const UUID0: &str = "GPU-c1ea0000-0000-4000-8000-000000000000";
 const UUID1: &str = "GPU-c1ea0000-0000-4000-8000-000000000001";
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A child process standing in for a GPU application.
-struct Kid {
+pub(crate) struct Kid {
     child: std::process::Child,
     name: String,
     dir: PathBuf,
@@ -45,8 +45,6 @@ impl Kid {
 
     /// Spawns a child that names itself `comm`, a printf format (octal escapes give any byte).
     fn spawn_as(root: &Path, spec: KidSpec<'_>, comm: Option<&str>) -> Kid {
-        let dir = root.join(spec.name);
-        std::fs::create_dir_all(&dir).unwrap();
         let release = spec
             .release_to
             .map(|b| format!("echo {b} > \"$D/mem\"; "))
@@ -66,17 +64,25 @@ impl Kid {
              while :; do sleep 0.05; done\n",
             bytes = spec.bytes,
         );
+        Kid::from_script(root, spec.name, comm, &script)
+    }
+
+    /// Runs `script` in `sh` with `$D` its own directory under `root` (made here) and `$C` its
+    /// name (`comm`, or `name`); returns once the script has created `$D/ready`.
+    pub(crate) fn from_script(root: &Path, name: &str, comm: Option<&str>, script: &str) -> Kid {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
             .env("D", &dir)
-            .env("C", comm.unwrap_or(spec.name))
+            .env("C", comm.unwrap_or(name))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn sh");
         let kid = Kid {
             child,
-            name: spec.name.to_string(),
+            name: name.to_string(),
             dir,
             status: None,
         };
@@ -88,11 +94,11 @@ impl Kid {
         kid
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn env(&self, var: &str) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, var: &str) -> Vec<(String, String)> {
         vec![
             (var.to_string(), self.pid().to_string()),
             (
@@ -103,7 +109,7 @@ impl Kid {
     }
 
     /// Uptimes (seconds) at which SIGUSR1 arrived.
-    fn signals(&self) -> Vec<f64> {
+    pub(crate) fn signals(&self) -> Vec<f64> {
         std::fs::read_to_string(self.dir.join("signals"))
             .unwrap_or_default()
             .lines()
@@ -111,14 +117,14 @@ impl Kid {
             .collect()
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         if self.status.is_none() {
             self.status = self.child.try_wait().unwrap();
         }
         self.status.is_none()
     }
 
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         while self.alive() {
             assert!(
@@ -142,18 +148,18 @@ impl Drop for Kid {
 }
 
 /// A scenario entry for a live child: its pid and memory come from the environment.
-fn live(var: &str) -> String {
+pub(crate) fn live(var: &str) -> String {
     format!(
         "[[device.process]]\npid_env = \"{var}\"\nname = \"{var}\"\nmemory_file_env = \"{var}_MEM\"\n"
     )
 }
 
-fn device(uuid: &str) -> String {
+pub(crate) fn device(uuid: &str) -> String {
     format!("[[device]]\nname = \"Sim GPU 10G\"\nuuid = \"{uuid}\"\ntotal = \"10GiB\"\nreserved = \"0\"\noverhead = \"256MiB\"\n")
 }
 
 /// Starts the exporter, polling every 200ms, with `cleanup` appended to its configuration.
-fn exporter(scenario: &str, cleanup: &str, env: Vec<(String, String)>) -> Exporter {
+pub(crate) fn exporter(scenario: &str, cleanup: &str, env: Vec<(String, String)>) -> Exporter {
     let config = format!(
         "[poll]\ninterval = \"200ms\"\n[leak]\nwindow = \"1m\"\nfloor_window = \"1s\"\n{cleanup}"
     );
@@ -165,7 +171,7 @@ fn exporter(scenario: &str, cleanup: &str, env: Vec<(String, String)>) -> Export
     })
 }
 
-fn cleanups(m: &Metrics, gpu: &str, action: &str, result: &str) -> f64 {
+pub(crate) fn cleanups(m: &Metrics, gpu: &str, action: &str, result: &str) -> f64 {
     m.value(
         "vram_cleanups_total",
         &[("gpu", gpu), ("action", action), ("result", result)],
@@ -173,7 +179,7 @@ fn cleanups(m: &Metrics, gpu: &str, action: &str, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-fn audit_line(e: &mut Exporter, action: &str, result: &str) -> serde_json::Value {
+pub(crate) fn audit_line(e: &mut Exporter, action: &str, result: &str) -> serde_json::Value {
     let (a, r) = (
         format!("\"action\":\"{action}\""),
         format!("\"result\":\"{result}\""),

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crate::harness::{repo, Exporter, Metrics, Options, GIB, MIB};
 
 /// One observation: scenario seconds, metrics.
-type Timeline = Vec<(f64, Metrics)>;
+pub(crate) type Timeline = Vec<(f64, Metrics)>;
 
 /// Starts the exporter on `scenario` and drives scenario time at `speed` scenario seconds per
 /// wall-clock second up to `until`, scraping every 200 ms.
-fn replay(scenario: &str, config: &str, speed: f64, until: f64) -> Timeline {
+pub(crate) fn replay(scenario: &str, config: &str, speed: f64, until: f64) -> Timeline {
     let e = Exporter::start(Options {
         scenario,
         config,
@@ -41,7 +41,7 @@ fn replay(scenario: &str, config: &str, speed: f64, until: f64) -> Timeline {
     }
 }
 
-fn gpu(m: &Metrics, name: &str) -> f64 {
+pub(crate) fn gpu(m: &Metrics, name: &str) -> f64 {
     m.gpu(name, "0").unwrap_or(0.0)
 }
 
@@ -67,14 +67,18 @@ fn held_for(timeline: &Timeline, from: f64, to: f64, pred: impl Fn(&Metrics) -> 
 }
 
 /// The first scenario time at or after `from` when `pred` held.
-fn first(timeline: &Timeline, from: f64, pred: impl Fn(&Metrics) -> bool) -> Option<f64> {
+pub(crate) fn first(
+    timeline: &Timeline,
+    from: f64,
+    pred: impl Fn(&Metrics) -> bool,
+) -> Option<f64> {
     timeline
         .iter()
         .find(|(t, m)| *t >= from && pred(m))
         .map(|(t, _)| *t)
 }
 
-const DEVICE: &str =
+pub(crate) const DEVICE: &str =
     "[[device]]\nuuid = \"GPU-leak\"\ntotal = \"80GiB\"\nreserved = \"0\"\noverhead = \"0\"\n";
 
 /// Scenario time runs 10× the wall clock; a 40 s leak window is 4 s real, its floor 1 s.
@@ -221,21 +225,30 @@ fn a_slow_leak_with_the_default_window_is_reported_within_a_window() {
     assert!((eta - left / rate).abs() <= 0.05 * eta + 1.0, "eta {eta} s");
 }
 
-/// The H200 trace (nvml-sim/scenarios/traces) replayed at 1.25× with that run's limits (soft
-/// 20 GiB, hard 30 GiB) and window (20 s, floor 2 s, scaled): what a person reading it concludes.
-#[test]
-fn the_h200_trace_reads_as_a_person_reads_it() {
-    let speed = 1.25;
+/// The H200 trace's replay speed (scenario seconds per wall-clock second).
+pub(crate) const H200_SPEED: f64 = 1.25;
+
+/// That run's limits (soft 20 GiB, hard 30 GiB) and window (20 s, floor 2 s), scaled.
+pub(crate) const H200_CONFIG: &str = "[poll]\ninterval = \"100ms\"\n[limits]\nsoft = \"20GiB\"\n\
+     hard = \"30GiB\"\n[leak]\nwindow = \"16s\"\nfloor_window = \"1600ms\"\n";
+
+/// The H200 recording as one process on an H200 (nvml-sim/scenarios/traces).
+pub(crate) fn h200_scenario() -> String {
     let trace = repo().join("nvml-sim/scenarios/traces/h200-pytorch-phases.csv");
-    let scenario = format!(
+    format!(
         "[[device]]\nname = \"NVIDIA H200\"\ntotal = 150754820096\nreserved = 644939776\n\
          overhead = \"8.8125MiB\"\n[[device.process]]\npid = 5000001\nname = \"python\"\n\
          memory = {{ trace = {{ file = \"{}\", column = \"process_used_bytes\", interpolate = \"step\", offset = 0 }} }}\n",
         trace.display()
-    );
-    let config = "[poll]\ninterval = \"100ms\"\n[limits]\nsoft = \"20GiB\"\nhard = \"30GiB\"\n\
-                  [leak]\nwindow = \"16s\"\nfloor_window = \"1600ms\"\n";
-    let tl = replay(&scenario, config, speed, 38.5);
+    )
+}
+
+/// The H200 trace (nvml-sim/scenarios/traces) replayed at 1.25× with that run's limits (soft
+/// 20 GiB, hard 30 GiB) and window (20 s, floor 2 s, scaled): what a person reading it concludes.
+#[test]
+fn the_h200_trace_reads_as_a_person_reads_it() {
+    let speed = H200_SPEED;
+    let tl = replay(&h200_scenario(), H200_CONFIG, speed, 38.5);
 
     let flagged = held_for(&tl, 3.0, 17.0, |m| {
         gpu(m, "vram_leak_drift_bytes") > 5.0 * GIB

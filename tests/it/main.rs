@@ -9,6 +9,7 @@ mod demo;
 mod engine;
 mod exporter;
 mod faults;
+mod forecast;
 mod golden;
 mod hardening;
 mod harness;
@@ -20,5 +21,6 @@ mod leak;
 // Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod podresources_server;
+mod predict;
 mod status_page;
 mod tls;

@@ -154,6 +154,7 @@ pub fn published_one_gpu(level: Level, pid: u32, name: &str) -> SharedPublished 
         leak_drift_bytes: 0,
         leak_rate: 0.0,
         hard_limit_eta: None,
+        predicted: false,
         processes: vec![ProcessView {
             pid,
             name: name.into(),
