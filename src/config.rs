@@ -65,12 +65,26 @@ pub fn load(
     env: Option<BTreeMap<String, String>>,
     flags: &FlagOverrides,
 ) -> Result<RawConfig, ConfigError> {
+    load_with_preset(None, file, env, flags)
+}
+
+/// [`load`] with a `preset` (TOML) between the defaults and the file: the settings of a
+/// simulated demo (`simulate::preset`), never applied on a real node.
+pub fn load_with_preset(
+    preset: Option<&str>,
+    file: Option<&Path>,
+    env: Option<BTreeMap<String, String>>,
+    flags: &FlagOverrides,
+) -> Result<RawConfig, ConfigError> {
     use config::{Config as Layers, Environment, File, FileFormat};
 
     let mut builder = Layers::builder().add_source(
         config::Config::try_from(&RawConfig::default())
             .map_err(|e| ConfigError::Load(e.to_string()))?,
     );
+    if let Some(preset) = preset {
+        builder = builder.add_source(File::from_str(preset, FileFormat::Toml));
+    }
     if let Some(path) = file {
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("yaml") | Some("yml") => FileFormat::Yaml,

@@ -40,6 +40,14 @@ pub struct AppState {
     pub spare_rules: Arc<crate::cleanup::spare::SpareRules>,
     /// Cleanup's predicted versus measured reclaim per process, for `/api/v1/gpus`.
     pub reclaims: crate::cleanup::reclaim::ReclaimBoard,
+    /// The recent past, for `/api/v1/history` and the status page.
+    pub history: Arc<crate::history::History>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<crate::history::History> {
+    fn from_ref(state: &AppState) -> Self {
+        state.history.clone()
+    }
 }
 
 impl AppState {
@@ -69,6 +77,7 @@ pub fn app(state: AppState, limits: RequestLimits, access: Option<Arc<Live>>) ->
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/gpus", get(gpus))
+        .route("/api/v1/history", get(crate::history::handler::history))
         .fallback(not_found)
         .with_state(state);
     // `Router::layer` wraps each route separately: the semaphore is shared through the state so
@@ -188,11 +197,19 @@ async fn gpus(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn status_page(State(state): State<AppState>) -> Html<String> {
-    Html(crate::status_page::render(
-        &state.latest().snapshot,
-        &state.telemetry_path,
-    ))
+async fn status_page(State(state): State<AppState>) -> Response {
+    let history = state.history.query(&Default::default());
+    let page =
+        crate::status_page::render(&state.latest().snapshot, &history, &state.telemetry_path);
+    let csp = HeaderValue::from_static(crate::status_page::content_security_policy());
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Html(page),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

@@ -2,7 +2,8 @@
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
 //! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `engine`) → `Snapshot` →
-//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`).
+//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`,
+//! `history`).
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod exposition;
 pub mod exposition_allocator;
 pub mod files;
+pub mod history;
 pub mod http;
 pub mod input;
 pub mod kubernetes;
@@ -102,7 +104,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
     let reclaims = cleanup::reclaim::ReclaimBoard::default();
-    let cleanup = cleanup::start(&config.cleanup, &telemetry, rx.clone(), reclaims.clone());
+    // History reads snapshots and cleanup outcomes the same way (see `history`).
+    let (reports, cleanup_reports) = tokio::sync::mpsc::unbounded_channel();
+    let cleanup = cleanup::start(
+        &config.cleanup,
+        &telemetry,
+        rx.clone(),
+        reclaims.clone(),
+        reports,
+    );
+    let history = Arc::new(history::History::new());
+    let history_task = history::spawn(history.clone(), rx.clone(), cleanup_reports);
 
     let state = http::AppState {
         published: rx,
@@ -110,6 +122,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         telemetry_path: config.web.telemetry_path.as_str().into(),
         spare_rules: Arc::new(cleanup::spare::SpareRules::new(&config.cleanup)),
         reclaims,
+        history,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -155,6 +168,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         revision = build_info::REVISION,
         "listening"
     );
+    tracing::info!(
+        url = %status_page::url(local, tls_on),
+        "status page: every GPU now and over the last hour, with its events"
+    );
     let served = serve::serve(
         listener,
         tls,
@@ -169,6 +186,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some(cleanup) = cleanup {
         cleanup.abort();
     }
+    history_task.abort();
     for task in kubernetes_tasks {
         task.abort();
     }

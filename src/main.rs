@@ -39,14 +39,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         log_level: cli.log_level.clone(),
         log_format: cli.log_format,
     };
+    let mut preset = None;
     if let Some(scenario) = &cli.simulate {
+        preset = vram_exporter::simulate::preset(scenario);
         let exe = std::env::current_exe().context("cannot find the executable's path")?;
         let sim = vram_exporter::simulate::locate(scenario, &exe).map_err(ConfigError::Load)?;
         // Set before any thread exists: nvml-sim reads it when NVML is initialised.
         std::env::set_var(vram_exporter::simulate::SCENARIO_ENV, &sim.scenario);
         flags.nvml_library = Some(sim.library);
     }
-    let raw = config::load(cli.config.as_deref(), None, &flags)?;
+    let raw = config::load_with_preset(preset, cli.config.as_deref(), None, &flags)?;
     let config = raw.validate()?;
     let logger = vram_exporter::logging::Logger::new(config.log)?;
     if cli.check_config {
@@ -55,6 +57,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     logger.install()?;
+    if preset.is_some() {
+        tracing::info!(
+            "demo: GPU 0 leaks (detected within a minute), GPU 2 crosses its soft limit at about 45 s \
+             and its hard limit at about 70 s (a dry-run cleanup runs), both over by about 105 s; \
+             every 10 minutes again. Watch it on the status page"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

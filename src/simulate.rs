@@ -2,6 +2,8 @@
 //!
 //! Finds `libnvml_sim.so` and the scenario file, so that `vram-exporter --simulate demo` works from
 //! a cargo build tree, an installed layout or the container image without setting variables.
+//! `--simulate demo` also brings its own settings ([`DEMO_PRESET`]) so that the demo shows a
+//! leak, a soft and a hard episode and a (dry-run) cleanup within two minutes.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,16 @@ pub const LIBRARY_ENV: &str = "VRAM_EXPORTER_SIM_LIBRARY";
 pub const SCENARIO_DIR_ENV: &str = "VRAM_EXPORTER_SCENARIO_DIR";
 
 const LIBRARY_FILE: &str = "libnvml_sim.so";
+
+/// The settings `--simulate demo` runs with (below `--config`, the environment and flags): a
+/// short leak window and a dry-run cleanup, so the demo shows everything within two minutes.
+pub const DEMO_PRESET: &str = include_str!("simulate/demo-preset.toml");
+
+/// The configuration preset that comes with a shipped scenario name; only `demo` has one, and
+/// a scenario given by path has none.
+pub fn preset(scenario: &str) -> Option<&'static str> {
+    (scenario == "demo").then_some(DEMO_PRESET)
+}
 
 /// Resolves `scenario` (a shipped name or a path) and the library next to `exe`.
 pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
@@ -79,6 +91,27 @@ pub fn locate(scenario: &str, exe: &Path) -> Result<Simulation, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's settings are valid, short enough to show a leak within two minutes, and a
+    /// cleanup that touches nothing; no other scenario has any.
+    #[test]
+    fn the_demo_preset_is_valid_and_only_for_the_demo() {
+        let flags = crate::config::FlagOverrides::default();
+        let env = Some(Default::default());
+        let config = crate::config::load_with_preset(preset("demo"), None, env, &flags)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.leak.window <= std::time::Duration::from_secs(120));
+        assert!(config.cleanup.enabled && config.cleanup.dry_run);
+        assert!(preset("hard-breach").is_none() && preset("./demo.toml").is_none());
+        let plain = crate::config::load(None, Some(Default::default()), &flags)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(!plain.cleanup.enabled, "a real node keeps cleanup off");
+        assert_eq!(plain.leak.window, std::time::Duration::from_secs(15 * 60));
+    }
 
     /// The release tarball's layout: the library and `scenarios/` beside the binary, found from any cwd.
     #[test]

@@ -33,17 +33,19 @@ pub use config::{Action, CleanupConfig, RawAction, RawCleanup};
 pub use dispatch::{Dispatcher, Report};
 pub use telemetry::CleanupMetrics;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::publish::SharedPublished;
 use crate::telemetry::Telemetry;
 
-/// Starts the dispatcher when cleanup is enabled; its metrics join the self-metrics registry.
+/// Starts the dispatcher when cleanup is enabled; its metrics join the self-metrics registry, and
+/// each action's outcome is also sent to `observer` (the history's event timeline).
 pub fn start(
     config: &CleanupConfig,
     telemetry: &Telemetry,
     snapshots: watch::Receiver<SharedPublished>,
     board: reclaim::ReclaimBoard,
+    observer: mpsc::UnboundedSender<Report>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !config.enabled {
         tracing::info!("cleanup actions disabled");
@@ -64,6 +66,8 @@ pub fn start(
         ),
         "cleanup actions enabled"
     );
-    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots).with_board(board);
+    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots)
+        .with_board(board)
+        .with_observer(observer);
     Some(tokio::spawn(dispatcher.run()))
 }

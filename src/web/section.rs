@@ -45,7 +45,13 @@ impl Default for RawWeb {
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 
 /// The endpoints that never move; the telemetry path may not take one of them.
-pub const FIXED_ROUTES: [&str; 4] = ["/", "/-/healthy", "/-/ready", "/api/v1/gpus"];
+pub const FIXED_ROUTES: [&str; 5] = [
+    "/",
+    "/-/healthy",
+    "/-/ready",
+    "/api/v1/gpus",
+    "/api/v1/history",
+];
 
 #[derive(Debug, Clone)]
 pub struct WebConfig {

@@ -12,6 +12,7 @@ mod conventions;
 // Generated from our CRI v1 subset proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod cri_server;
+mod demo;
 mod engine;
 mod exporter;
 mod faults;
@@ -19,6 +20,8 @@ mod forecast;
 mod golden;
 mod hardening;
 mod harness;
+mod history;
+mod history_fold;
 mod hostile_input;
 mod kube_fakes;
 mod kubernetes;

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod history;
 mod hostile;
 
 use vram_testkit::exporter::{Exporter, Launch};
@@ -579,6 +580,7 @@ fn main() -> ExitCode {
     // caches settle the same way for both readings.
     memory.end = rss(pid).unwrap_or(0.0);
     let mut failed = report(&args, &mut outcome, &memory, &exporter, hostile.as_deref());
+    println!("  history memory  {}", history::line(exporter.addr, &auth));
     if memory.alive {
         failed |= stop(&mut exporter);
     }
