@@ -25,6 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::GpusResponse;
 use crate::exposition::CONTENT_TYPE;
 use crate::publish::SharedPublished;
+use crate::supervise::{Component, Heartbeat};
 use crate::telemetry::Telemetry;
 use crate::web;
 use crate::web::auth::{Live, HEALTH_PATHS};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Where `/metrics` is served (`web.telemetry_path`, validated).
     pub telemetry_path: Arc<str>,
+    /// The poller thread's liveness, for `/-/healthy` and `vram_exporter_component_up`.
+    pub poller: Arc<Heartbeat>,
 }
 
 impl AppState {
@@ -113,6 +116,10 @@ async fn limit(State(limiter): State<Arc<Limiter>>, request: Request, next: Next
 
 async fn metrics(State(state): State<AppState>, request: HeaderMap) -> Response {
     let published = state.latest();
+    let poller_up = i64::from(state.poller.check().is_ok());
+    let up = &state.telemetry.components.up;
+    up.with_label_values(&[Component::Poller.as_str()])
+        .set(poller_up);
     let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
     let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if accepts_gzip(&request) {
@@ -154,8 +161,17 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     star.unwrap_or(false)
 }
 
-async fn healthy() -> &'static str {
-    "OK\n"
+/// 200 while the poller is alive and not stalled outside NVML (a hung driver stays healthy:
+/// restarting cannot fix it, and scrapes still answer); 503 naming why otherwise.
+async fn healthy(State(state): State<AppState>) -> Response {
+    match state.poller.check() {
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

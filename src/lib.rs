@@ -14,6 +14,7 @@ pub mod drift;
 pub mod engine;
 pub mod exposition;
 pub mod files;
+pub mod hangup;
 pub mod http;
 pub mod input;
 pub mod kubernetes;
@@ -27,6 +28,7 @@ pub mod sample;
 pub mod serve;
 pub mod simulate;
 pub mod status_page;
+pub mod supervise;
 pub mod telemetry;
 pub mod web;
 
@@ -65,7 +67,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
+    // SIGHUP is handled from here on (before, it would end the process as by default).
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    let hangups = hangup::on_hangup(config.web.security.is_some().then(|| hangup.clone()));
     let telemetry = Telemetry::new();
+    let heartbeat = supervise::Heartbeat::new(config.poll_interval);
     let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
     let engine = Engine::new(config.limits.clone(), config.leak);
@@ -82,6 +88,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.max_processes_per_gpu,
         telemetry.clone(),
         tx,
+        heartbeat.clone(),
     )
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
@@ -91,6 +98,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         published: rx,
         telemetry,
         telemetry_path: config.web.telemetry_path.as_str().into(),
+        poller: heartbeat,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -101,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let watcher = web
         .as_ref()
         .zip(live.clone())
-        .map(|(w, l)| web::reload::spawn(w, l));
+        .map(|(w, l)| web::reload::spawn(w, l, hangup, &state.telemetry.components));
     let app = http::app(
         state,
         http::RequestLimits {
@@ -144,6 +152,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         serve::shutdown_signal(),
     )
     .await;
+    hangups.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
     }

@@ -53,6 +53,15 @@ pub fn start(
         dry_run = config.dry_run,
         "cleanup actions enabled"
     );
-    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots);
-    Some(tokio::spawn(dispatcher.run()))
+    let config = config.clone();
+    // Supervised: a dispatcher that panics is logged, counted and started again (its cooldowns
+    // start afresh; a GPU still in hard breach is acted on again only on its next entry).
+    Some(crate::supervise::supervise(
+        crate::supervise::Component::Cleanup,
+        &telemetry.components,
+        move || {
+            let dispatcher = Dispatcher::new(config.clone(), metrics.clone(), snapshots.clone());
+            tokio::spawn(dispatcher.run())
+        },
+    ))
 }

@@ -121,7 +121,24 @@ pub fn spawn(
     telemetry: Telemetry,
 ) -> (watch::Receiver<Arc<DeviceMap>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(DeviceMap::default()));
-    let task = tokio::spawn(async move {
+    let tx = Arc::new(tx);
+    let components = telemetry.components.clone();
+    // Supervised: restarted after a panic, keeping the last good list in the channel.
+    let task = crate::supervise::supervise(
+        crate::supervise::Component::PodResources,
+        &components,
+        move || tokio::spawn(refresh(config.clone(), telemetry.clone(), tx.clone())),
+    );
+    (rx, task)
+}
+
+/// Lists pod resources every refresh interval, forever.
+async fn refresh(
+    config: PodResourcesConfig,
+    telemetry: Telemetry,
+    tx: Arc<watch::Sender<Arc<DeviceMap>>>,
+) {
+    {
         let mut tick = tokio::time::interval(config.refresh_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The state last logged: None before the first refresh, Ok(()) while listing works.
@@ -158,8 +175,7 @@ pub fn spawn(
             };
             last = Some(state);
         }
-    });
-    (rx, task)
+    }
 }
 
 /// One List call on a fresh connection, within the timeout. The error is a stable description
