@@ -410,8 +410,9 @@ fn nvml_absent_serves_nvml_down_and_is_not_ready() {
         ..Default::default()
     });
     let m = e.wait_metrics("first poll", Duration::from_secs(10), |m| {
+        // The series exists at 0 from the start: wait for a counted failure.
         m.value("vram_exporter_poll_errors_total", &[("operation", "init")])
-            .is_some()
+            .is_some_and(|v| v >= 1.0)
     });
     assert_eq!(m.value("vram_nvml_up", &[]), Some(0.0));
     assert_eq!(m.count("vram_total_bytes"), 0);

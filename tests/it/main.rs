@@ -2,6 +2,7 @@
 
 mod abuse;
 mod alerting;
+mod blind;
 mod cleanup;
 mod config_errors;
 mod conventions;
