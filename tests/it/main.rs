@@ -19,4 +19,5 @@ mod leak;
 #[allow(clippy::all)]
 mod podresources_server;
 mod status_page;
+mod strict_config;
 mod tls;
