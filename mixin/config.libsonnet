@@ -35,6 +35,10 @@
     exporterDownFor: '5m',
     exporterAbsentFor: '10m',
     cleanupFailedWindow: '10m',
+    pollErrorsWindow: '5m',  // rate() window of the exporter's own poll errors...
+    pollErrorsFor: '10m',  // ...failing this long fires VramExporterPollFailing
+    pollStalledSeconds: 120,  // no poll published for this long (or a dead poller thread)...
+    pollStalledFor: '2m',  // ...held this long fires VramExporterPollStalled
 
     // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).
     criticalSeverity: 'critical',
