@@ -11,6 +11,8 @@
 //! wrong passwords never takes the slots of authorized scrapes.
 //! A scraper that accepts gzip gets the exposition compressed once per poll (see `publish`).
 
+mod shared_body;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,10 +132,10 @@ async fn metrics(State(state): State<AppState>, request: HeaderMap) -> Response 
             return ([content_type, encoding, vary], body).into_response();
         }
     }
-    let mut body = Vec::with_capacity(published.exposition.len() + 8192);
-    body.extend_from_slice(&published.exposition);
-    state.telemetry.encode_into(&mut body);
-    ([content_type, vary], body).into_response()
+    let mut tail = Vec::with_capacity(8192);
+    state.telemetry.encode_into(&mut tail);
+    let body = shared_body::SharedBody::new(published.exposition.clone(), tail);
+    ([content_type, vary], axum::body::Body::new(body)).into_response()
 }
 
 /// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): `gzip` or `x-gzip`, or `*` when gzip

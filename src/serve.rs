@@ -17,6 +17,12 @@
 //! - A TLS connection waits for its ClientHello under the header-read timeout (like an idle HTTP
 //!   connection, and evictable like one), then has [`HANDSHAKE_TIMEOUT`] to finish the handshake.
 //!   No slot is held by a silent socket, so idle sockets never delay other handshakes.
+//! - A response the peer does not read is dropped: a write that makes no progress for the
+//!   request timeout fails ([`write_timeout`]) and the connection is closed. A connection whose
+//!   answer is stuck has no request in flight, so at the cap it is evicted like an idle one. What
+//!   unread responses can hold is bounded in docs/reliability.md ("Unread responses").
+
+mod write_timeout;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -214,7 +220,12 @@ impl Conn {
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(io), service);
+            .serve_connection(
+                // The write timeout is the request timeout too: an answer the peer does not
+                // take within it is as dead as a request that did not arrive within it.
+                TokioIo::new(write_timeout::WriteTimeout::new(io, header_read_timeout)),
+                service,
+            );
         if let Err(e) = watcher.watch(connection).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }

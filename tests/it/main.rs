@@ -21,3 +21,4 @@ mod podresources_server;
 mod status_page;
 mod strict_config;
 mod tls;
+mod unread;
