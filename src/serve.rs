@@ -19,7 +19,8 @@
 //!   No slot is held by a silent socket, so idle sockets never delay other handshakes.
 //! - A response the peer does not read is dropped: a write that makes no progress for the
 //!   request timeout fails ([`write_timeout`]) and the connection is closed. A connection whose
-//!   answer is stuck has no request in flight, so at the cap it is evicted like an idle one. What
+//!   answer is stuck has no request in flight, so at the cap it is evicted like an idle one that
+//!   never had a good answer (before the keep-alive scrapers). What
 //!   unread responses can hold is bounded in docs/reliability.md ("Unread responses").
 
 mod write_timeout;
@@ -204,6 +205,7 @@ impl Conn {
             watcher,
         } = self;
         let state = slot.state.clone();
+        let unread = state.unread.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let busy = Busy::start(state.clone());
@@ -223,7 +225,11 @@ impl Conn {
             .serve_connection(
                 // The write timeout is the request timeout too: an answer the peer does not
                 // take within it is as dead as a request that did not arrive within it.
-                TokioIo::new(write_timeout::WriteTimeout::new(io, header_read_timeout)),
+                TokioIo::new(write_timeout::WriteTimeout::new(
+                    io,
+                    header_read_timeout,
+                    unread,
+                )),
                 service,
             );
         if let Err(e) = watcher.watch(connection).await {
@@ -239,6 +245,8 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Whether it ever got a successful (< 400) answer.
     trusted: AtomicBool,
+    /// Whether a write to it is waiting for the peer to read (set by the write timeout).
+    unread: Arc<AtomicBool>,
     /// Told when the connection is to be closed (evicted, or idle at shutdown).
     close: Notify,
 }
@@ -322,6 +330,7 @@ impl Connections {
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
             trusted: AtomicBool::new(false),
+            unread: Arc::new(AtomicBool::new(false)),
             close: Notify::new(),
         });
         reg.open.insert(id, state.clone());
@@ -337,13 +346,16 @@ impl Connections {
         Self::evict(&mut self.lock())
     }
 
-    /// Closes the oldest idle connection that never had a successful answer, else the oldest
-    /// idle one; false when none is idle.
+    /// Closes the oldest idle connection that never had a successful answer or whose peer is
+    /// not reading its answer, else the oldest idle one; false when none is idle.
     fn evict(reg: &mut Registry) -> bool {
         let victim = reg
             .open
             .iter()
-            .find(|(_, c)| c.idle() && !c.trusted.load(Ordering::Acquire))
+            .find(|(_, c)| {
+                c.idle()
+                    && (!c.trusted.load(Ordering::Acquire) || c.unread.load(Ordering::Acquire))
+            })
             .or_else(|| reg.open.iter().find(|(_, c)| c.idle()))
             .map(|(id, _)| *id);
         match victim.and_then(|id| reg.open.remove(&id)) {
@@ -495,5 +507,19 @@ mod tests {
         drop((busy_b, busy_e));
         drop(b);
         assert_eq!(conns.lock().open.len(), 2, "a dropped slot is given back");
+    }
+
+    #[test]
+    fn a_connection_whose_answer_is_not_read_goes_before_a_good_idle_one() {
+        let conns = Arc::new(Connections::new(2));
+        let scraper = conns.admit().unwrap();
+        let stuck = conns.admit().unwrap();
+        for c in [&scraper, &stuck] {
+            c.state.trusted.store(true, Ordering::Release);
+        }
+        stuck.state.unread.store(true, Ordering::Release);
+        let _new = conns.admit().expect("one is evicted");
+        assert!(conns.lock().open.contains_key(&scraper.id));
+        assert!(!conns.lock().open.contains_key(&stuck.id));
     }
 }

@@ -268,11 +268,10 @@ mod tests {
 
     fn parse(entries: Vec<(&str, Node)>) -> Result<Section, String> {
         let node = Node::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect());
-        serde_path_to_error::deserialize::<_, Section>(node)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                format!("{path}: {}", e.into_inner())
-            })
+        serde_path_to_error::deserialize::<_, Section>(node).map_err(|e| {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner())
+        })
     }
 
     #[test]

@@ -11,6 +11,8 @@
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,20 +25,24 @@ pub struct WriteTimeout<I> {
     timeout: Duration,
     /// Armed while a write is pending; reset by progress.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// True while a write waits for the peer (the connection cap evicts such a connection first).
+    waiting: Arc<AtomicBool>,
 }
 
 impl<I> WriteTimeout<I> {
-    pub fn new(inner: I, timeout: Duration) -> Self {
+    pub fn new(inner: I, timeout: Duration, waiting: Arc<AtomicBool>) -> Self {
         WriteTimeout {
             inner,
             timeout,
             deadline: None,
+            waiting,
         }
     }
 
     /// After a pending write: arms the clock if needed; an error once it has run out.
     fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let timeout = self.timeout;
+        self.waiting.store(true, Ordering::Release);
         let sleep = self
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
@@ -56,7 +62,9 @@ impl<I> WriteTimeout<I> {
                 Poll::Pending => Poll::Pending,
             },
             done => {
-                self.deadline = None;
+                if self.deadline.take().is_some() {
+                    self.waiting.store(false, Ordering::Release);
+                }
                 done
             }
         }
@@ -121,13 +129,16 @@ mod tests {
         rt.block_on(async {
             // A 64-byte pipe nobody reads: the second write waits, then times out.
             let (client, _unread) = tokio::io::duplex(64);
-            let mut w = WriteTimeout::new(client, Duration::from_millis(100));
+            let waiting = Arc::new(AtomicBool::new(false));
+            let mut w = WriteTimeout::new(client, Duration::from_millis(100), waiting.clone());
             let e = w.write_all(&[0u8; 1024]).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(waiting.load(Ordering::Acquire), "marked as waiting for its peer");
 
             // A peer that reads slowly (but within the timeout each time) gets everything.
             let (client, mut reader) = tokio::io::duplex(64);
-            let mut w = WriteTimeout::new(client, Duration::from_secs(5));
+            let waiting = Arc::new(AtomicBool::new(false));
+            let mut w = WriteTimeout::new(client, Duration::from_secs(5), waiting.clone());
             let read = tokio::spawn(async move {
                 use tokio::io::AsyncReadExt as _;
                 let mut got = Vec::new();
@@ -144,6 +155,7 @@ mod tests {
             w.shutdown().await.unwrap();
             drop(w);
             assert_eq!(read.await.unwrap().len(), 1024);
+            assert!(!waiting.load(Ordering::Acquire), "progress clears the mark");
         });
     }
 }

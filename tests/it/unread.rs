@@ -43,7 +43,10 @@ fn never_reading_pipelined_clients_are_dropped_after_the_write_timeout() {
     });
     e.next_poll();
     let exposition = e.get("/metrics").1.len();
-    assert!(exposition > 100_000, "large-node renders {exposition} bytes");
+    assert!(
+        exposition > 100_000,
+        "large-node renders {exposition} bytes"
+    );
     let baseline_sockets = sockets(e.pid());
     let before = e.rss();
 
@@ -51,8 +54,8 @@ fn never_reading_pipelined_clients_are_dropped_after_the_write_timeout() {
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
         // A small receive window, so the kernel buffers little and the answers wait in the server.
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let addr: std::net::SocketAddr = e.addr.parse().unwrap();
         socket.connect(&addr.into()).unwrap();
