@@ -353,8 +353,7 @@ impl Connections {
             .open
             .iter()
             .find(|(_, c)| {
-                c.idle()
-                    && (!c.trusted.load(Ordering::Acquire) || c.unread.load(Ordering::Acquire))
+                c.idle() && (!c.trusted.load(Ordering::Acquire) || c.unread.load(Ordering::Acquire))
             })
             .or_else(|| reg.open.iter().find(|(_, c)| c.idle()))
             .map(|(id, _)| *id);

@@ -133,7 +133,10 @@ mod tests {
             let mut w = WriteTimeout::new(client, Duration::from_millis(100), waiting.clone());
             let e = w.write_all(&[0u8; 1024]).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-            assert!(waiting.load(Ordering::Acquire), "marked as waiting for its peer");
+            assert!(
+                waiting.load(Ordering::Acquire),
+                "marked as waiting for its peer"
+            );
 
             // A peer that reads slowly (but within the timeout each time) gets everything.
             let (client, mut reader) = tokio::io::duplex(64);

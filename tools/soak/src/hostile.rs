@@ -165,27 +165,33 @@ enum Held {
     NeverReads,
 }
 
+/// `TCP_ESTABLISHED` of linux/tcp_states.h (the `libc` crate does not export the states).
+const TCP_ESTABLISHED: u8 = 1;
+
 /// Whether the server still has `s` open. A never-reading client must not read to find out: it
-/// writes nothing and asks whether a write would fail (a reset connection does).
+/// asks the kernel whether the connection is still established (not closed or reset by the server).
 fn server_keeps(s: &TcpStream, kind: Held) -> bool {
+    if let Held::NeverReads = kind {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most `len` bytes into it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` and `len` are valid for writes for the call's duration.
+        let ok = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        } == 0;
+        return ok && info.tcpi_state == TCP_ESTABLISHED;
+    }
     let _ = s.set_nonblocking(true);
-    let alive = match kind {
-        Held::NeverReads => match s.take_error() {
-            Ok(None) => {
-                let mut w: &TcpStream = s;
-                match w.write(b"") {
-                    Ok(_) => true,
-                    Err(e) => e.kind() == ErrorKind::WouldBlock,
-                }
-            }
-            _ => false,
-        },
-        _ => {
-            let mut b = [0u8; 512];
-            let mut r: &TcpStream = s;
-            matches!(r.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock)
-        }
-    };
+    let mut b = [0u8; 512];
+    let mut r: &TcpStream = s;
+    let alive = matches!(r.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
     let _ = s.set_nonblocking(false);
     alive
 }
