@@ -70,6 +70,18 @@ const CASES: &[Case] = &[
         &["web.max_concurrent_requests", "64.0", "whole number"],
     ),
     (
+        "a fractional number of bytes",
+        "[limits]\nhard = 1000.7\n",
+        &[],
+        &["limits.hard", "1000.7", "whole number"],
+    ),
+    (
+        "a fractional number of bytes as text",
+        "[limits]\nsoft = \"1000.7\"\n",
+        &[],
+        &["limits.soft", "1000.7", "whole number"],
+    ),
+    (
         "a fractional count from the environment",
         "",
         &[("VRAM_EXPORTER__PROCESSES__MAX_PER_GPU", "2.5")],
