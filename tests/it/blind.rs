@@ -43,10 +43,16 @@ from = "1s"
 
 /// The exporter on `scenario` polling every 100 ms with JSON logs, nothing inherited.
 fn command(dir: &Path, scenario: &str, listen: &str) -> Command {
+    command_with(dir, scenario, listen, "")
+}
+
+/// As [`command`], with more configuration.
+fn command_with(dir: &Path, scenario: &str, listen: &str, config: &str) -> Command {
     let path = dir.join("scenario.toml");
     std::fs::write(&path, scenario).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(&config, "[poll]\ninterval = \"100ms\"\n").unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(&file, format!("[poll]\ninterval = \"100ms\"\n{config}")).unwrap();
+    let config = file;
     let mut cmd = Command::new(BIN);
     cmd.arg("--nvml-library")
         .arg(sim_library())
@@ -181,6 +187,53 @@ fn a_stderr_whose_reader_went_away_never_stops_the_poller() {
     still_polling(&addr);
     healthy(&addr);
     child.alive();
+    assert!(child.terminate().success());
+}
+
+/// One GPU far above a 50% hard limit, for as long as the test runs.
+const BREACH: &str = r#"
+[[device]]
+uuid = "GPU-b2222222-2222-2222-2222-222222222222"
+total = "80GiB"
+
+[[device.process]]
+pid = 5002311
+name = "hog"
+memory = "70GiB"
+"#;
+
+#[test]
+fn a_stderr_whose_reader_went_away_never_stops_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every run writes an audit line; in dry-run nothing is signalled.
+    let cleanup = "[limits]\nsoft = \"40%\"\nhard = \"50%\"\n\
+                   [cleanup]\nenabled = true\ndry_run = true\ncooldown = \"1s\"\n\
+                   [[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n";
+    let mut cmd = command_with(dir.path(), BREACH, "127.0.0.1:0", cleanup);
+    let mut child = Owned(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let addr = listening(&mut stderr);
+    drop(stderr);
+    let runs = |m: &Metrics| -> f64 {
+        m.samples
+            .iter()
+            .filter(|(n, _, _)| n == "vram_cleanups_total")
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    // The breach lasts: a run each cooldown, each logged to the closed pipe.
+    let m = wait_metrics(&addr, "three cleanup runs", |m| {
+        runs(m) >= 3.0 && dropped(m) >= 3.0
+    });
+    assert_eq!(
+        m.value(
+            "vram_exporter_component_restarts_total",
+            &[("component", "cleanup")]
+        ),
+        Some(0.0),
+        "the dispatcher never died"
+    );
+    healthy(&addr);
     assert!(child.terminate().success());
 }
 
