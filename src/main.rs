@@ -45,7 +45,10 @@ fn main() -> ExitCode {
                 message.push_str(&format!(": {cause}"));
             }
             message.push('\n');
-            let _ = sink::write_direct(std::io::stderr(), &message);
+            // Once the server ran, stderr may be a pipe nobody reads: never block on it.
+            if !sink::emit(&message) {
+                let _ = sink::write_direct(std::io::stderr(), &message);
+            }
             if err.chain().any(|c| c.is::<ConfigError>()) {
                 ExitCode::from(EXIT_BAD_INPUT)
             } else {

@@ -145,6 +145,18 @@ pub fn flush(wait: Duration) -> bool {
     INSTALLED.get().is_none_or(|s| s.flush(wait))
 }
 
+/// Queues `text` as written (no log formatting) on the installed sink, without waiting; false
+/// when no sink is installed yet (then the caller may write to stderr directly: nothing else does).
+pub fn emit(text: &str) -> bool {
+    match INSTALLED.get() {
+        Some(sink) => {
+            sink.send(text.as_bytes().to_vec());
+            true
+        }
+        None => false,
+    }
+}
+
 /// One event's bytes, collected by tracing-subscriber and queued when dropped.
 #[derive(Debug)]
 pub struct LineWriter {
