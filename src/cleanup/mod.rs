@@ -54,8 +54,8 @@ pub fn start(
         "cleanup actions enabled"
     );
     let config = config.clone();
-    // Supervised: a dispatcher that panics is logged, counted and started again (its cooldowns
-    // start afresh; a GPU still in hard breach is acted on again only on its next entry).
+    // Supervised: a dispatcher that panics is logged, counted and started again with fresh
+    // state (its cooldowns start afresh).
     Some(crate::supervise::supervise(
         crate::supervise::Component::Cleanup,
         &telemetry.components,

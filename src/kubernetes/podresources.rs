@@ -138,43 +138,41 @@ async fn refresh(
     telemetry: Telemetry,
     tx: Arc<watch::Sender<Arc<DeviceMap>>>,
 ) {
-    {
-        let mut tick = tokio::time::interval(config.refresh_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The state last logged: None before the first refresh, Ok(()) while listing works.
-        let mut last: Option<Result<(), String>> = None;
-        loop {
-            tick.tick().await;
-            let state = match list(&config).await {
-                Ok(response) => {
-                    let map = DeviceMap::from_response(&response);
-                    if last != Some(Ok(())) {
-                        tracing::info!(
-                            socket = %config.socket.display(),
-                            pods = response.pod_resources.len(),
-                            "pod-resources listed: workload names on"
-                        );
-                    }
-                    tx.send_replace(Arc::new(map));
-                    Ok(())
+    let mut tick = tokio::time::interval(config.refresh_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The state last logged: None before the first refresh, Ok(()) while listing works.
+    let mut last: Option<Result<(), String>> = None;
+    loop {
+        tick.tick().await;
+        let state = match list(&config).await {
+            Ok(response) => {
+                let map = DeviceMap::from_response(&response);
+                if last != Some(Ok(())) {
+                    tracing::info!(
+                        socket = %config.socket.display(),
+                        pods = response.pod_resources.len(),
+                        "pod-resources listed: workload names on"
+                    );
                 }
-                Err(reason) => {
-                    telemetry
-                        .poll_errors
-                        .with_label_values(&["", Operation::PodResources.as_str()])
-                        .inc();
-                    if last.as_ref().and_then(|l| l.as_ref().err()) != Some(&reason) {
-                        tracing::warn!(
-                            socket = %config.socket.display(),
-                            reason = %reason,
-                            "pod-resources cannot be listed: keeping the last good list"
-                        );
-                    }
-                    Err(reason)
+                tx.send_replace(Arc::new(map));
+                Ok(())
+            }
+            Err(reason) => {
+                telemetry
+                    .poll_errors
+                    .with_label_values(&["", Operation::PodResources.as_str()])
+                    .inc();
+                if last.as_ref().and_then(|l| l.as_ref().err()) != Some(&reason) {
+                    tracing::warn!(
+                        socket = %config.socket.display(),
+                        reason = %reason,
+                        "pod-resources cannot be listed: keeping the last good list"
+                    );
                 }
-            };
-            last = Some(state);
-        }
+                Err(reason)
+            }
+        };
+        last = Some(state);
     }
 }
 

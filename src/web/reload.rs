@@ -78,61 +78,59 @@ async fn watch(
     live: Arc<Live>,
     hangup: Arc<Notify>,
 ) {
-    {
-        let mut ticker = tokio::time::interval(POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = hangup.notified() => tracing::info!(
-                    file = %path.display(),
-                    "SIGHUP: checking the web configuration now"
-                ),
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = hangup.notified() => tracing::info!(
+                file = %path.display(),
+                "SIGHUP: checking the web configuration now"
+            ),
+        }
+        let now = fingerprint(&path).await;
+        let posture = {
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if now == s.fingerprint {
+                continue;
             }
-            let now = fingerprint(&path).await;
-            let posture = {
-                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                if now == s.fingerprint {
-                    continue;
-                }
-                s.fingerprint = now;
-                s.posture
-            };
-            let p = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
-            match loaded {
-                Ok(Ok(new)) if new.empty => tracing::warn!(
+            s.fingerprint = now;
+            s.posture
+        };
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
+        match loaded {
+            Ok(Ok(new)) if new.empty => tracing::warn!(
+                file = %path.display(),
+                "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
+            ),
+            Ok(Ok(new)) if new.posture.lowered_from(&posture).is_some() => tracing::warn!(
+                file = %path.display(),
+                reason = new.posture.lowered_from(&posture).unwrap_or_default(),
+                "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
+            ),
+            Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
+                file = %path.display(),
+                "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
+                on_off(tls_on),
+                on_off(!tls_on),
+            ),
+            Ok(Ok(new)) => {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).posture = new.posture;
+                live.replace(new.access.clone(), new.tls.clone());
+                tracing::info!(
                     file = %path.display(),
-                    "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
-                ),
-                Ok(Ok(new)) if new.posture.lowered_from(&posture).is_some() => tracing::warn!(
-                    file = %path.display(),
-                    reason = new.posture.lowered_from(&posture).unwrap_or_default(),
-                    "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
-                ),
-                Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
-                    file = %path.display(),
-                    "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
-                    on_off(tls_on),
-                    on_off(!tls_on),
-                ),
-                Ok(Ok(new)) => {
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).posture = new.posture;
-                    live.replace(new.access.clone(), new.tls.clone());
-                    tracing::info!(
-                        file = %path.display(),
-                        users = new.access.user_count(),
-                        tls = tls_on,
-                        "web configuration reloaded"
-                    );
-                }
-                Ok(Err(e)) => tracing::error!(
-                    file = %path.display(),
-                    error = %e,
-                    "web configuration is invalid; keeping the last good one"
-                ),
-                Err(e) => tracing::error!(error = %e, "web configuration reload failed"),
+                    users = new.access.user_count(),
+                    tls = tls_on,
+                    "web configuration reloaded"
+                );
             }
+            Ok(Err(e)) => tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "web configuration is invalid; keeping the last good one"
+            ),
+            Err(e) => tracing::error!(error = %e, "web configuration reload failed"),
         }
     }
 }
