@@ -18,6 +18,7 @@ mod leak;
 // Generated from the vendored pod-resources proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod podresources_server;
+mod self_metrics;
 mod status_page;
 mod strict_config;
 mod tls;
