@@ -38,6 +38,10 @@
     allocatorRetriesWindow: '10m',  // increase() window of the allocator's retry counter (vram_client)
     allocatorOomWindow: '10m',  // increase() window of the allocator's OOM counter
     cleanupUnmovedWindow: '30m',  // increase() window of vram_cleanup_predictions_unmoved_total
+    pollErrorsWindow: '5m',  // rate() window of the exporter's own poll errors...
+    pollErrorsFor: '10m',  // ...failing this long fires VramExporterPollFailing
+    pollStalledSeconds: 120,  // no poll published for this long (or a dead poller thread)...
+    pollStalledFor: '2m',  // ...held this long fires VramExporterPollStalled
 
     // Severities, per the example Alertmanager routing (critical pages, warning goes to chat).
     criticalSeverity: 'critical',

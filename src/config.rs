@@ -7,7 +7,11 @@
 //! `policy::limits`, `[leak]` by `drift`, `[processes]` by `exposition`, `[nvml]` by `nvml`,
 //! `[web]` by `web::section`, `[cleanup]` by `cleanup`, `[kubernetes]` by `kubernetes`, `[clients]` by `clients`); this module only layers the input and
 //! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
-//! nothing is applied until the whole configuration is valid.
+//! nothing is applied until the whole configuration is valid. The layered values reach the
+//! sections through [`strict`], which never converts one kind into another (a float is never
+//! rounded into an integer key).
+
+mod strict;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,7 +152,7 @@ pub fn load_with_preset(
     let value: config::Value = layered
         .try_deserialize()
         .map_err(|e| ConfigError::Load(describe_config_error(&e)))?;
-    serde_path_to_error::deserialize::<_, RawConfig>(value).map_err(|e| {
+    serde_path_to_error::deserialize::<_, RawConfig>(strict::Node::from(value)).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::Load(format!("{key}: {}", e.into_inner()))
     })

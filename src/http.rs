@@ -11,6 +11,8 @@
 //! wrong passwords never takes the slots of authorized scrapes.
 //! A scraper that accepts gzip gets the exposition compressed once per poll (see `publish`).
 
+mod shared_body;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::GpusResponse;
 use crate::exposition::CONTENT_TYPE;
 use crate::publish::SharedPublished;
+use crate::supervise::{Component, Heartbeat};
 use crate::telemetry::Telemetry;
 use crate::web;
 use crate::web::auth::{Live, HEALTH_PATHS};
@@ -42,6 +45,8 @@ pub struct AppState {
     pub reclaims: crate::cleanup::reclaim::ReclaimBoard,
     /// The recent past, for `/api/v1/history` and the status page.
     pub history: Arc<crate::history::History>,
+    /// The poller thread's liveness, for `/-/healthy` and `vram_exporter_component_up`.
+    pub poller: Arc<Heartbeat>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<crate::history::History> {
@@ -126,6 +131,10 @@ async fn limit(State(limiter): State<Arc<Limiter>>, request: Request, next: Next
 
 async fn metrics(State(state): State<AppState>, request: HeaderMap) -> Response {
     let published = state.latest();
+    let poller_up = i64::from(state.poller.check().is_ok());
+    let up = &state.telemetry.components.up;
+    up.with_label_values(&[Component::Poller.as_str()])
+        .set(poller_up);
     let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
     let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if accepts_gzip(&request) {
@@ -136,10 +145,10 @@ async fn metrics(State(state): State<AppState>, request: HeaderMap) -> Response 
             return ([content_type, encoding, vary], body).into_response();
         }
     }
-    let mut body = Vec::with_capacity(published.exposition.len() + 8192);
-    body.extend_from_slice(&published.exposition);
-    state.telemetry.encode_into(&mut body);
-    ([content_type, vary], body).into_response()
+    let mut tail = Vec::with_capacity(8192);
+    state.telemetry.encode_into(&mut tail);
+    let body = shared_body::SharedBody::new(published.exposition.clone(), tail);
+    ([content_type, vary], axum::body::Body::new(body)).into_response()
 }
 
 /// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): `gzip` or `x-gzip`, or `*` when gzip
@@ -167,8 +176,17 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     star.unwrap_or(false)
 }
 
-async fn healthy() -> &'static str {
-    "OK\n"
+/// 200 while the poller is alive and not stalled outside NVML (a hung driver stays healthy:
+/// restarting cannot fix it, and scrapes still answer); 503 naming why otherwise.
+async fn healthy(State(state): State<AppState>) -> Response {
+    match state.poller.check() {
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

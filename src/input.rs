@@ -36,9 +36,21 @@ impl ConfigError {
     }
 }
 
-/// Parses a size such as "70GiB", "512 MB" or "1073741824".
+/// Parses a size such as "70GiB", "512 MB" or "1073741824". A bare number is a count of bytes and
+/// must be whole ("1000.7" would otherwise be cut to 1000 bytes).
 pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
-    bytesize::ByteSize::from_str(value.trim())
+    let bare = value.trim();
+    if !bare.is_empty()
+        && bare.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && bare.parse::<u64>().is_err()
+    {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "a number of bytes must be a whole number (or give a unit, like \"1.5GiB\")",
+        ));
+    }
+    bytesize::ByteSize::from_str(bare)
         .map(|b| b.as_u64())
         .map_err(|_| {
             ConfigError::invalid(
@@ -130,6 +142,10 @@ mod tests {
     #[test]
     fn sizes_and_durations_name_the_key() {
         assert_eq!(parse_size("k", "1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("k", "1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("k", " 1024 ").unwrap(), 1024);
+        let e = parse_size("k", "1000.7").unwrap_err().to_string();
+        assert!(e.contains("whole number"), "{e}");
         let e = parse_duration("leak.window", "soon")
             .unwrap_err()
             .to_string();

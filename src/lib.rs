@@ -19,6 +19,7 @@ pub mod exposition;
 pub mod exposition_allocator;
 pub mod files;
 pub mod history;
+pub mod hangup;
 pub mod http;
 pub mod input;
 pub mod kubernetes;
@@ -32,6 +33,7 @@ pub mod sample;
 pub mod serve;
 pub mod simulate;
 pub mod status_page;
+pub mod supervise;
 pub mod telemetry;
 pub mod web;
 
@@ -72,7 +74,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
+    // SIGHUP is handled from here on (before, it would end the process as by default).
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    let hangups = hangup::on_hangup(config.web.security.is_some().then(|| hangup.clone()));
     let telemetry = Telemetry::new();
+    let heartbeat = supervise::Heartbeat::new(config.poll_interval);
     let (tx, rx) = watch::channel(Arc::new(Published::initial(config.max_processes_per_gpu)));
     let source = nvml::NvmlSource::new(config.nvml_library.clone(), config.poll_interval);
     let engine = Engine::new(config.limits.clone(), config.leak)
@@ -100,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.max_processes_per_gpu,
         telemetry.clone(),
         tx,
+        heartbeat.clone(),
     )
     .map_err(RunError::Poller)?;
     // OOM prevention reads snapshots like any other reader; it never delays polling or scrapes.
@@ -123,6 +130,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         spare_rules: Arc::new(cleanup::spare::SpareRules::new(&config.cleanup)),
         reclaims,
         history,
+        poller: heartbeat,
     };
     // The web configuration (TLS, basic auth, headers) was loaded and checked with the rest of
     // the configuration; from here on it is live and re-read when its files change.
@@ -133,7 +141,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let watcher = web
         .as_ref()
         .zip(live.clone())
-        .map(|(w, l)| web::reload::spawn(w, l));
+        .map(|(w, l)| web::reload::spawn(w, l, hangup, &state.telemetry.components));
     let app = http::app(
         state,
         http::RequestLimits {
@@ -180,6 +188,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         serve::shutdown_signal(),
     )
     .await;
+    hangups.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
     }

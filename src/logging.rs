@@ -7,6 +7,12 @@
 //! character of a message or value is escaped (`\n`, `\u{1b}`), so a string that came from NVML or a
 //! process name cannot start a forged line or repaint the terminal. `RUST_LOG`, when set, replaces
 //! `--log.level` with its own directives (per module levels), for debugging.
+//!
+//! Lines reach stderr through [`sink`]: a bounded queue and a writer thread, so a log line never
+//! blocks, fails or panics the thread that logs it. A panic's message goes the same way (the
+//! default panic hook writes to stderr directly and would block on a full pipe).
+
+pub mod sink;
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
@@ -171,14 +177,24 @@ impl Logger {
         })
     }
 
-    /// Installs the global subscriber writing to stderr.
+    /// Installs the global subscriber writing to stderr through the non-blocking [`sink`], and a
+    /// panic hook that logs through it.
     pub fn install(self) -> Result<(), ConfigError> {
         tracing_subscriber::fmt()
             .with_env_filter(self.filter)
-            .with_writer(std::io::stderr)
+            .with_writer(sink::Sink::stderr())
             .event_format(self.format)
             .try_init()
-            .map_err(|e| ConfigError::Load(format!("cannot install the logger: {e}")))
+            .map_err(|e| ConfigError::Load(format!("cannot install the logger: {e}")))?;
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                panic = %info,
+                "a thread panicked"
+            );
+        }));
+        Ok(())
     }
 }
 

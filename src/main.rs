@@ -1,33 +1,63 @@
 //! The `vram-exporter` binary: flags → configuration → logging → server. Errors end here.
+//!
+//! Nothing here can panic on its output: `--version`, `--help`, `--check-config` and error
+//! messages are written with their errors handled (a closed or full stdout/stderr gives exit 1,
+//! or 2 for invalid input, never a panic), and once the server runs every line goes through the
+//! non-blocking log sink, flushed for at most [`LOG_FLUSH`] at exit.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use vram_exporter::cli::Cli;
 use vram_exporter::config::{self, FlagOverrides};
 use vram_exporter::input::ConfigError;
+use vram_exporter::logging::sink;
 
 /// Exit status for invalid input (configuration, flags), as promised in the README.
 const EXIT_BAD_INPUT: u8 = 2;
 
+/// The longest the exit waits for queued log lines (a stuck stderr must not hold the exit).
+const LOG_FLUSH: Duration = Duration::from_millis(500);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, or a flag error: clap's text, and a defined status when it cannot
+        // be written (a full or closed stdout fails --version instead of claiming success).
+        Err(e) => {
+            let printed = e.print().and_then(|()| {
+                use std::io::Write as _;
+                std::io::stdout().flush()
+            });
+            return match (e.exit_code(), printed) {
+                (0, Err(_)) => ExitCode::FAILURE,
+                (code, _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            };
+        }
+    };
+    let status = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let mut message = format!("error: {err}");
             for cause in err.chain().skip(1) {
                 message.push_str(&format!(": {cause}"));
             }
-            eprintln!("{message}");
+            message.push('\n');
+            // Once the server ran, stderr may be a pipe nobody reads: never block on it.
+            if !sink::emit(&message) {
+                let _ = sink::write_direct(std::io::stderr(), &message);
+            }
             if err.chain().any(|c| c.is::<ConfigError>()) {
                 ExitCode::from(EXIT_BAD_INPUT)
             } else {
                 ExitCode::FAILURE
             }
         }
-    }
+    };
+    sink::flush(LOG_FLUSH);
+    status
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,8 +82,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = raw.validate()?;
     let logger = vram_exporter::logging::Logger::new(config.log)?;
     if cli.check_config {
-        print!("{}", raw.to_toml());
-        eprintln!("configuration OK");
+        sink::write_direct(std::io::stdout(), &raw.to_toml())
+            .context("cannot write the configuration to stdout")?;
+        let _ = sink::write_direct(std::io::stderr(), "configuration OK\n");
         return Ok(());
     }
     logger.install()?;

@@ -3,6 +3,8 @@
 //! NVML calls block (a hung driver can block for seconds), so they never run on the async runtime.
 //! The thread is the single writer of [`Engine`] state; after each poll it renders the exposition
 //! once and publishes both ([`Published`]) on a `watch` channel, so readers never wait for NVML.
+//! It beats a [`Heartbeat`] at each phase (in NVML, working, waiting) so `/-/healthy` can tell a
+//! dead or stalled poller from a slow driver (see `supervise`).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::input::{parse_duration_within, ConfigError};
 use crate::kubernetes::Attributor;
 use crate::nvml::NvmlSource;
 use crate::publish::{Published, SharedPublished};
+use crate::supervise::{DiesWith, Heartbeat, Phase};
 use crate::telemetry::Telemetry;
 
 /// The shortest poll interval accepted.
@@ -72,7 +75,9 @@ pub struct Poller {
 impl Poller {
     /// Starts polling at once and then every `interval`, publishing into `publish` with at most
     /// `max_processes_per_gpu` process series per GPU in the exposition; `annotators` add
-    /// workloads and allocator reports to each sample before the engine.
+    /// workloads and allocator reports to each sample before the engine; `heartbeat` follows the
+    /// thread's progress.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         mut source: NvmlSource,
         mut engine: Engine,
@@ -81,15 +86,26 @@ impl Poller {
         max_processes_per_gpu: usize,
         telemetry: Telemetry,
         publish: watch::Sender<SharedPublished>,
+        heartbeat: Arc<Heartbeat>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("nvml-poller".into())
             .spawn(move || {
+                let _dies_with = DiesWith(heartbeat.clone());
                 let mut next = Instant::now();
+                // GPU indices whose poll-error series exist (at 0) already.
+                let mut errors_ready = std::collections::BTreeSet::new();
                 loop {
                     let started = Instant::now();
+                    heartbeat.beat(Phase::Nvml);
                     let mut sample = source.poll();
+                    heartbeat.beat(Phase::Working);
+                    for gpu in &sample.devices {
+                        if errors_ready.insert(gpu.identity.index) {
+                            telemetry.init_gpu_errors(gpu.identity.index);
+                        }
+                    }
                     if let Some(a) = &mut annotators.kubernetes {
                         a.annotate(&mut sample);
                     }
@@ -123,9 +139,13 @@ impl Poller {
                     if next < now {
                         next = now;
                     }
+                    heartbeat.beat(Phase::Waiting);
                     match stopped.recv_timeout(next - now) {
                         Err(RecvTimeoutError::Timeout) => continue,
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                            heartbeat.beat(Phase::Stopped);
+                            break;
+                        }
                     }
                 }
             })?;

@@ -229,6 +229,21 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operations that are not about one device (`gpu=""`).
+    pub const SYSTEM: [Operation; 3] = [
+        Operation::Init,
+        Operation::DeviceCount,
+        Operation::PodResources,
+    ];
+    /// The operations on one device.
+    pub const PER_DEVICE: [Operation; 5] = [
+        Operation::Handle,
+        Operation::Identity,
+        Operation::Memory,
+        Operation::Processes,
+        Operation::Mig,
+    ];
+
     /// The `operation` label value of `vram_exporter_poll_errors_total`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,19 +10,27 @@
 //! What a connection may cost, and why RSS stays under the shipped 64 MiB limits:
 //! - At most [`MAX_CONNECTIONS`] are open. Past it, a new connection closes the oldest *idle* one
 //!   (no request in flight): first one that never got a successful answer (a silent socket, a
-//!   partial or junk request, a failed login, a TLS handshake not started), else the oldest idle
-//!   keep-alive connection. When every connection has a request in flight the new one is closed.
+//!   partial or junk request, a failed login, a TLS handshake not started, an answer not being
+//!   read), else the idle keep-alive connection whose last request is the oldest. When every
+//!   connection has a request in flight the new one is closed.
 //! - A request head may be at most [`MAX_HEADER_BYTES`] (hyper answers 431 beyond), so a
 //!   connection buffers at most that much.
 //! - A TLS connection waits for its ClientHello under the header-read timeout (like an idle HTTP
 //!   connection, and evictable like one), then has [`HANDSHAKE_TIMEOUT`] to finish the handshake.
 //!   No slot is held by a silent socket, so idle sockets never delay other handshakes.
+//! - A response the peer does not read is dropped: a write that makes no progress for the
+//!   request timeout fails ([`write_timeout`]) and the connection is closed. A connection whose
+//!   answer is stuck has no request in flight, so at the cap it is evicted like an idle one that
+//!   never had a good answer (before the keep-alive scrapers). What
+//!   unread responses can hold is bounded in docs/reliability.md ("Unread responses").
+
+mod write_timeout;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +43,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
+
+/// A process-wide sequence: admissions and request starts, in order (a clock for recency).
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// Connections open at once (plain or TLS, handshaking, idle or busy).
 pub const MAX_CONNECTIONS: usize = 512;
@@ -91,6 +102,10 @@ pub async fn serve(
                 continue;
             }
         };
+        // No Nagle delay (Go's net package does the same for exporter-toolkit's servers): a
+        // `/metrics` answer is written as the shared exposition, then the scrape's self-metrics,
+        // and the second write must not wait for the peer's delayed ACK of the first (40 ms).
+        let _ = tcp.set_nodelay(true);
         let Some(slot) = conns.admit() else {
             tracing::debug!(%peer, "every connection has a request in flight; closing a new one");
             continue;
@@ -198,6 +213,7 @@ impl Conn {
             watcher,
         } = self;
         let state = slot.state.clone();
+        let unread = state.unread.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let busy = Busy::start(state.clone());
@@ -214,7 +230,16 @@ impl Conn {
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(io), service);
+            .serve_connection(
+                // The write timeout is the request timeout too: an answer the peer does not
+                // take within it is as dead as a request that did not arrive within it.
+                TokioIo::new(write_timeout::WriteTimeout::new(
+                    io,
+                    header_read_timeout,
+                    unread,
+                )),
+                service,
+            );
         if let Err(e) = watcher.watch(connection).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
@@ -228,6 +253,11 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Whether it ever got a successful (< 400) answer.
     trusted: AtomicBool,
+    /// Whether a write to it is waiting for the peer to read (set by the write timeout).
+    unread: Arc<AtomicBool>,
+    /// When its last request started (admission order until then): a keep-alive scraper is
+    /// recent, a client that sent a burst and went quiet is not.
+    last_request: AtomicU64,
     /// Told when the connection is to be closed (evicted, or idle at shutdown).
     close: Notify,
 }
@@ -246,6 +276,9 @@ struct Busy {
 impl Busy {
     fn start(state: Arc<ConnState>) -> Busy {
         state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state
+            .last_request
+            .store(REQUESTS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         Busy { state }
     }
 
@@ -310,7 +343,9 @@ impl Connections {
         reg.next_id += 1;
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
+            last_request: AtomicU64::new(REQUESTS.fetch_add(1, Ordering::Relaxed)),
             trusted: AtomicBool::new(false),
+            unread: Arc::new(AtomicBool::new(false)),
             close: Notify::new(),
         });
         reg.open.insert(id, state.clone());
@@ -326,14 +361,22 @@ impl Connections {
         Self::evict(&mut self.lock())
     }
 
-    /// Closes the oldest idle connection that never had a successful answer, else the oldest
-    /// idle one; false when none is idle.
+    /// Closes the oldest idle connection that never had a successful answer or whose peer is
+    /// not reading its answer, else the idle one whose last request is the oldest (so an active
+    /// keep-alive scraper goes last); false when none is idle.
     fn evict(reg: &mut Registry) -> bool {
         let victim = reg
             .open
             .iter()
-            .find(|(_, c)| c.idle() && !c.trusted.load(Ordering::Acquire))
-            .or_else(|| reg.open.iter().find(|(_, c)| c.idle()))
+            .find(|(_, c)| {
+                c.idle() && (!c.trusted.load(Ordering::Acquire) || c.unread.load(Ordering::Acquire))
+            })
+            .or_else(|| {
+                reg.open
+                    .iter()
+                    .filter(|(_, c)| c.idle())
+                    .min_by_key(|(_, c)| c.last_request.load(Ordering::Relaxed))
+            })
             .map(|(id, _)| *id);
         match victim.and_then(|id| reg.open.remove(&id)) {
             Some(c) => {
@@ -484,5 +527,34 @@ mod tests {
         drop((busy_b, busy_e));
         drop(b);
         assert_eq!(conns.lock().open.len(), 2, "a dropped slot is given back");
+    }
+
+    #[test]
+    fn a_connection_whose_answer_is_not_read_goes_before_a_good_idle_one() {
+        let conns = Arc::new(Connections::new(2));
+        let scraper = conns.admit().unwrap();
+        let stuck = conns.admit().unwrap();
+        for c in [&scraper, &stuck] {
+            c.state.trusted.store(true, Ordering::Release);
+        }
+        stuck.state.unread.store(true, Ordering::Release);
+        let _new = conns.admit().expect("one is evicted");
+        assert!(conns.lock().open.contains_key(&scraper.id));
+        assert!(!conns.lock().open.contains_key(&stuck.id));
+    }
+
+    #[test]
+    fn among_good_idle_connections_the_least_recently_used_goes_first() {
+        let conns = Arc::new(Connections::new(2));
+        let scraper = conns.admit().unwrap();
+        let burst = conns.admit().unwrap();
+        for c in [&scraper, &burst] {
+            c.state.trusted.store(true, Ordering::Release);
+        }
+        // The older connection keeps scraping; the newer one went quiet after its burst.
+        drop(Busy::start(scraper.state.clone()));
+        let _new = conns.admit().expect("one is evicted");
+        assert!(conns.lock().open.contains_key(&scraper.id));
+        assert!(!conns.lock().open.contains_key(&burst.id));
     }
 }

@@ -1,7 +1,17 @@
 //! Self-telemetry: the exporter's own metrics (poll duration, poll errors, cleanup counters,
-//! `process_*`) in a `prometheus` crate registry, encoded at each scrape after the exposition.
+//! `process_*` with exact CPU seconds, dropped log lines, component supervision) in a
+//! `prometheus` crate registry, encoded at each scrape after the exposition. Every labelled
+//! counter has its series at 0 from the start (or from the first poll that sees its GPU), so
+//! `increase()` sees the first error.
+
+mod read_at_scrape;
+
+pub use read_at_scrape::cpu_seconds;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::sample::Operation;
+use crate::supervise::ComponentMetrics;
 
 /// The exporter's self-metrics registry.
 #[derive(Clone)]
@@ -9,6 +19,7 @@ pub struct Telemetry {
     pub registry: Registry,
     pub poll_duration: Histogram,
     pub poll_errors: IntCounterVec,
+    pub components: ComponentMetrics,
 }
 
 impl Telemetry {
@@ -41,14 +52,36 @@ impl Telemetry {
             .expect("unique");
         #[cfg(target_os = "linux")]
         registry
+            .register(Box::new(read_at_scrape::ExactProcess::for_self()))
+            .expect("unique");
+        registry
             .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
+                read_at_scrape::ReadCounter::new(
+                    "vram_exporter_log_lines_dropped_total",
+                    "Log lines dropped because stderr was closed, full or not read fast enough (the log queue was full).",
+                    crate::logging::sink::dropped,
+                )
+                .expect("valid counter"),
             ))
             .expect("unique");
+        for op in Operation::SYSTEM {
+            poll_errors.with_label_values(&["", op.as_str()]);
+        }
+        let components = ComponentMetrics::new(&registry).expect("unique");
         Telemetry {
             registry,
             poll_duration,
             poll_errors,
+            components,
+        }
+    }
+
+    /// Creates GPU `gpu`'s poll-error series at 0 for every per-device operation.
+    pub fn init_gpu_errors(&self, gpu: u32) {
+        let gpu = gpu.to_string();
+        for op in Operation::PER_DEVICE {
+            self.poll_errors
+                .with_label_values(&[gpu.as_str(), op.as_str()]);
         }
     }
 

@@ -162,6 +162,39 @@ local p = import '../lib/promql.libsonnet';
               runbook_url: runbook('VramExporterDown'),
             },
           },
+          // The exporter's own polling: NVML calls failing poll after poll (any operation; the series
+          // exist at 0 from start, so the first burst counts), or no poll published at all (a hung
+          // driver, or a poller thread that died: vram_exporter_component_up{component="poller"} 0).
+          {
+            alert: 'VramExporterPollFailing',
+            expr: |||
+              sum by (%s, job, %s, operation) (
+                rate(%s[%s])
+              ) > 0
+            ||| % [c.clusterLabel, c.instanceLabel, sel('vram_exporter_poll_errors_total'), c.pollErrorsWindow],
+            'for': c.pollErrorsFor,
+            labels: { severity: c.warningSeverity },
+            annotations: {
+              summary: "vram-exporter's NVML polls keep failing.",
+              description: 'vram-exporter on {{ $labels.instance }} has had failing {{ $labels.operation }} calls for %s ({{ printf "%%.2f" $value }} per second); some GPU readings are missing or stale.' % p.human(c.pollErrorsFor),
+              runbook_url: runbook('VramExporterPollFailing'),
+            },
+          },
+          {
+            alert: 'VramExporterPollStalled',
+            expr: |||
+              (time() - %s > %d)
+              or
+              (min without (component) (%s) == 0)
+            ||| % [sel('vram_exporter_last_poll_timestamp_seconds'), c.pollStalledSeconds, sel('vram_exporter_component_up', 'component="poller"')],
+            'for': c.pollStalledFor,
+            labels: { severity: c.criticalSeverity },
+            annotations: {
+              summary: 'vram-exporter has stopped polling its GPUs.',
+              description: 'vram-exporter on {{ $labels.instance }} has published no poll for over %s, or its poller thread died; its GPU readings are stale and no VRAM alert of that host can fire.' % p.humanSeconds(c.pollStalledSeconds),
+              runbook_url: runbook('VramExporterPollStalled'),
+            },
+          },
           // absent() has no labels to split by cluster: in a central Prometheus it fires only when no
           // cluster has any target; per-cluster absence is what each cluster's own Prometheus alerts on.
           {

@@ -66,8 +66,17 @@ pub fn start(
         ),
         "cleanup actions enabled"
     );
-    let dispatcher = Dispatcher::new(config.clone(), metrics, snapshots)
-        .with_board(board)
-        .with_observer(observer);
-    Some(tokio::spawn(dispatcher.run()))
+    let config = config.clone();
+    // Supervised: a dispatcher that panics is logged, counted and started again with fresh
+    // state (its cooldowns start afresh).
+    Some(crate::supervise::supervise(
+        crate::supervise::Component::Cleanup,
+        &telemetry.components,
+        move || {
+            let dispatcher = Dispatcher::new(config.clone(), metrics.clone(), snapshots.clone())
+                .with_board(board.clone())
+                .with_observer(observer.clone());
+            tokio::spawn(dispatcher.run())
+        },
+    ))
 }

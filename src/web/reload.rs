@@ -15,11 +15,17 @@
 //! good configuration stays; restarting the exporter with such a file applies it. Every file is
 //! read through `files::read_regular`, so a FIFO in place of one cannot hang the watcher (nor the
 //! shutdown, which waits for it).
+//!
+//! SIGHUP (exporter-toolkit and Prometheus convention: "reload") makes the watcher check the
+//! files at once instead of at its next tick. The watcher is supervised: after a panic it is
+//! started again with the last good state (what it last saw and the posture in force).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::auth::Live;
 use super::WebSettings;
@@ -27,61 +33,106 @@ use super::WebSettings;
 /// How often the files are checked.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Starts the watcher; it runs until the returned task is aborted.
-pub fn spawn(settings: &WebSettings, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
+/// What the watcher keeps between checks (and across a restart).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    fingerprint: u64,
+    posture: super::Posture,
+}
+
+/// Starts the watcher, supervised; it runs until the returned task is aborted. `hangup` wakes it
+/// for an immediate check (SIGHUP).
+pub fn spawn(
+    settings: &WebSettings,
+    live: Arc<Live>,
+    hangup: Arc<Notify>,
+    components: &crate::supervise::ComponentMetrics,
+) -> tokio::task::JoinHandle<()> {
     let path = settings.path.clone();
     let tls_on = settings.tls.is_some();
-    let mut posture = settings.posture;
     // Taken now, before the first connection is served, so an edit made right after startup is
     // seen as one (a regular-file read of a few KiB; `read_regular` never blocks on a FIFO).
-    let mut seen = fingerprint_blocking(&path);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let now = fingerprint(&path).await;
-            if now == seen {
+    let seen = Arc::new(Mutex::new(Seen {
+        fingerprint: fingerprint_blocking(&path),
+        posture: settings.posture,
+    }));
+    crate::supervise::supervise(
+        crate::supervise::Component::WebReload,
+        components,
+        move || {
+            tokio::spawn(watch(
+                path.clone(),
+                tls_on,
+                seen.clone(),
+                live.clone(),
+                hangup.clone(),
+            ))
+        },
+    )
+}
+
+async fn watch(
+    path: PathBuf,
+    tls_on: bool,
+    seen: Arc<Mutex<Seen>>,
+    live: Arc<Live>,
+    hangup: Arc<Notify>,
+) {
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = hangup.notified() => tracing::info!(
+                file = %path.display(),
+                "SIGHUP: checking the web configuration now"
+            ),
+        }
+        let now = fingerprint(&path).await;
+        let posture = {
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if now == s.fingerprint {
                 continue;
             }
-            seen = now;
-            let p = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
-            match loaded {
-                Ok(Ok(new)) if new.empty => tracing::warn!(
+            s.fingerprint = now;
+            s.posture
+        };
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || WebSettings::load(&p)).await;
+        match loaded {
+            Ok(Ok(new)) if new.empty => tracing::warn!(
+                file = %path.display(),
+                "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
+            ),
+            Ok(Ok(new)) if new.posture.lowered_from(&posture).is_some() => tracing::warn!(
+                file = %path.display(),
+                reason = new.posture.lowered_from(&posture).unwrap_or_default(),
+                "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
+            ),
+            Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
+                file = %path.display(),
+                "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
+                on_off(tls_on),
+                on_off(!tls_on),
+            ),
+            Ok(Ok(new)) => {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).posture = new.posture;
+                live.replace(new.access.clone(), new.tls.clone());
+                tracing::info!(
                     file = %path.display(),
-                    "web configuration file is empty or only comments; keeping the last good one (restart the exporter to apply it)"
-                ),
-                Ok(Ok(new)) if new.posture.lowered_from(&posture).is_some() => tracing::warn!(
-                    file = %path.display(),
-                    reason = new.posture.lowered_from(&posture).unwrap_or_default(),
-                    "web configuration would lower security; keeping the last good one (restart the exporter to apply it)"
-                ),
-                Ok(Ok(new)) if new.tls.is_some() != tls_on => tracing::error!(
-                    file = %path.display(),
-                    "web configuration changed TLS from {} to {}; that needs a restart, keeping the running configuration",
-                    on_off(tls_on),
-                    on_off(!tls_on),
-                ),
-                Ok(Ok(new)) => {
-                    posture = new.posture;
-                    live.replace(new.access.clone(), new.tls.clone());
-                    tracing::info!(
-                        file = %path.display(),
-                        users = new.access.user_count(),
-                        tls = tls_on,
-                        "web configuration reloaded"
-                    );
-                }
-                Ok(Err(e)) => tracing::error!(
-                    file = %path.display(),
-                    error = %e,
-                    "web configuration is invalid; keeping the last good one"
-                ),
-                Err(e) => tracing::error!(error = %e, "web configuration reload failed"),
+                    users = new.access.user_count(),
+                    tls = tls_on,
+                    "web configuration reloaded"
+                );
             }
+            Ok(Err(e)) => tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "web configuration is invalid; keeping the last good one"
+            ),
+            Err(e) => tracing::error!(error = %e, "web configuration reload failed"),
         }
-    })
+    }
 }
 
 fn on_off(on: bool) -> &'static str {

@@ -132,8 +132,9 @@ fn nvml_loadable_only_later_recovers_without_a_restart() {
         ..Default::default()
     });
     let m = e.wait_metrics("a failed init", Duration::from_secs(10), |m| {
+        // The series exists at 0 from the start: wait for a counted failure.
         m.value("vram_exporter_poll_errors_total", &[("operation", "init")])
-            .is_some()
+            .is_some_and(|v| v >= 1.0)
     });
     assert_eq!(m.value("vram_nvml_up", &[]), Some(0.0));
     assert_eq!(m.count("vram_total_bytes"), 0);

@@ -4,6 +4,7 @@ mod abuse;
 mod alerting;
 mod attribution;
 mod attribution_bounds;
+mod blind;
 mod cleanup;
 mod clients;
 mod clients_edges;
@@ -31,5 +32,8 @@ mod mps;
 #[allow(clippy::all)]
 mod podresources_server;
 mod predict;
+mod self_metrics;
 mod status_page;
+mod strict_config;
 mod tls;
+mod unread;

@@ -1,5 +1,7 @@
 //! The hostile mix run beside the good scrapers (issue 14): clients that try to starve them —
-//! wrong-password floods, silent sockets, slowloris trickles, endless request heads and junk.
+//! wrong-password floods, silent sockets, slowloris trickles, endless request heads, junk, and
+//! logged-in clients that pipeline `GET /metrics` and never read an answer (issue 23: their
+//! unread answers must not pile up in the exporter's memory).
 //! Every kind is a bounded number of threads and connections, stopped with the load; what they
 //! got back is counted for the report (none of it is an error: only good scrapes are judged).
 
@@ -16,6 +18,9 @@ pub const SILENT_SOCKETS: usize = 600;
 pub const SLOWLORIS: usize = 100;
 pub const ENDLESS_HEADS: usize = 200;
 pub const JUNK_CLIENTS: usize = 4;
+pub const NEVER_READING: usize = 128;
+/// `GET /metrics` requests each never-reading connection sends at once.
+pub const PIPELINED: usize = 8;
 
 /// What the hostile clients saw.
 #[derive(Default)]
@@ -34,7 +39,9 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    pub fn start(addr: SocketAddr, user: &str) -> Hostile {
+    /// `authorization`: the scrapers' own `Authorization` value, which the never-reading clients
+    /// send too (a logged-in client that stops reading, like a stuck scraper).
+    pub fn start(addr: SocketAddr, user: &str, authorization: &str) -> Hostile {
         raise_own_fd_limit();
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
@@ -45,14 +52,19 @@ impl Hostile {
                 bad_auth(addr, &user, t, &stop, &counts)
             }));
         }
+        let pipelined =
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\r\n")
+                .repeat(PIPELINED)
+                .into_bytes();
         for (n, kind) in [
             (SILENT_SOCKETS, Held::Silent),
             (SLOWLORIS, Held::Trickle),
             (ENDLESS_HEADS, Held::EndlessHead),
+            (NEVER_READING, Held::NeverReads),
         ] {
-            let (stop, counts) = (stop.clone(), counts.clone());
+            let (stop, counts, pipelined) = (stop.clone(), counts.clone(), pipelined.clone());
             threads.push(std::thread::spawn(move || {
-                hold(addr, n, kind, &stop, &counts)
+                hold(addr, n, kind, &pipelined, &stop, &counts)
             }));
         }
         for t in 0..JUNK_CLIENTS {
@@ -149,10 +161,50 @@ enum Held {
     Trickle,
     /// Sends 15 KiB of one header line that never ends, then waits.
     EndlessHead,
+    /// Sends pipelined, authorized `GET /metrics` requests and never reads an answer.
+    NeverReads,
+}
+
+/// `TCP_ESTABLISHED` of linux/tcp_states.h (the `libc` crate does not export the states).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// Whether the server still has `s` open. A never-reading client must not read to find out: it
+/// asks the kernel whether the connection is still established (not closed or reset by the server).
+fn server_keeps(s: &TcpStream, kind: Held) -> bool {
+    if let Held::NeverReads = kind {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most `len` bytes into it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` and `len` are valid for writes for the call's duration.
+        let ok = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        } == 0;
+        return ok && info.tcpi_state == TCP_ESTABLISHED;
+    }
+    let _ = s.set_nonblocking(true);
+    let mut b = [0u8; 512];
+    let mut r: &TcpStream = s;
+    let alive = matches!(r.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    let _ = s.set_nonblocking(false);
+    alive
 }
 
 /// Keeps `n` connections of one kind open, reopening those the server closes.
-fn hold(addr: SocketAddr, n: usize, kind: Held, stop: &AtomicBool, counts: &Counts) {
+fn hold(
+    addr: SocketAddr,
+    n: usize,
+    kind: Held,
+    pipelined: &[u8],
+    stop: &AtomicBool,
+    counts: &Counts,
+) {
     let mut open: Vec<TcpStream> = Vec::with_capacity(n);
     let endless = {
         let mut h = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
@@ -162,14 +214,7 @@ fn hold(addr: SocketAddr, n: usize, kind: Held, stop: &AtomicBool, counts: &Coun
     while !stop.load(Ordering::Relaxed) {
         // Drop the connections the server closed.
         let before = open.len();
-        open.retain(|s| {
-            let _ = s.set_nonblocking(true);
-            let mut b = [0u8; 512];
-            let mut r: &TcpStream = s;
-            let alive = matches!(r.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
-            let _ = s.set_nonblocking(false);
-            alive
-        });
+        open.retain(|s| server_keeps(s, kind));
         if before > 0 {
             counts
                 .reopened
@@ -181,6 +226,7 @@ fn hold(addr: SocketAddr, n: usize, kind: Held, stop: &AtomicBool, counts: &Coun
                 Held::Silent => b"",
                 Held::Trickle => b"GET /metrics HTTP/1.1\r\n",
                 Held::EndlessHead => &endless,
+                Held::NeverReads => pipelined,
             };
             if s.write_all(first).is_ok() {
                 open.push(s);

@@ -12,7 +12,8 @@
 //!
 //! Unless `--no-hostile`, the exporter runs with basic auth (the scrapers log in; their
 //! credentials are checked once and remembered) and a hostile mix runs beside the scrapers
-//! (`hostile.rs`: wrong-password floods, silent sockets, slowloris, endless request heads, junk);
+//! (`hostile.rs`: wrong-password floods, silent sockets, slowloris, endless request heads, junk,
+//! never-reading pipelined scrapers);
 //! then it also fails if the exporter's resident memory ever exceeds the shipped 64 MiB limit.
 //! Good scrapes must still all succeed.
 //!
@@ -463,13 +464,15 @@ fn report(
     if let Some(h) = hostile {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         println!(
-            "  hostile mix     {} bad-auth clients: {} refused (401), {} shed (429/closed); {} silent, {} slowloris, {} endless-head connections held, {} closed by the server and reopened; {} junk clients: {} answered",
+            "  hostile mix     {} bad-auth clients: {} refused (401), {} shed (429/closed); {} silent, {} slowloris, {} endless-head, {} never-reading (x{} pipelined) connections held, {} closed by the server and reopened; {} junk clients: {} answered",
             hostile::BAD_AUTH_CLIENTS,
             n(&h.denied),
             n(&h.shed),
             hostile::SILENT_SOCKETS,
             hostile::SLOWLORIS,
             hostile::ENDLESS_HEADS,
+            hostile::NEVER_READING,
+            hostile::PIPELINED,
             n(&h.reopened),
             hostile::JUNK_CLIENTS,
             n(&h.junk_answered),
@@ -572,7 +575,7 @@ fn main() -> ExitCode {
     let load = load(&args, exporter.addr, &auth);
     let hostile = args
         .hostile
-        .then(|| hostile::Hostile::start(exporter.addr, USER));
+        .then(|| hostile::Hostile::start(exporter.addr, USER, auth.as_deref().unwrap_or_default()));
     let mut memory = measure(&args, &mut exporter, &load, rss_start);
     let hostile = hostile.map(hostile::Hostile::stop);
     let mut outcome = load.finish();
