@@ -14,6 +14,8 @@ use crate::engine::{GpuView, ProcessView, Snapshot};
 use crate::input::ConfigError;
 use crate::sample::Memory;
 
+mod allocator;
+
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -339,7 +341,7 @@ pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
         }
     }
     // Allocator reports from clients (nothing when no process reports).
-    crate::exposition_allocator::render(w, &labels);
+    allocator::render(w, &labels);
     Bytes::from(out)
 }
 

@@ -101,13 +101,16 @@ local p = import '../lib/promql.libsonnet';
         // What each reporting process's allocator holds (vram_client), stacked so the four parts add up
         // to NVML's bytes for the process: live tensors, cache the allocator cannot hand back (split
         // blocks, blocks awaiting a stream), cache empty_cache() can hand back, and memory outside the
-        // allocator (CUDA context, NCCL, cuBLAS workspaces). Empty without allocator reports.
-        g.timeseries(22, 'Allocator memory by process', "NVML's bytes of each process with an allocator report, stacked: live tensors, cache held but not releasable, reclaimable cache (what a cleanup signal frees), and memory outside the allocator. Empty unless jobs run vram_client.", g.grid(0, 45, 24, 9),
+        // allocator (CUDA context, NCCL, cuBLAS workspaces). A single 0 series without allocator reports
+        // (every panel has data, as the alerting test checks).
+        g.timeseries(22, 'Allocator memory by process', "NVML's bytes of each process with an allocator report, stacked: live tensors, cache held but not releasable, reclaimable cache (what a cleanup signal frees), and memory outside the allocator. One 0 series (process 'no report') unless jobs run vram_client.", g.grid(0, 45, 24, 9),
+                     local noReport = 'label_replace(sum by (%s, %s, gpu) (vram_total_bytes{%s}) * 0, "process", "no report", "", "")' % [cl, inst, S];
+                     local ns = ',namespace=~"$namespace"';
                      g.targets([
-                       ['vram_process_allocator_allocated_bytes{%s,namespace=~"$namespace"}' % S, '{{process}} ({{pid}}) allocated'],
-                       ['clamp_min(vram_process_allocator_reserved_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_allocated_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_reclaimable_bytes{%(s)s,namespace=~"$namespace"}, 0)' % { s: S }, '{{process}} ({{pid}}) held cache'],
-                       ['vram_process_allocator_reclaimable_bytes{%s,namespace=~"$namespace"}' % S, '{{process}} ({{pid}}) reclaimable'],
-                       ['clamp_min(vram_process_allocated_bytes{%(s)s,namespace=~"$namespace"} - vram_process_allocator_reserved_bytes{%(s)s,namespace=~"$namespace"}, 0)' % { s: S }, '{{process}} ({{pid}}) non-allocator'],
+                       ['vram_process_allocator_allocated_bytes{%s%s} or %s' % [S, ns, noReport], '{{process}} ({{pid}}) allocated'],
+                       ['clamp_min(vram_process_allocator_reserved_bytes{%(s)s} - vram_process_allocator_allocated_bytes{%(s)s} - vram_process_allocator_reclaimable_bytes{%(s)s}, 0) or %(z)s' % { s: S + ns, z: noReport }, '{{process}} ({{pid}}) held cache'],
+                       ['vram_process_allocator_reclaimable_bytes{%s%s} or %s' % [S, ns, noReport], '{{process}} ({{pid}}) reclaimable'],
+                       ['clamp_min(vram_process_allocated_bytes{%(s)s} - vram_process_allocator_reserved_bytes{%(s)s}, 0) or %(z)s' % { s: S + ns, z: noReport }, '{{process}} ({{pid}}) non-allocator'],
                      ]), 'bytes')
         + { fieldConfig+: { defaults+: { custom+: { fillOpacity: 40, stacking: { mode: 'normal', group: 'A' } } } } },
 

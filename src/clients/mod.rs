@@ -4,7 +4,7 @@
 //! A source like `kubernetes`: `listener` reads clients on its own tokio task and publishes the
 //! newest report of each process in a `watch` channel; the poller thread's `table::Joiner` puts
 //! fresh reports on the processes NVML lists, in the sample, before the engine. Downstream they
-//! are plain data on each `ProcessView`: `exposition_allocator` renders the allocator families, the
+//! are plain data on each `ProcessView`: `exposition::allocator` renders the allocator families, the
 //! JSON API lists them, cleanup orders its signals by them. Owns the `[clients]` section.
 
 pub mod config;

@@ -6,8 +6,8 @@
 
 use std::fmt::Write as _;
 
+use super::{family, Labels};
 use crate::engine::ProcessView;
-use crate::exposition::{family, Labels};
 use crate::sample::AllocatorStats;
 
 type Figure = fn(&AllocatorStats) -> u64;
