@@ -199,24 +199,18 @@ const CLIENT: refresh::Client = refresh::Client {
     failing: "pod-resources cannot be listed: keeping the last good list",
 };
 
-/// One List call on a fresh connection, within the timeout. The error is a stable description
-/// (the kind of failure, not its varying details), so that logging once per change works.
+/// One List call on a fresh connection (the refresh loop bounds it by the timeout). The error is
+/// a stable description (the kind of failure, not its varying details).
 async fn list(config: &SocketConfig) -> Result<ListPodResourcesResponse, String> {
-    let call = async {
-        let channel = connect(config.socket.clone(), "kubelet").await?;
-        let bytes = budget::call(
-            channel,
-            "/v1.PodResourcesLister/List",
-            ListPodResourcesRequest {},
-        )
-        .await
-        .map_err(|status| format!("the kubelet answered {:?}", status.code()))?;
-        budget::decode(bytes, &budget::POD_RESOURCES)
-    };
-    match tokio::time::timeout(config.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
-    }
+    let channel = connect(config.socket.clone(), "kubelet").await?;
+    let bytes = budget::call(
+        channel,
+        "/v1.PodResourcesLister/List",
+        ListPodResourcesRequest {},
+    )
+    .await
+    .map_err(|status| format!("the kubelet answered {:?}", status.code()))?;
+    budget::decode(bytes, &budget::POD_RESOURCES)
 }
 
 /// A gRPC channel to the unix socket `socket` (the kubelet's or the container runtime's); the

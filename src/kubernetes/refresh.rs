@@ -31,7 +31,8 @@ pub(super) struct Client {
 
 /// Starts the supervised refresh task of `client`; the receiver holds `T::default()` until the
 /// first good list. `list` answers the value and how many pods the answer named (for the log),
-/// or a stable description of the failure.
+/// or a stable description of the failure (the kind of failure, not its varying details, so that
+/// logging once per change works); the loop bounds it by `config.timeout`.
 pub(super) fn spawn<T, L, F>(
     client: Client,
     config: SocketConfig,
@@ -76,7 +77,11 @@ async fn refresh<T, L, F>(
     loop {
         tick.tick().await;
         let permit = budget::one_at_a_time().await;
-        let state = match list(config.clone()).await {
+        let listed = match tokio::time::timeout(config.timeout, list(config.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", config.timeout)),
+        };
+        let state = match listed {
             Ok((value, pods)) => {
                 if last != Some(Ok(())) {
                     tracing::info!(

@@ -131,44 +131,38 @@ const CLIENT: refresh::Client = refresh::Client {
     failing: "container runtime cannot be listed: keeping the last good names",
 };
 
-/// Both list calls on one fresh connection, within the timeout. The error is a stable
-/// description, so that logging once per change works.
+/// Both list calls on one fresh connection (the refresh loop bounds them by the timeout). The
+/// error is a stable description.
 async fn list(config: &SocketConfig) -> Result<RuntimeNames, String> {
-    let call = async {
-        let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
-        let bytes = budget::call(
-            channel.clone(),
-            "/runtime.v1.RuntimeService/ListPodSandbox",
-            ListPodSandboxRequest { filter: None },
-        )
-        .await
-        .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?;
-        let sandboxes = budget::decode::<ListPodSandboxResponse>(bytes, &budget::SANDBOXES)?.items;
-        // The sandboxes' names only, before the containers are fetched: one answer at a time.
-        let pods = RuntimeNames::pods_of(sandboxes);
-        let running = ContainerFilter {
-            state: Some(ContainerStateValue {
-                state: ContainerState::ContainerRunning.into(),
-            }),
-            ..Default::default()
-        };
-        let bytes = budget::call(
-            channel,
-            "/runtime.v1.RuntimeService/ListContainers",
-            ListContainersRequest {
-                filter: Some(running),
-            },
-        )
-        .await
-        .map_err(|s| format!("ListContainers answered {:?}", s.code()))?;
-        let containers =
-            budget::decode::<ListContainersResponse>(bytes, &budget::CONTAINERS)?.containers;
-        Ok(RuntimeNames::from_lists(pods, containers))
+    let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
+    let bytes = budget::call(
+        channel.clone(),
+        "/runtime.v1.RuntimeService/ListPodSandbox",
+        ListPodSandboxRequest { filter: None },
+    )
+    .await
+    .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?;
+    let sandboxes = budget::decode::<ListPodSandboxResponse>(bytes, &budget::SANDBOXES)?.items;
+    // The sandboxes' names only, before the containers are fetched: one answer at a time.
+    let pods = RuntimeNames::pods_of(sandboxes);
+    let running = ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning.into(),
+        }),
+        ..Default::default()
     };
-    match tokio::time::timeout(config.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
-    }
+    let bytes = budget::call(
+        channel,
+        "/runtime.v1.RuntimeService/ListContainers",
+        ListContainersRequest {
+            filter: Some(running),
+        },
+    )
+    .await
+    .map_err(|s| format!("ListContainers answered {:?}", s.code()))?;
+    let containers =
+        budget::decode::<ListContainersResponse>(bytes, &budget::CONTAINERS)?.containers;
+    Ok(RuntimeNames::from_lists(pods, containers))
 }
 
 /// The runtime sockets tried, in order, when `kubernetes.runtime_socket` is "auto".
