@@ -254,7 +254,7 @@ fn reports_join_by_pid_with_events_and_go_when_stale() {
     assert!(!m.text.contains("train"), "an event reached the exposition");
     let (_, page) = e.get("/");
     assert!(
-        page.contains("reclaimable 0.75 GiB") && page.contains("last event phase"),
+        page.contains("reclaimable 768 MiB") && page.contains("last event phase"),
         "{page}"
     );
 
