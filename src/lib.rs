@@ -89,7 +89,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     // Allocator reports: the listener runs here, the join with each sample on the poller.
     let (joiner, clients_task) =
-        match clients::start(&config.clients, &telemetry.registry).map_err(RunError::Clients)? {
+        match clients::start(&config.clients, &telemetry.registry, &telemetry.components)
+            .map_err(RunError::Clients)?
+        {
             Some((j, task)) => (Some(j), Some(task)),
             None => (None, None),
         };
@@ -120,7 +122,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         reports,
     );
     let history = Arc::new(history::History::new());
-    let history_task = history::spawn(history.clone(), rx.clone(), cleanup_reports);
+    let history_task = history::spawn(
+        history.clone(),
+        rx.clone(),
+        cleanup_reports,
+        &telemetry.components,
+    );
 
     let state = http::AppState {
         published: rx,

@@ -1,8 +1,8 @@
 //! Supervision of the long-lived components, so that the exporter never goes blind while it says
 //! it is fine (docs/runbook.md, "Health and supervision").
 //!
-//! - The async components (cleanup dispatcher, pod-resources client, web-configuration watcher)
-//!   run under [`supervise`]: a task that ends or panics is logged, counted in
+//! - The async components (cleanup dispatcher, pod-resources and container-runtime clients,
+//!   clients-socket accept loop, history, web-configuration watcher) run under [`supervise`]: a task that ends or panics is logged, counted in
 //!   `vram_exporter_component_restarts_total{component}` and started again after a backoff
 //!   (1 s doubling to 30 s, back to 1 s after a minute of running). `vram_exporter_component_up`
 //!   is 0 while it waits to restart.
@@ -26,14 +26,20 @@ pub enum Component {
     Poller,
     Cleanup,
     PodResources,
+    Runtime,
+    Clients,
+    History,
     WebReload,
 }
 
 impl Component {
     /// The components that are restarted (their restart counters start at 0).
-    pub const RESTARTED: [Component; 3] = [
+    pub const RESTARTED: [Component; 6] = [
         Component::Cleanup,
         Component::PodResources,
+        Component::Runtime,
+        Component::Clients,
+        Component::History,
         Component::WebReload,
     ];
 
@@ -42,6 +48,9 @@ impl Component {
             Component::Poller => "poller",
             Component::Cleanup => "cleanup",
             Component::PodResources => "pod_resources",
+            Component::Runtime => "runtime",
+            Component::Clients => "clients",
+            Component::History => "history",
             Component::WebReload => "web_reload",
         }
     }
@@ -280,6 +289,30 @@ mod tests {
         });
         assert!(t.join().is_err());
         assert_eq!(h.check(), Err(Unhealthy::Died));
+    }
+
+    #[test]
+    fn every_restarted_component_has_its_own_counter_at_zero() {
+        let registry = Registry::new();
+        let _metrics = ComponentMetrics::new(&registry).unwrap();
+        let mut labels: Vec<&str> = Component::RESTARTED.iter().map(|c| c.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Component::RESTARTED.len(), "distinct labels");
+        assert!(
+            !labels.contains(&Component::Poller.as_str()),
+            "the poller is not restarted"
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let mut exposed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("vram_exporter_component_restarts_total{component=\""))
+            .filter_map(|l| l.strip_suffix("\"} 0"))
+            .collect();
+        exposed.sort_unstable();
+        assert_eq!(exposed, labels, "each at 0 before any restart");
     }
 
     fn counted_runs(metrics: &ComponentMetrics) -> u64 {

@@ -114,16 +114,30 @@ pub fn decide(prev: Track, i: Inputs) -> (Track, Decision) {
     if i.in_flight {
         return (next, Decision::Skip { reason });
     }
-    let kill = i.kill_after.is_some_and(|after| {
-        i.now.saturating_duration_since(hard_since) >= after
-            && prev
+    let kill = take_kill(&mut next, i.now, hard_since, i.cooldown, i.kill_after);
+    (next, Decision::Run { reason, kill })
+}
+
+/// Whether a due run kills (the hard and the predicted path alike): the kill action's `after`
+/// has passed since the episode began at `since`, and no kill within the cooldown; a kill is
+/// recorded in `next`.
+pub(super) fn take_kill(
+    next: &mut Track,
+    now: Instant,
+    since: Instant,
+    cooldown: Duration,
+    kill_after: Option<Duration>,
+) -> bool {
+    let kill = kill_after.is_some_and(|after| {
+        now.saturating_duration_since(since) >= after
+            && next
                 .last_kill
-                .is_none_or(|k| i.now.saturating_duration_since(k) >= i.cooldown)
+                .is_none_or(|k| now.saturating_duration_since(k) >= cooldown)
     });
     if kill {
-        next.last_kill = Some(i.now);
+        next.last_kill = Some(now);
     }
-    (next, Decision::Run { reason, kill })
+    kill
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cleanup::decide::{Decision, Reason, Track};
+use crate::cleanup::decide::{take_kill, Decision, Reason, Track};
 use crate::engine::GpuView;
 use crate::policy::Level;
 
@@ -66,15 +66,7 @@ pub fn decide_predicted(prev: Track, i: PredictedInputs) -> (Track, Decision) {
     if i.in_flight {
         return (next, Decision::Skip { reason });
     }
-    let kill = i.kill_after.is_some_and(|after| {
-        i.now.saturating_duration_since(since) >= after
-            && prev
-                .last_kill
-                .is_none_or(|k| i.now.saturating_duration_since(k) >= i.cooldown)
-    });
-    if kill {
-        next.last_kill = Some(i.now);
-    }
+    let kill = take_kill(&mut next, i.now, since, i.cooldown, i.kill_after);
     (next, Decision::Run { reason, kill })
 }
 

@@ -28,6 +28,7 @@ use super::message::{self, Kind, Message, Refusal, MAX_LINE};
 use super::table::{ClientTable, DeviceReport, Entry};
 use super::telemetry::ClientMetrics;
 use crate::sample::{AllocatorStats, ClientEvent};
+use crate::supervise::{supervise, Component, ComponentMetrics};
 
 /// The most connections at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -49,20 +50,56 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const RESOLVING: usize = 2;
 
 /// Binds the socket (replacing a stale one; refusing when another process listens on it), sets
-/// its mode and group, and starts the accept loop.
+/// its mode and group, and starts the accept loop, supervised: after a panic the loop starts again
+/// over the same bound socket and the same shared state (table, connection counts), and the
+/// connections already served carry on.
 pub fn spawn(
     config: SocketConfig,
     metrics: ClientMetrics,
+    components: &ComponentMetrics,
 ) -> std::io::Result<(watch::Receiver<ClientTable>, tokio::task::JoinHandle<()>)> {
     let listener = bind(&config)?;
     let (tx, rx) = watch::channel(ClientTable::default());
-    let task = tokio::spawn(accept_loop(
-        listener,
-        Arc::new(config),
-        Arc::new(tx),
-        metrics,
-    ));
+    let shared = Shared::new(listener, config, tx, metrics);
+    let task = supervise(Component::Clients, components, move || {
+        tokio::spawn(accept_loop(shared.clone()))
+    });
     Ok((rx, task))
+}
+
+/// What outlives one run of the accept loop: the bound socket and everything its connections
+/// share.
+#[derive(Clone)]
+struct Shared {
+    listener: Arc<UnixListener>,
+    config: Arc<SocketConfig>,
+    table: Arc<watch::Sender<ClientTable>>,
+    metrics: ClientMetrics,
+    /// Connections served now.
+    active: Arc<AtomicUsize>,
+    resolving: Arc<tokio::sync::Semaphore>,
+    per_process: Arc<Mutex<HashMap<u32, u32>>>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn new(
+        listener: UnixListener,
+        config: SocketConfig,
+        table: watch::Sender<ClientTable>,
+        metrics: ClientMetrics,
+    ) -> Self {
+        Shared {
+            listener: Arc::new(listener),
+            config: Arc::new(config),
+            table: Arc::new(table),
+            metrics,
+            active: Arc::default(),
+            resolving: Arc::new(tokio::sync::Semaphore::new(RESOLVING)),
+            per_process: Arc::default(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
 }
 
 fn bind(config: &SocketConfig) -> std::io::Result<UnixListener> {
@@ -91,19 +128,10 @@ fn bind(config: &SocketConfig) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn accept_loop(
-    listener: UnixListener,
-    config: Arc<SocketConfig>,
-    table: Arc<watch::Sender<ClientTable>>,
-    metrics: ClientMetrics,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let resolving = Arc::new(tokio::sync::Semaphore::new(RESOLVING));
-    let per_process: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
-    let next_conn = AtomicU64::new(1);
+async fn accept_loop(shared: Shared) {
     let mut last_error: Option<Instant> = None;
     loop {
-        let stream = match listener.accept().await {
+        let stream = match shared.listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 // Out of file descriptors and the like: logged at most every 10 s, then retried.
@@ -115,21 +143,21 @@ async fn accept_loop(
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= MAX_CLIENTS {
-            metrics.refused(Refusal::TooManyClients);
+        if shared.active.load(Ordering::Relaxed) >= MAX_CLIENTS {
+            shared.metrics.refused(Refusal::TooManyClients);
             continue;
         }
-        active.fetch_add(1, Ordering::Relaxed);
-        metrics.connected.inc();
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.connected.inc();
         let conn = Connection {
-            id: next_conn.fetch_add(1, Ordering::Relaxed),
-            config: config.clone(),
-            table: table.clone(),
-            metrics: metrics.clone(),
-            resolving: resolving.clone(),
-            per_process: per_process.clone(),
+            id: shared.next_conn.fetch_add(1, Ordering::Relaxed),
+            config: shared.config.clone(),
+            table: shared.table.clone(),
+            metrics: shared.metrics.clone(),
+            resolving: shared.resolving.clone(),
+            per_process: shared.per_process.clone(),
         };
-        let active = active.clone();
+        let active = shared.active.clone();
         tokio::spawn(async move {
             let pid = conn.serve(stream).await;
             if let Some(pid) = pid {
@@ -373,6 +401,61 @@ impl Connection {
                     events,
                 }),
             );
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::config::IdentityMode;
+
+    /// Waits (bounded) until `ok` holds.
+    async fn until(ok: impl Fn() -> bool) -> bool {
+        for _ in 0..200 {
+            if ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn a_restarted_accept_loop_serves_the_same_socket_and_keeps_its_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.sock");
+        let config = SocketConfig {
+            path: path.clone(),
+            mode: 0o600,
+            group: None,
+            identity: IdentityMode::Peer,
+            proc_root: "/proc".into(),
+            required: true,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = bind(&config).unwrap();
+            let (tx, _rx) = watch::channel(ClientTable::default());
+            let metrics = ClientMetrics::new();
+            let shared = Shared::new(listener, config, tx, metrics.clone());
+            let first = tokio::spawn(accept_loop(shared.clone()));
+            let _held = UnixStream::connect(&path).await.unwrap();
+            assert!(until(|| metrics.connected.get() == 1).await);
+            // The loop ends (as after a panic) and a new one starts over the same listener.
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+            let second = tokio::spawn(accept_loop(shared.clone()));
+            let _again = UnixStream::connect(&path).await.unwrap();
+            assert!(
+                until(|| metrics.connected.get() == 2).await,
+                "the first connection is still counted and the second one accepted"
+            );
+            assert_eq!(shared.active.load(Ordering::Relaxed), 2);
+            second.abort();
         });
     }
 }

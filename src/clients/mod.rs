@@ -25,10 +25,12 @@ pub fn remove_socket(config: &ClientsConfig) {
     }
 }
 
-/// Starts the listener the configuration asks for, registering its self-metrics; None when off.
+/// Starts the listener the configuration asks for (supervised, as `components`), registering its
+/// self-metrics; None when off.
 pub fn start(
     config: &ClientsConfig,
     registry: &prometheus::Registry,
+    components: &crate::supervise::ComponentMetrics,
 ) -> std::io::Result<Option<(Joiner, tokio::task::JoinHandle<()>)>> {
     if let Some(reason) = &config.off {
         tracing::info!("{reason}");
@@ -38,7 +40,7 @@ pub fn start(
     };
     let (path, required) = (socket.path.clone(), socket.required);
     let metrics = telemetry::ClientMetrics::new();
-    let (rx, task) = match listener::spawn(socket, metrics.clone()) {
+    let (rx, task) = match listener::spawn(socket, metrics.clone(), components) {
         Ok(started) => started,
         Err(e) if !required => {
             tracing::warn!(

@@ -26,6 +26,7 @@ use crate::cleanup::Report;
 use crate::engine::{GpuView, Snapshot};
 use crate::policy::Level;
 use crate::publish::SharedPublished;
+use crate::supervise::{supervise, Component, ComponentMetrics};
 use events::{Event, Events, Kind};
 use series::{GpuSeries, ProcessSeries, MAX_PROCESSES_PER_GPU};
 
@@ -387,46 +388,133 @@ fn unix_seconds(t: SystemTime) -> Option<f64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
 }
 
-/// Starts the task that folds every published snapshot and every cleanup report into `history`.
+/// What the history task reads: kept across its restarts, so that a restarted task neither
+/// loses the cleanup reports' channel nor folds a snapshot twice.
+struct Inputs {
+    snapshots: watch::Receiver<SharedPublished>,
+    /// None once cleanup is off (or stopped).
+    reports: Option<mpsc::UnboundedReceiver<Report>>,
+}
+
+impl Inputs {
+    fn shared(
+        snapshots: watch::Receiver<SharedPublished>,
+        reports: mpsc::UnboundedReceiver<Report>,
+    ) -> Arc<tokio::sync::Mutex<Inputs>> {
+        Arc::new(tokio::sync::Mutex::new(Inputs {
+            snapshots,
+            reports: Some(reports),
+        }))
+    }
+}
+
+/// Starts the task that folds every published snapshot and every cleanup report into `history`,
+/// supervised: after a panic it starts again with the same inputs and what `history` held.
 pub fn spawn(
     history: Arc<History>,
     mut snapshots: watch::Receiver<SharedPublished>,
     reports: mpsc::UnboundedReceiver<Report>,
+    components: &ComponentMetrics,
 ) -> tokio::task::JoinHandle<()> {
-    let mut reports = Some(reports);
-    tokio::spawn(async move {
-        snapshots.mark_changed();
-        loop {
-            let report = async {
-                match reports.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let p = snapshots.borrow_and_update().clone();
-                    history.fold(&p.snapshot, p.max_processes_per_gpu);
-                }
-                r = report => match r {
-                    Some(r) => {
-                        // The dispatcher acted on a snapshot this task may not have folded yet:
-                        // fold it first, so the breach precedes its cleanup on the timeline.
-                        if snapshots.has_changed().unwrap_or(false) {
-                            let p = snapshots.borrow_and_update().clone();
-                            history.fold(&p.snapshot, p.max_processes_per_gpu);
-                        }
-                        let t = unix_seconds(SystemTime::now()).unwrap_or(0.0);
-                        history.record_cleanup(&r, t);
-                    }
-                    // Cleanup is off (or stopped): only snapshots from now on.
-                    None => reports = None,
-                },
-            }
-        }
+    snapshots.mark_changed();
+    let inputs = Inputs::shared(snapshots, reports);
+    supervise(Component::History, components, move || {
+        tokio::spawn(run(history.clone(), inputs.clone()))
     })
+}
+
+/// Folds until aborted; holds the inputs while it runs.
+async fn run(history: Arc<History>, inputs: Arc<tokio::sync::Mutex<Inputs>>) {
+    let mut inputs = inputs.lock().await;
+    let Inputs { snapshots, reports } = &mut *inputs;
+    loop {
+        let report = async {
+            match reports.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    // The poller is gone (shutting down, or dead, which health reports):
+                    // nothing more will come, and restarting cannot change that.
+                    return std::future::pending().await;
+                }
+                let p = snapshots.borrow_and_update().clone();
+                history.fold(&p.snapshot, p.max_processes_per_gpu);
+            }
+            r = report => match r {
+                Some(r) => {
+                    // The dispatcher acted on a snapshot this task may not have folded yet:
+                    // fold it first, so the breach precedes its cleanup on the timeline.
+                    if snapshots.has_changed().unwrap_or(false) {
+                        let p = snapshots.borrow_and_update().clone();
+                        history.fold(&p.snapshot, p.max_processes_per_gpu);
+                    }
+                    let t = unix_seconds(SystemTime::now()).unwrap_or(0.0);
+                    history.record_cleanup(&r, t);
+                }
+                // Cleanup is off (or stopped): only snapshots from now on.
+                None => *reports = None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::Published;
+    use std::time::Duration;
+
+    fn published(at_secs: u64) -> SharedPublished {
+        let snapshot = Snapshot {
+            taken_at: Some(UNIX_EPOCH + Duration::from_secs(at_secs)),
+            ..Snapshot::initial()
+        };
+        Arc::new(Published::new(snapshot, 4))
+    }
+
+    /// Waits (bounded) until the history's newest fold is at `t`.
+    async fn folded(history: &History, t: f64) -> bool {
+        for _ in 0..200 {
+            if history.lock().now == t {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[test]
+    fn a_restarted_task_keeps_its_inputs_and_what_the_history_held() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let history = Arc::new(History::new());
+            let (snapshots_tx, snapshots) = watch::channel(published(1_000));
+            let (reports_tx, reports) = mpsc::unbounded_channel();
+            let mut snapshots = snapshots;
+            snapshots.mark_changed();
+            let inputs = Inputs::shared(snapshots, reports);
+            let first = tokio::spawn(run(history.clone(), inputs.clone()));
+            assert!(folded(&history, 1_000.0).await);
+            // The task ends (as after a panic): the reports' channel stays open.
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+            assert!(!reports_tx.is_closed(), "the reports' receiver is kept");
+            snapshots_tx.send_replace(published(2_000));
+            let second = tokio::spawn(run(history.clone(), inputs.clone()));
+            assert!(folded(&history, 2_000.0).await, "the restarted task folds");
+            assert!(
+                inputs.try_lock().is_err(),
+                "it holds the inputs while it runs"
+            );
+            second.abort();
+        });
+    }
 }

@@ -25,6 +25,7 @@ pub mod dra;
 pub mod limits;
 pub mod pb;
 pub mod podresources;
+mod refresh;
 pub mod runtime;
 mod section;
 

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use super::limits::{container_ok, namespace_ok, pod_ok, MAX_ALLOCATIONS_PER_GPU};
 use super::pb::v1::{ListPodResourcesRequest, ListPodResourcesResponse};
 use super::SocketConfig;
-use super::{budget, dra};
+use super::{budget, dra, refresh};
 use crate::sample::{Allocation, Allocations, Operation};
+use crate::supervise::Component;
 use crate::telemetry::Telemetry;
 
 /// Device ID → the containers it was allocated to, from one List answer.
@@ -169,89 +170,47 @@ impl DeviceMap {
     }
 }
 
-/// Starts the refresh task; the receiver holds an empty map until the first good List.
+/// Starts the refresh task (supervised, see `refresh`); the receiver holds an empty map until
+/// the first good List.
 pub fn spawn(
     config: SocketConfig,
     telemetry: Telemetry,
 ) -> (watch::Receiver<Arc<DeviceMap>>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = watch::channel(Arc::new(DeviceMap::default()));
-    let tx = Arc::new(tx);
-    let components = telemetry.components.clone();
-    // Supervised: restarted after a panic, keeping the last good list in the channel.
-    let task = crate::supervise::supervise(
-        crate::supervise::Component::PodResources,
-        &components,
-        move || tokio::spawn(refresh(config.clone(), telemetry.clone(), tx.clone())),
-    );
-    (rx, task)
+    refresh::spawn(
+        CLIENT,
+        config,
+        telemetry,
+        |config: SocketConfig| async move {
+            let response = list(&config).await?;
+            // The answer is dropped once mapped, before the map is published.
+            Ok((
+                DeviceMap::from_response(&response),
+                response.pod_resources.len(),
+            ))
+        },
+    )
 }
 
-/// Lists pod resources every refresh interval, forever.
-async fn refresh(
-    config: SocketConfig,
-    telemetry: Telemetry,
-    tx: Arc<watch::Sender<Arc<DeviceMap>>>,
-) {
-    let mut tick = tokio::time::interval(config.refresh_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The state last logged: None before the first refresh, Ok(()) while listing works.
-    let mut last: Option<Result<(), String>> = None;
-    loop {
-        tick.tick().await;
-        let permit = budget::one_at_a_time().await;
-        let state = match list(&config).await {
-            Ok(response) => {
-                let map = DeviceMap::from_response(&response);
-                let pods = response.pod_resources.len();
-                drop(response);
-                if last != Some(Ok(())) {
-                    tracing::info!(
-                        socket = %config.socket.display(),
-                        pods,
-                        "pod-resources listed: workload names on"
-                    );
-                }
-                tx.send_replace(Arc::new(map));
-                Ok(())
-            }
-            Err(reason) => {
-                telemetry
-                    .poll_errors
-                    .with_label_values(&["", Operation::PodResources.as_str()])
-                    .inc();
-                if last.as_ref().and_then(|l| l.as_ref().err()) != Some(&reason) {
-                    tracing::warn!(
-                        socket = %config.socket.display(),
-                        reason = %reason,
-                        "pod-resources cannot be listed: keeping the last good list"
-                    );
-                }
-                Err(reason)
-            }
-        };
-        drop(permit);
-        last = Some(state);
-    }
-}
+/// The pod-resources client, for its counters and log lines.
+const CLIENT: refresh::Client = refresh::Client {
+    component: Component::PodResources,
+    operation: Operation::PodResources,
+    listed: "pod-resources listed: workload names on",
+    failing: "pod-resources cannot be listed: keeping the last good list",
+};
 
-/// One List call on a fresh connection, within the timeout. The error is a stable description
-/// (the kind of failure, not its varying details), so that logging once per change works.
+/// One List call on a fresh connection (the refresh loop bounds it by the timeout). The error is
+/// a stable description (the kind of failure, not its varying details).
 async fn list(config: &SocketConfig) -> Result<ListPodResourcesResponse, String> {
-    let call = async {
-        let channel = connect(config.socket.clone(), "kubelet").await?;
-        let bytes = budget::call(
-            channel,
-            "/v1.PodResourcesLister/List",
-            ListPodResourcesRequest {},
-        )
-        .await
-        .map_err(|status| format!("the kubelet answered {:?}", status.code()))?;
-        budget::decode(bytes, &budget::POD_RESOURCES)
-    };
-    match tokio::time::timeout(config.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
-    }
+    let channel = connect(config.socket.clone(), "kubelet").await?;
+    let bytes = budget::call(
+        channel,
+        "/v1.PodResourcesLister/List",
+        ListPodResourcesRequest {},
+    )
+    .await
+    .map_err(|status| format!("the kubelet answered {:?}", status.code()))?;
+    budget::decode(bytes, &budget::POD_RESOURCES)
 }
 
 /// A gRPC channel to the unix socket `socket` (the kubelet's or the container runtime's); the

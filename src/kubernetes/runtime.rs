@@ -20,8 +20,9 @@ use super::pb::cri::{
     Container, ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
     ListContainersResponse, ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox,
 };
-use super::{budget, cgroup, SocketConfig};
+use super::{budget, cgroup, refresh, SocketConfig};
 use crate::sample::Operation;
+use crate::supervise::Component;
 use crate::telemetry::Telemetry;
 
 /// Sandbox ID → pod UID, and pod UID → its names.
@@ -101,7 +102,8 @@ impl RuntimeNames {
     }
 }
 
-/// Starts the refresh task; the receiver holds no names until the first good list.
+/// Starts the refresh task (supervised, see `refresh`); the receiver holds no names until the
+/// first good list.
 pub fn spawn(
     config: SocketConfig,
     telemetry: Telemetry,
@@ -109,87 +111,58 @@ pub fn spawn(
     watch::Receiver<Arc<RuntimeNames>>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, rx) = watch::channel(Arc::new(RuntimeNames::default()));
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(config.refresh_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The state last logged: None before the first refresh, Ok(()) while listing works.
-        let mut last: Option<Result<(), String>> = None;
-        loop {
-            tick.tick().await;
-            let permit = budget::one_at_a_time().await;
-            let state = match list(&config).await {
-                Ok(names) => {
-                    if last != Some(Ok(())) {
-                        tracing::info!(
-                            socket = %config.socket.display(),
-                            pods = names.pods(),
-                            "container runtime listed: pod names from the runtime"
-                        );
-                    }
-                    tx.send_replace(Arc::new(names));
-                    Ok(())
-                }
-                Err(reason) => {
-                    telemetry
-                        .poll_errors
-                        .with_label_values(&["", Operation::Runtime.as_str()])
-                        .inc();
-                    if last.as_ref().and_then(|l| l.as_ref().err()) != Some(&reason) {
-                        tracing::warn!(
-                            socket = %config.socket.display(),
-                            reason = %reason,
-                            "container runtime cannot be listed: keeping the last good names"
-                        );
-                    }
-                    Err(reason)
-                }
-            };
-            drop(permit);
-            last = Some(state);
-        }
-    });
-    (rx, task)
+    refresh::spawn(
+        CLIENT,
+        config,
+        telemetry,
+        |config: SocketConfig| async move {
+            let names = list(&config).await?;
+            let pods = names.pods();
+            Ok((names, pods))
+        },
+    )
 }
 
-/// Both list calls on one fresh connection, within the timeout. The error is a stable
-/// description, so that logging once per change works.
+/// The container-runtime client, for its counters and log lines.
+const CLIENT: refresh::Client = refresh::Client {
+    component: Component::Runtime,
+    operation: Operation::Runtime,
+    listed: "container runtime listed: pod names from the runtime",
+    failing: "container runtime cannot be listed: keeping the last good names",
+};
+
+/// Both list calls on one fresh connection (the refresh loop bounds them by the timeout). The
+/// error is a stable description.
 async fn list(config: &SocketConfig) -> Result<RuntimeNames, String> {
-    let call = async {
-        let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
-        let bytes = budget::call(
-            channel.clone(),
-            "/runtime.v1.RuntimeService/ListPodSandbox",
-            ListPodSandboxRequest { filter: None },
-        )
-        .await
-        .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?;
-        let sandboxes = budget::decode::<ListPodSandboxResponse>(bytes, &budget::SANDBOXES)?.items;
-        // The sandboxes' names only, before the containers are fetched: one answer at a time.
-        let pods = RuntimeNames::pods_of(sandboxes);
-        let running = ContainerFilter {
-            state: Some(ContainerStateValue {
-                state: ContainerState::ContainerRunning.into(),
-            }),
-            ..Default::default()
-        };
-        let bytes = budget::call(
-            channel,
-            "/runtime.v1.RuntimeService/ListContainers",
-            ListContainersRequest {
-                filter: Some(running),
-            },
-        )
-        .await
-        .map_err(|s| format!("ListContainers answered {:?}", s.code()))?;
-        let containers =
-            budget::decode::<ListContainersResponse>(bytes, &budget::CONTAINERS)?.containers;
-        Ok(RuntimeNames::from_lists(pods, containers))
+    let channel = super::podresources::connect(config.socket.clone(), "runtime").await?;
+    let bytes = budget::call(
+        channel.clone(),
+        "/runtime.v1.RuntimeService/ListPodSandbox",
+        ListPodSandboxRequest { filter: None },
+    )
+    .await
+    .map_err(|s| format!("ListPodSandbox answered {:?}", s.code()))?;
+    let sandboxes = budget::decode::<ListPodSandboxResponse>(bytes, &budget::SANDBOXES)?.items;
+    // The sandboxes' names only, before the containers are fetched: one answer at a time.
+    let pods = RuntimeNames::pods_of(sandboxes);
+    let running = ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning.into(),
+        }),
+        ..Default::default()
     };
-    match tokio::time::timeout(config.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {:?}", config.timeout)),
-    }
+    let bytes = budget::call(
+        channel,
+        "/runtime.v1.RuntimeService/ListContainers",
+        ListContainersRequest {
+            filter: Some(running),
+        },
+    )
+    .await
+    .map_err(|s| format!("ListContainers answered {:?}", s.code()))?;
+    let containers =
+        budget::decode::<ListContainersResponse>(bytes, &budget::CONTAINERS)?.containers;
+    Ok(RuntimeNames::from_lists(pods, containers))
 }
 
 /// The runtime sockets tried, in order, when `kubernetes.runtime_socket` is "auto".

@@ -43,7 +43,14 @@ fn every_labelled_self_counter_starts_at_zero_and_cpu_seconds_are_exact() {
             "{op}"
         );
     }
-    for component in ["cleanup", "pod_resources", "web_reload"] {
+    for component in [
+        "cleanup",
+        "pod_resources",
+        "runtime",
+        "clients",
+        "history",
+        "web_reload",
+    ] {
         assert_eq!(
             m.value(
                 "vram_exporter_component_restarts_total",
