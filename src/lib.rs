@@ -6,45 +6,25 @@
 //! `history`).
 //! See ARCHITECTURE.md for the code map and invariants.
 
-pub mod api;
-pub mod api_allocator;
-pub mod build_info;
-pub mod cleanup;
-pub mod cli;
-pub mod clients;
 pub mod config;
-pub mod drift;
-pub mod engine;
-pub mod exposition;
-pub mod files;
-pub mod hangup;
-pub mod history;
-pub mod http;
-pub mod input;
-pub mod kubernetes;
-pub mod logging;
-pub mod nvml;
-pub mod policy;
-pub mod poller;
-pub mod procfs;
-pub mod publish;
-pub mod sample;
-pub mod serve;
-pub mod simulate;
-pub mod status_page;
-pub mod supervise;
-pub mod telemetry;
-pub mod web;
+pub mod model;
+pub mod output;
+pub mod server;
+pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::build_info;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::publish::Published;
-use crate::telemetry::Telemetry;
+use crate::model::engine::Engine;
+use crate::output::publish::Published;
+use crate::output::{cleanup, history, status_page};
+use crate::server::telemetry::Telemetry;
+use crate::server::{hangup, http, poller, serve, supervise, web};
+use crate::source::{clients, kubernetes, nvml};
 
 /// An error that stops the server after the configuration was accepted.
 #[derive(Debug, thiserror::Error)]
