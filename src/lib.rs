@@ -1,10 +1,17 @@
 //! vram-exporter: watches GPU memory through NVML, applies a soft/hard limit policy and leak-drift
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
-//! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `engine`) → `Snapshot` →
-//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`,
-//! `history`).
-//! See ARCHITECTURE.md for the code map and invariants.
+//! One folder per pipeline stage, data flowing one way: `source` (NVML → samples, with Kubernetes
+//! and allocator annotations) → `model` (policy and drift in the engine → snapshot) → `output`
+//! (publication with the exposition rendered once, JSON, page, history, cleanup) → `server` (the
+//! poller thread and HTTP); `config` is the assembled configuration and the leaves every stage uses.
+//! See ARCHITECTURE.md for the code map, the import rule and the invariants.
+//!
+//! Public API: [`run`] and [`RunError`] for the binary, and the stages for `main.rs`, `tests/`,
+//! `benches/` and `tools/`, which build samples, engines, snapshots and configurations and render
+//! outputs directly. Modules nothing outside the crate needs are `pub(crate)` in their stage
+//! (`config::files`, `source::procfs`, `output::api_allocator`, `server::{hangup, http, poller,
+//! serve, supervise}`); nothing is re-exported.
 
 pub mod config;
 pub mod model;

@@ -3,9 +3,11 @@
 //! Two stages, as in ripgrep's `LowArgs` → `HiArgs`: [`RawConfig`] mirrors the input as closely as
 //! possible (strings for sizes and durations, so an error can quote what the user wrote), and
 //! [`RawConfig::validate`] turns it into [`Config`], whose types are already checked. Each section
-//! is owned and validated by the module that uses it (`[poll]` by `poller`, `[limits]` by
-//! `policy::limits`, `[leak]` by `drift`, `[processes]` by `exposition`, `[nvml]` by `nvml`,
-//! `[web]` by `web::section`, `[cleanup]` by `cleanup`, `[kubernetes]` by `kubernetes`, `[clients]` by `clients`); this module only layers the input and
+//! is owned and validated by the module that uses it (`[poll]` by `server::poller`, `[limits]` by
+//! `model::policy::limits`, `[leak]` by `model::drift`, `[processes]` by `output::exposition`,
+//! `[nvml]` by `source::nvml`, `[web]` by `server::web::section`, `[cleanup]` by
+//! `output::cleanup`, `[kubernetes]` by `source::kubernetes`, `[clients]` by `source::clients`;
+//! `[log]` by `logging` here); this module only layers the input and
 //! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
 //! nothing is applied until the whole configuration is valid. The layered values reach the
 //! sections through [`strict`], which never converts one kind into another (a float is never
@@ -13,7 +15,7 @@
 
 pub mod build_info;
 pub mod cli;
-pub mod files;
+pub(crate) mod files;
 pub mod input;
 pub mod logging;
 pub mod simulate;

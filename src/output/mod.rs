@@ -3,7 +3,7 @@
 //! writes back into a snapshot.
 
 pub mod api;
-pub mod api_allocator;
+pub(crate) mod api_allocator;
 pub mod cleanup;
 pub mod exposition;
 pub mod history;

@@ -2,10 +2,10 @@
 //! (`http` routes, `serve` connections, `web` TLS and auth), signals (`hangup`), and the
 //! infrastructure every task runs under (`supervise`, the `telemetry` registry).
 
-pub mod hangup;
-pub mod http;
-pub mod poller;
-pub mod serve;
-pub mod supervise;
+pub(crate) mod hangup;
+pub(crate) mod http;
+pub(crate) mod poller;
+pub(crate) mod serve;
+pub(crate) mod supervise;
 pub mod telemetry;
 pub mod web;

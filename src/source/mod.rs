@@ -5,5 +5,5 @@
 pub mod clients;
 pub mod kubernetes;
 pub mod nvml;
-pub mod procfs;
+pub(crate) mod procfs;
 pub mod sample;
