@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::sync::{mpsc, watch};
-use vram_exporter::cleanup::config::{
+use vram_exporter::model::policy::Level;
+use vram_exporter::output::cleanup::config::{
     parse_signal, Action, CleanupConfig, SignalAction, Target, WorkloadFilter,
 };
-use vram_exporter::cleanup::decide::{decide, Inputs, Track};
-use vram_exporter::cleanup::{CleanupMetrics, Dispatcher, Report};
-use vram_exporter::policy::Level;
-use vram_exporter::publish::SharedPublished;
+use vram_exporter::output::cleanup::decide::{decide, Inputs, Track};
+use vram_exporter::output::cleanup::{CleanupMetrics, Dispatcher, Report};
+use vram_exporter::output::publish::SharedPublished;
 use vram_testkit::builders::published_one_gpu;
 use vram_testkit::stats::percentile;
 

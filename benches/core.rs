@@ -14,13 +14,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use vram_exporter::kubernetes::pb::v1::{
+use vram_exporter::output::publish::Published;
+use vram_exporter::server::telemetry::Telemetry;
+use vram_exporter::source::kubernetes::pb::v1::{
     ContainerDevices, ContainerResources, ListPodResourcesResponse, PodResources,
 };
-use vram_exporter::kubernetes::{Attributor, DeviceMap};
-use vram_exporter::publish::Published;
-use vram_exporter::sample::PollSample;
-use vram_exporter::telemetry::Telemetry;
+use vram_exporter::source::kubernetes::{Attributor, DeviceMap};
+use vram_exporter::source::sample::PollSample;
 use vram_testkit::builders::{engine, node};
 
 /// Per-process series per GPU, as by default.
@@ -44,7 +44,7 @@ fn benches(c: &mut Criterion) {
     let published = Published::new(e.apply(&samples[0]), TOP_N);
     c.bench_function("render/8x32", |b| {
         b.iter(|| {
-            black_box(vram_exporter::exposition::render(
+            black_box(vram_exporter::output::exposition::render(
                 black_box(&published.snapshot),
                 TOP_N,
             ))

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
-use vram_exporter::publish::Published;
-use vram_exporter::sample::PollSample;
+use vram_exporter::output::publish::Published;
+use vram_exporter::source::sample::PollSample;
 use vram_testkit::builders::{engine, node};
 
 const GPUS: [u32; 3] = [1, 8, 16];
@@ -51,7 +51,7 @@ fn benches(c: &mut Criterion) {
             let mut group = c.benchmark_group("scaling_render");
             group.bench_function(BenchmarkId::from_parameter(id(gpus, procs)), |b| {
                 b.iter(|| {
-                    black_box(vram_exporter::exposition::render(
+                    black_box(vram_exporter::output::exposition::render(
                         black_box(&snapshot),
                         TOP_N,
                     ))

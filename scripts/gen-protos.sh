@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-outputs=(src/kubernetes/pb/v1.rs tests/it/podresources_server.rs src/kubernetes/pb/cri.rs tests/it/cri_server.rs)
+outputs=(src/source/kubernetes/pb/v1.rs tests/it/podresources_server.rs src/source/kubernetes/pb/cri.rs tests/it/cri_server.rs)
 cargo run --quiet --release --manifest-path tools/protogen/Cargo.toml -- "$root"
 rustfmt --edition 2021 "${outputs[@]}"
 if [[ "${1:-}" == "--check" ]]; then

@@ -1,50 +1,37 @@
 //! vram-exporter: watches GPU memory through NVML, applies a soft/hard limit policy and leak-drift
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
-//! Data flows one way: `nvml` → `sample` → `policy`/`drift` (in `engine`) → `Snapshot` →
-//! `publish` (with the `exposition` rendered once) → (`http`, `api`, `status_page`, `cleanup`,
-//! `history`).
-//! See ARCHITECTURE.md for the code map and invariants.
+//! One folder per pipeline stage, data flowing one way: `source` (NVML → samples, with Kubernetes
+//! and allocator annotations) → `model` (policy and drift in the engine → snapshot) → `output`
+//! (publication with the exposition rendered once, JSON, page, history, cleanup) → `server` (the
+//! poller thread and HTTP); `config` is the assembled configuration and the leaves every stage uses.
+//! See ARCHITECTURE.md for the code map, the import rule and the invariants.
+//!
+//! Public API: [`run`] and [`RunError`] for the binary, and the stages for `main.rs`, `tests/`,
+//! `benches/` and `tools/`, which build samples, engines, snapshots and configurations and render
+//! outputs directly. Modules nothing outside the crate needs are `pub(crate)` in their stage
+//! (`config::files`, `source::procfs`, `output::api_allocator`, `server::{hangup, http, poller,
+//! serve, supervise}`); nothing is re-exported.
 
-pub mod api;
-pub mod api_allocator;
-pub mod build_info;
-pub mod cleanup;
-pub mod cli;
-pub mod clients;
 pub mod config;
-pub mod drift;
-pub mod engine;
-pub mod exposition;
-pub mod files;
-pub mod hangup;
-pub mod history;
-pub mod http;
-pub mod input;
-pub mod kubernetes;
-pub mod logging;
-pub mod nvml;
-pub mod policy;
-pub mod poller;
-pub mod procfs;
-pub mod publish;
-pub mod sample;
-pub mod serve;
-pub mod simulate;
-pub mod status_page;
-pub mod supervise;
-pub mod telemetry;
-pub mod web;
+pub mod model;
+pub mod output;
+pub mod server;
+pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::config::build_info;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::publish::Published;
-use crate::telemetry::Telemetry;
+use crate::model::engine::Engine;
+use crate::output::publish::Published;
+use crate::output::{cleanup, history, status_page};
+use crate::server::telemetry::Telemetry;
+use crate::server::{hangup, http, poller, serve, supervise, web};
+use crate::source::{clients, kubernetes, nvml};
 
 /// An error that stops the server after the configuration was accepted.
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use vram_exporter::cli::Cli;
+use vram_exporter::config::cli::Cli;
+use vram_exporter::config::input::ConfigError;
+use vram_exporter::config::logging::sink;
 use vram_exporter::config::{self, FlagOverrides};
-use vram_exporter::input::ConfigError;
-use vram_exporter::logging::sink;
 
 /// Exit status for invalid input (configuration, flags), as promised in the README.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -71,16 +71,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut preset = None;
     if let Some(scenario) = &cli.simulate {
-        preset = vram_exporter::simulate::preset(scenario);
+        preset = vram_exporter::config::simulate::preset(scenario);
         let exe = std::env::current_exe().context("cannot find the executable's path")?;
-        let sim = vram_exporter::simulate::locate(scenario, &exe).map_err(ConfigError::Load)?;
+        let sim =
+            vram_exporter::config::simulate::locate(scenario, &exe).map_err(ConfigError::Load)?;
         // Set before any thread exists: nvml-sim reads it when NVML is initialised.
-        std::env::set_var(vram_exporter::simulate::SCENARIO_ENV, &sim.scenario);
+        std::env::set_var(vram_exporter::config::simulate::SCENARIO_ENV, &sim.scenario);
         flags.nvml_library = Some(sim.library);
     }
     let raw = config::load_with_preset(preset, cli.config.as_deref(), None, &flags)?;
     let config = raw.validate()?;
-    let logger = vram_exporter::logging::Logger::new(config.log)?;
+    let logger = vram_exporter::config::logging::Logger::new(config.log)?;
     if cli.check_config {
         sink::write_direct(std::io::stdout(), &raw.to_toml())
             .context("cannot write the configuration to stdout")?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vram_exporter::kubernetes::pb::cri::{
+use vram_exporter::source::kubernetes::pb::cri::{
     Container, ContainerMetadata, ListContainersRequest, ListContainersResponse,
     ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxMetadata,
 };
@@ -459,7 +459,7 @@ fn claim_info<'a>(
 /// driver's device is not one of our GPUs.
 #[test]
 fn dra_claims_of_the_nvidia_driver_are_published_on_their_gpus() {
-    use vram_exporter::kubernetes::pb::v1::{
+    use vram_exporter::source::kubernetes::pb::v1::{
         ClaimResource, ContainerResources, DynamicResource, PodResources,
     };
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use vram_exporter::kubernetes::pb::cri::{PodSandbox, PodSandboxMetadata};
+use vram_exporter::source::kubernetes::pb::cri::{PodSandbox, PodSandboxMetadata};
 
 use crate::attribution::{gpu, kubernetes, runtime_pod, serve_runtime, Runtime};
 use crate::harness::{Exporter, Metrics, Options};
@@ -44,7 +44,7 @@ fn slow(section: String) -> String {
 }
 
 /// `n` pods of one container each, all on replicas of GPU 0.
-fn crowd(n: usize) -> Vec<vram_exporter::kubernetes::pb::v1::PodResources> {
+fn crowd(n: usize) -> Vec<vram_exporter::source::kubernetes::pb::v1::PodResources> {
     (0..n)
         .map(|i| {
             let id = format!("{}::{i}", uuid(0));

@@ -52,7 +52,7 @@ fn refused(dir: &std::path::Path, config: &str, expect: &str) {
 #[test]
 fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
     use std::sync::Arc;
-    use vram_exporter::sample::{AllocatorStats, ProcessAllocator};
+    use vram_exporter::source::sample::{AllocatorStats, ProcessAllocator};
     use vram_testkit::builders::{device, engine, poll, process};
 
     let claim = |reserved: u64| {
@@ -71,8 +71,8 @@ fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
     let mut b = process(4002, "b", GIB_U);
     b.allocator = claim(u64::MAX - 1);
     let snapshot = engine().apply(&poll(0, vec![device(0, vec![a, b])]));
-    let text =
-        String::from_utf8(vram_exporter::exposition::render(&snapshot, 16).to_vec()).unwrap();
+    let text = String::from_utf8(vram_exporter::output::exposition::render(&snapshot, 16).to_vec())
+        .unwrap();
     let m = Metrics::parse(&text);
     assert_eq!(m.count("vram_process_allocator_reclaimable_bytes"), 2);
     assert!(
@@ -83,7 +83,7 @@ fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
         )),
         "{text}"
     );
-    let api = serde_json::to_value(vram_exporter::api::GpusResponse::new(
+    let api = serde_json::to_value(vram_exporter::output::api::GpusResponse::new(
         &snapshot,
         16,
         &Default::default(),
@@ -94,7 +94,8 @@ fn huge_claims_saturate_and_a_top_n_of_zero_publishes_only_the_gpu_sum() {
         0
     );
     // With no per-process series allowed, the per-GPU sum is still there; the families are not.
-    let text = String::from_utf8(vram_exporter::exposition::render(&snapshot, 0).to_vec()).unwrap();
+    let text = String::from_utf8(vram_exporter::output::exposition::render(&snapshot, 0).to_vec())
+        .unwrap();
     assert!(!text.contains("vram_process_allocator_"), "{text}");
     assert!(text.contains("vram_allocator_reclaimable_bytes{"), "{text}");
 }

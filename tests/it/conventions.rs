@@ -322,7 +322,7 @@ fn json_lines_are_flat() {
     assert_eq!(v["address"], e.addr.as_str());
     assert_eq!(v["tls"], false);
     assert_eq!(v["telemetry_path"], "/metrics");
-    assert_eq!(v["revision"], vram_exporter::build_info::REVISION);
+    assert_eq!(v["revision"], vram_exporter::config::build_info::REVISION);
     assert!(v.get("fields").is_none(), "{line}");
     for l in e.log() {
         let v: serde_json::Value =
@@ -563,7 +563,7 @@ fn version_names_revision_date_rustc_and_target() {
             .to_string()
     };
     let revision = field("revision");
-    assert_eq!(revision, vram_exporter::build_info::REVISION);
+    assert_eq!(revision, vram_exporter::config::build_info::REVISION);
     // Built from this git checkout (and no packager's override): the commit checked out.
     let head = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -601,7 +601,7 @@ fn telemetry_path_moves_the_metrics_and_nothing_else() {
     let build_info = format!(
         "vram_exporter_build_info{{version=\"{}\",revision=\"{}\",driver_version=\"550.54.15\"}} 1",
         env!("CARGO_PKG_VERSION"),
-        vram_exporter::build_info::REVISION
+        vram_exporter::config::build_info::REVISION
     );
     assert!(body.contains(&build_info), "{body}");
     assert_eq!(e.get("/metrics").0, 404);
@@ -618,7 +618,7 @@ fn telemetry_path_moves_the_metrics_and_nothing_else() {
         page.contains(&format!(
             "vram-exporter {} ({})",
             env!("CARGO_PKG_VERSION"),
-            vram_exporter::build_info::REVISION
+            vram_exporter::config::build_info::REVISION
         )),
         "{page}"
     );

@@ -17,17 +17,21 @@ pub mod runtime_service_server {
         /// Lists the pod sandboxes (the pods) the runtime runs.
         async fn list_pod_sandbox(
             &self,
-            request: tonic::Request<::vram_exporter::kubernetes::pb::cri::ListPodSandboxRequest>,
+            request: tonic::Request<
+                ::vram_exporter::source::kubernetes::pb::cri::ListPodSandboxRequest,
+            >,
         ) -> std::result::Result<
-            tonic::Response<::vram_exporter::kubernetes::pb::cri::ListPodSandboxResponse>,
+            tonic::Response<::vram_exporter::source::kubernetes::pb::cri::ListPodSandboxResponse>,
             tonic::Status,
         >;
         /// Lists the containers the runtime runs.
         async fn list_containers(
             &self,
-            request: tonic::Request<::vram_exporter::kubernetes::pb::cri::ListContainersRequest>,
+            request: tonic::Request<
+                ::vram_exporter::source::kubernetes::pb::cri::ListContainersRequest,
+            >,
         ) -> std::result::Result<
-            tonic::Response<::vram_exporter::kubernetes::pb::cri::ListContainersResponse>,
+            tonic::Response<::vram_exporter::source::kubernetes::pb::cri::ListContainersResponse>,
             tonic::Status,
         >;
     }
@@ -110,16 +114,16 @@ pub mod runtime_service_server {
                     struct ListPodSandboxSvc<T: RuntimeService>(pub Arc<T>);
                     impl<T: RuntimeService>
                         tonic::server::UnaryService<
-                            ::vram_exporter::kubernetes::pb::cri::ListPodSandboxRequest,
+                            ::vram_exporter::source::kubernetes::pb::cri::ListPodSandboxRequest,
                         > for ListPodSandboxSvc<T>
                     {
                         type Response =
-                            ::vram_exporter::kubernetes::pb::cri::ListPodSandboxResponse;
+                            ::vram_exporter::source::kubernetes::pb::cri::ListPodSandboxResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::vram_exporter::kubernetes::pb::cri::ListPodSandboxRequest,
+                                ::vram_exporter::source::kubernetes::pb::cri::ListPodSandboxRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
@@ -156,16 +160,16 @@ pub mod runtime_service_server {
                     struct ListContainersSvc<T: RuntimeService>(pub Arc<T>);
                     impl<T: RuntimeService>
                         tonic::server::UnaryService<
-                            ::vram_exporter::kubernetes::pb::cri::ListContainersRequest,
+                            ::vram_exporter::source::kubernetes::pb::cri::ListContainersRequest,
                         > for ListContainersSvc<T>
                     {
                         type Response =
-                            ::vram_exporter::kubernetes::pb::cri::ListContainersResponse;
+                            ::vram_exporter::source::kubernetes::pb::cri::ListContainersResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::vram_exporter::kubernetes::pb::cri::ListContainersRequest,
+                                ::vram_exporter::source::kubernetes::pb::cri::ListContainersRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);

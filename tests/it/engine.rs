@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use vram_exporter::engine::{Engine, MAX_HELD_PROCESS_POLLS};
-use vram_exporter::policy::Level;
-use vram_exporter::sample::{PollSample, ProcessList};
+use vram_exporter::model::engine::{Engine, MAX_HELD_PROCESS_POLLS};
+use vram_exporter::model::policy::Level;
+use vram_exporter::source::sample::{PollSample, ProcessList};
 use vram_testkit::builders::{device_with, engine_with, poll, process, GIB};
 
 fn engine() -> Engine {

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use vram_exporter::engine::Engine;
-use vram_exporter::policy::predict::{PredictRule, Trigger};
-use vram_exporter::sample::{PollSample, ProcessList};
+use vram_exporter::model::engine::Engine;
+use vram_exporter::model::policy::predict::{PredictRule, Trigger};
+use vram_exporter::source::sample::{PollSample, ProcessList};
 use vram_testkit::builders::{device_with, engine_with, poll, process, GIB};
 
 const MIB: u64 = 1 << 20;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use vram_exporter::engine::Engine;
-use vram_exporter::history::json::Query;
-use vram_exporter::history::series::BYTES_PER_GPU;
-use vram_exporter::history::History;
-use vram_exporter::sample::PollSample;
+use vram_exporter::model::engine::Engine;
+use vram_exporter::output::history::json::Query;
+use vram_exporter::output::history::series::BYTES_PER_GPU;
+use vram_exporter::output::history::History;
+use vram_exporter::source::sample::PollSample;
 use vram_testkit::builders::{device_with, engine_with, node, poll, process, GIB};
 
 /// Scenario clocks start here (ms), so snapshot times are far from the epoch.
@@ -89,7 +89,7 @@ fn memory_stays_fixed_while_processes_churn() {
     let churn = |i: u64| {
         let mut s = node(2, 40, T0 + i * 1000);
         for d in &mut s.devices {
-            if let vram_exporter::sample::ProcessList::Listed(ps) = &mut d.processes {
+            if let vram_exporter::source::sample::ProcessList::Listed(ps) = &mut d.processes {
                 // Every poll, new pids with new (long) names replace half of them.
                 for p in ps.iter_mut().take(20) {
                     p.pid += (i as u32 % 1000) * 100_000;
@@ -134,7 +134,7 @@ fn memory_stays_fixed_while_processes_churn() {
 
     // The page with a full history: measured, not asserted (shared machines).
     let started = std::time::Instant::now();
-    let page = vram_exporter::status_page::render(&last, &r, "/metrics");
+    let page = vram_exporter::output::status_page::render(&last, &r, "/metrics");
     println!(
         "status page with a full 10-minute history of 2 GPUs: {} bytes, rendered in {:?}",
         page.len(),

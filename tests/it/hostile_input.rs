@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use vram_exporter::config::input::ConfigError;
 use vram_exporter::config::{self, FlagOverrides};
-use vram_exporter::input::ConfigError;
-use vram_exporter::web::{self, WebSettings};
+use vram_exporter::server::web::{self, WebSettings};
 
 /// Keys of every section (any key may land in any section: unknown keys must be refused).
 const CONFIG_KEYS: &[&str] = &[

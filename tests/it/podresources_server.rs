@@ -16,25 +16,31 @@ pub mod pod_resources_lister_server {
     pub trait PodResourcesLister: std::marker::Send + std::marker::Sync + 'static {
         async fn list(
             &self,
-            request: tonic::Request<::vram_exporter::kubernetes::pb::v1::ListPodResourcesRequest>,
+            request: tonic::Request<
+                ::vram_exporter::source::kubernetes::pb::v1::ListPodResourcesRequest,
+            >,
         ) -> std::result::Result<
-            tonic::Response<::vram_exporter::kubernetes::pb::v1::ListPodResourcesResponse>,
+            tonic::Response<::vram_exporter::source::kubernetes::pb::v1::ListPodResourcesResponse>,
             tonic::Status,
         >;
         async fn get_allocatable_resources(
             &self,
             request: tonic::Request<
-                ::vram_exporter::kubernetes::pb::v1::AllocatableResourcesRequest,
+                ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesRequest,
             >,
         ) -> std::result::Result<
-            tonic::Response<::vram_exporter::kubernetes::pb::v1::AllocatableResourcesResponse>,
+            tonic::Response<
+                ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesResponse,
+            >,
             tonic::Status,
         >;
         async fn get(
             &self,
-            request: tonic::Request<::vram_exporter::kubernetes::pb::v1::GetPodResourcesRequest>,
+            request: tonic::Request<
+                ::vram_exporter::source::kubernetes::pb::v1::GetPodResourcesRequest,
+            >,
         ) -> std::result::Result<
-            tonic::Response<::vram_exporter::kubernetes::pb::v1::GetPodResourcesResponse>,
+            tonic::Response<::vram_exporter::source::kubernetes::pb::v1::GetPodResourcesResponse>,
             tonic::Status,
         >;
     }
@@ -118,16 +124,16 @@ pub mod pod_resources_lister_server {
                     struct ListSvc<T: PodResourcesLister>(pub Arc<T>);
                     impl<T: PodResourcesLister>
                         tonic::server::UnaryService<
-                            ::vram_exporter::kubernetes::pb::v1::ListPodResourcesRequest,
+                            ::vram_exporter::source::kubernetes::pb::v1::ListPodResourcesRequest,
                         > for ListSvc<T>
                     {
                         type Response =
-                            ::vram_exporter::kubernetes::pb::v1::ListPodResourcesResponse;
+                            ::vram_exporter::source::kubernetes::pb::v1::ListPodResourcesResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::vram_exporter::kubernetes::pb::v1::ListPodResourcesRequest,
+                                ::vram_exporter::source::kubernetes::pb::v1::ListPodResourcesRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
@@ -164,16 +170,16 @@ pub mod pod_resources_lister_server {
                     struct GetAllocatableResourcesSvc<T: PodResourcesLister>(pub Arc<T>);
                     impl<T: PodResourcesLister>
                         tonic::server::UnaryService<
-                            ::vram_exporter::kubernetes::pb::v1::AllocatableResourcesRequest,
+                            ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesRequest,
                         > for GetAllocatableResourcesSvc<T>
                     {
                         type Response =
-                            ::vram_exporter::kubernetes::pb::v1::AllocatableResourcesResponse;
+                            ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::vram_exporter::kubernetes::pb::v1::AllocatableResourcesRequest,
+                                ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
@@ -213,16 +219,16 @@ pub mod pod_resources_lister_server {
                     struct GetSvc<T: PodResourcesLister>(pub Arc<T>);
                     impl<T: PodResourcesLister>
                         tonic::server::UnaryService<
-                            ::vram_exporter::kubernetes::pb::v1::GetPodResourcesRequest,
+                            ::vram_exporter::source::kubernetes::pb::v1::GetPodResourcesRequest,
                         > for GetSvc<T>
                     {
                         type Response =
-                            ::vram_exporter::kubernetes::pb::v1::GetPodResourcesResponse;
+                            ::vram_exporter::source::kubernetes::pb::v1::GetPodResourcesResponse;
                         type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::vram_exporter::kubernetes::pb::v1::GetPodResourcesRequest,
+                                ::vram_exporter::source::kubernetes::pb::v1::GetPodResourcesRequest,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vram_exporter::nvml::NvmlSource;
+use vram_exporter::source::nvml::NvmlSource;
 
 fn main() -> ExitCode {
     let mut interval = Duration::from_secs(1);

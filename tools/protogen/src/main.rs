@@ -1,6 +1,6 @@
 //! Generates the Rust code of the vendored protos with protox (a proto compiler in pure Rust, so
 //! no `protoc` is needed) and tonic-prost-build: the messages for the exporter (which makes its
-//! calls through `src/kubernetes/budget.rs`, fetching each answer as bytes and decoding it only
+//! calls through `src/source/kubernetes/budget.rs`, fetching each answer as bytes and decoding it only
 //! within a memory bound, so no generated client), and the server alone (on the exporter's
 //! messages) for the integration tests. Two protos: the
 //! kubelet's pod-resources API (proto/podresources/v1) and our subset of the container runtime's
@@ -25,16 +25,16 @@ const PROTOS: &[Proto] = &[
     Proto {
         dir: "proto/podresources/v1",
         package: "v1",
-        rust_path: "::vram_exporter::kubernetes::pb::v1",
-        messages: "src/kubernetes/pb/v1.rs",
+        rust_path: "::vram_exporter::source::kubernetes::pb::v1",
+        messages: "src/source/kubernetes/pb/v1.rs",
         server: "tests/it/podresources_server.rs",
         what: "pod-resources",
     },
     Proto {
         dir: "proto/cri/v1",
         package: "runtime.v1",
-        rust_path: "::vram_exporter::kubernetes::pb::cri",
-        messages: "src/kubernetes/pb/cri.rs",
+        rust_path: "::vram_exporter::source::kubernetes::pb::cri",
+        messages: "src/source/kubernetes/pb/cri.rs",
         server: "tests/it/cri_server.rs",
         what: "CRI runtime-service",
     },

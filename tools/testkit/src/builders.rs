@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use vram_exporter::drift::LeakConfig;
-use vram_exporter::engine::{Engine, GpuView, ProcessView, Snapshot};
-use vram_exporter::policy::limits::{LimitSet, LimitsConfig};
-use vram_exporter::policy::{Level, LimitSpec, Limits};
-use vram_exporter::publish::{Published, SharedPublished};
-use vram_exporter::sample::{
+use vram_exporter::model::drift::LeakConfig;
+use vram_exporter::model::engine::{Engine, GpuView, ProcessView, Snapshot};
+use vram_exporter::model::policy::limits::{LimitSet, LimitsConfig};
+use vram_exporter::model::policy::{Level, LimitSpec, Limits};
+use vram_exporter::output::publish::{Published, SharedPublished};
+use vram_exporter::source::sample::{
     DeviceIdentity, DeviceSample, Memory, PollSample, ProcessList, ProcessSample,
 };
 
