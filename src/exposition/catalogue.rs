@@ -104,7 +104,8 @@ pub(crate) const EXPORTER: Table<Snapshot, 0> = Table {
         Family {
             name: "vram_exporter_last_poll_timestamp_seconds",
             kind: Kind::Gauge,
-            help: "Unix time of the last completed poll; a stale value means NVML calls are hanging.",
+            help:
+                "Unix time of the last completed poll; a stale value means NVML calls are hanging.",
             value: |s| {
                 let ts = s
                     .taken_at

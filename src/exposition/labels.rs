@@ -23,10 +23,7 @@ pub(crate) struct Labels<'a> {
 }
 
 fn gpu_values(g: &GpuView) -> [LabelValue<'_>; 2] {
-    [
-        Number(g.identity.index.into()),
-        Text(&g.identity.uuid),
-    ]
+    [Number(g.identity.index.into()), Text(&g.identity.uuid)]
 }
 
 impl<'a> Labels<'a> {
