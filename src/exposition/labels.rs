@@ -15,6 +15,8 @@ use LabelValue::{Number, Text};
 /// Subjects of a table, each with its label set.
 pub(crate) type Subjects<'a, S> = Vec<(&'a S, String)>;
 
+/// The label sets every render needs whatever the snapshot holds: per GPU, per published process
+/// and per published process in a pod (`None` outside one).
 pub(crate) struct Labels<'a> {
     s: &'a Snapshot,
     gpu: Vec<String>,
