@@ -3,7 +3,7 @@
 //! domain families (`exposition`) and the self-metrics (`telemetry`) go through it, so the format
 //! has one owner; the gzip form is made from its output by `publish`.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::Write as _;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,13 +40,15 @@ pub enum Value {
     Millis(f64),
 }
 
-impl Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Value::Int(v) => write!(f, "{v}"),
-            Value::Float(v) => write!(f, "{v}"),
-            Value::Millis(v) => write!(f, "{v:.3}"),
-        }
+impl Value {
+    /// Appends the value as the format writes it.
+    fn push_to(self, out: &mut String) {
+        // `write!` into a String cannot fail.
+        let _ = match self {
+            Value::Int(v) => write!(out, "{v}"),
+            Value::Float(v) => write!(out, "{v}"),
+            Value::Millis(v) => write!(out, "{v:.3}"),
+        };
     }
 }
 
@@ -163,9 +165,10 @@ impl<'a> Encoder<'a> {
             out.push_str(labels);
             out.push('}');
         }
-        // `write!` into a String cannot fail.
-        let _ = write!(out, " {value}");
+        out.push(' ');
+        value.push_to(out);
         if timestamp_ms != 0 {
+            // `write!` into a String cannot fail.
             let _ = write!(out, " {timestamp_ms}");
         }
         out.push('\n');
@@ -192,7 +195,11 @@ mod tests {
 
     #[test]
     fn values_are_written_as_the_prometheus_crate_writes_them() {
-        let v = |v: Value| v.to_string();
+        let v = |v: Value| {
+            let mut out = String::new();
+            v.push_to(&mut out);
+            out
+        };
         assert_eq!(v(Value::Int(u64::MAX)), "18446744073709551615");
         assert_eq!(v(Value::Float(1.0)), "1");
         assert_eq!(v(Value::Float(0.0005)), "0.0005");

@@ -3,7 +3,7 @@
 //! `TextEncoder` would write them: families and series in the registry's order, values in Rust's
 //! shortest float form, histogram buckets with `le` and a `+Inf` bucket, `_sum` and `_count`.
 
-use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 use crate::exposition::encoder::{push_label, Encoder, Kind, LabelValue, Value};
 
@@ -33,15 +33,20 @@ pub fn write(out: &mut String, families: &[MetricFamily]) {
 
 /// One series of a family: one sample, or a histogram's or summary's samples.
 fn write_metric(e: &mut Encoder<'_>, name: &str, kind: Kind, m: &Metric) {
-    let labels = label_set(m.get_label());
+    let mut labels = String::with_capacity(64);
+    for pair in m.get_label() {
+        push_label(&mut labels, pair.name(), LabelValue::Text(pair.value()));
+    }
     let ts = m.timestamp_ms();
-    let mut sample = |suffix: &str, labels: &str, value: f64| {
-        e.sample_at(name, suffix, labels, Value::Float(value), ts);
-    };
+    // The series' labels and one more (`le`, `quantile`).
     let with = |extra: &str, value: &str| {
-        let mut set = labels.clone();
+        let mut set = String::with_capacity(labels.len() + 24);
+        set.push_str(&labels);
         push_label(&mut set, extra, LabelValue::Text(value));
         set
+    };
+    let mut sample = |suffix: &str, labels: &str, value: f64| {
+        e.sample_at(name, suffix, labels, Value::Float(value), ts);
     };
     match kind {
         Kind::Counter => sample("", &labels, m.get_counter().get_value()),
@@ -72,15 +77,6 @@ fn write_metric(e: &mut Encoder<'_>, name: &str, kind: Kind, m: &Metric) {
             sample("_count", &labels, s.sample_count() as f64);
         }
     }
-}
-
-/// A series' label pairs as an escaped label set.
-fn label_set(pairs: &[LabelPair]) -> String {
-    let mut set = String::new();
-    for pair in pairs {
-        push_label(&mut set, pair.name(), LabelValue::Text(pair.value()));
-    }
-    set
 }
 
 #[cfg(test)]
