@@ -1,14 +1,16 @@
 //! Self-telemetry: the exporter's own metrics (poll duration, poll errors, cleanup counters,
 //! `process_*` with exact CPU seconds, dropped log lines, component supervision) in a
-//! `prometheus` crate registry, encoded at each scrape after the exposition. Every labelled
+//! `prometheus` crate registry, gathered at each scrape and written after the exposition by the
+//! exposition's encoder (`text`). Every labelled
 //! counter has its series at 0 from the start (or from the first poll that sees its GPU), so
 //! `increase()` sees the first error.
 
 mod read_at_scrape;
+mod text;
 
 pub use read_at_scrape::cpu_seconds;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
 use crate::server::supervise::ComponentMetrics;
 use crate::source::sample::Operation;
@@ -87,10 +89,9 @@ impl Telemetry {
 
     /// Appends the self-metrics in the text format.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let families = self.registry.gather();
-        if let Err(e) = TextEncoder::new().encode(&families, out) {
-            tracing::error!(error = %e, "self-metrics could not be encoded");
-        }
+        let mut text = String::with_capacity(8192);
+        text::write(&mut text, &self.registry.gather());
+        out.extend_from_slice(text.as_bytes());
     }
 }
 

@@ -1,92 +1,76 @@
-//! The allocator families (reports from `clients`), rendered with the rest of the exposition from a snapshot: per process
-//! (the labels and top-N of `vram_process_allocated_bytes`, only processes with a fresh report)
-//! and per GPU (`vram_allocator_reclaimable_bytes`, over every reporting process of the GPU).
-//! With no report anywhere nothing is written, so an exporter without clients exposes what it
-//! always did.
+//! The allocator families (reports from `clients`) as catalogue tables: per process (the labels
+//! and top-N of `vram_process_allocated_bytes`, only processes with a fresh report) and per GPU
+//! (`vram_allocator_reclaimable_bytes`, over every reporting process of the GPU). With no report
+//! anywhere they have no samples and nothing is written, so an exporter without clients exposes
+//! what it always did.
 
-use std::fmt::Write as _;
-
-use super::{family, Labels};
-use crate::model::engine::ProcessView;
+use super::catalogue::{Family, Header, Table, GPU_LABELS, PROCESS_LABELS};
+use super::encoder::{Kind, Value};
+use crate::model::engine::{GpuView, ProcessView};
 use crate::source::sample::AllocatorStats;
 
-type Figure = fn(&AllocatorStats) -> u64;
+/// A figure of the process's fresh report, if it has one.
+fn reported(p: &ProcessView, figure: fn(&AllocatorStats) -> u64) -> Option<Value> {
+    p.allocator.as_ref().map(|a| Value::Int(figure(&a.stats)))
+}
 
-/// The per-process families: name, type, help, value.
-const PROCESS_FAMILIES: [(&str, &str, &str, Figure); 5] = [
-    (
-        "vram_process_allocator_allocated_bytes",
-        "gauge",
-        "Memory in live tensors, as the process's allocator reports it (same processes as vram_process_allocated_bytes, those with a fresh report).",
-        |s| s.allocated,
-    ),
-    (
-        "vram_process_allocator_reserved_bytes",
-        "gauge",
-        "Memory the process's caching allocator holds from the driver: live tensors and its cache.",
-        |s| s.reserved,
-    ),
-    (
-        "vram_process_allocator_reclaimable_bytes",
-        "gauge",
-        "Cached memory the process's allocator can hand back on empty_cache(): reserved, less active blocks and split blocks.",
-        AllocatorStats::reclaimable,
-    ),
-    (
-        "vram_process_allocator_alloc_retries_total",
-        "counter",
-        "Allocations that failed, freed the allocator's cache and retried (num_alloc_retries); rising means thrashing near an OOM.",
-        |s| s.alloc_retries,
-    ),
-    (
-        "vram_process_allocator_ooms_total",
-        "counter",
-        "Allocations that failed with an out-of-memory error in the process (num_ooms).",
-        |s| s.ooms,
-    ),
-];
+/// Per published process with a fresh report.
+pub(crate) const PER_PROCESS: Table<ProcessView, 7> = Table {
+    labels: PROCESS_LABELS,
+    families: &[
+        Family {
+            name: "vram_process_allocator_allocated_bytes",
+            kind: Kind::Gauge,
+            help: "Memory in live tensors, as the process's allocator reports it (same processes as vram_process_allocated_bytes, those with a fresh report).",
+            value: |p| reported(p, |s| s.allocated),
+        },
+        Family {
+            name: "vram_process_allocator_reserved_bytes",
+            kind: Kind::Gauge,
+            help: "Memory the process's caching allocator holds from the driver: live tensors and its cache.",
+            value: |p| reported(p, |s| s.reserved),
+        },
+        Family {
+            name: "vram_process_allocator_reclaimable_bytes",
+            kind: Kind::Gauge,
+            help: "Cached memory the process's allocator can hand back on empty_cache(): reserved, less active blocks and split blocks.",
+            value: |p| reported(p, AllocatorStats::reclaimable),
+        },
+        Family {
+            name: "vram_process_allocator_alloc_retries_total",
+            kind: Kind::Counter,
+            help: "Allocations that failed, freed the allocator's cache and retried (num_alloc_retries); rising means thrashing near an OOM.",
+            value: |p| reported(p, |s| s.alloc_retries),
+        },
+        Family {
+            name: "vram_process_allocator_ooms_total",
+            kind: Kind::Counter,
+            help: "Allocations that failed with an out-of-memory error in the process (num_ooms).",
+            value: |p| reported(p, |s| s.ooms),
+        },
+    ],
+    header: Header::WithSamples,
+};
 
-/// Writes the allocator families of the snapshot behind `labels`.
-pub(crate) fn render(w: &mut String, labels: &Labels<'_>) {
-    let reported = |p: &ProcessView| p.allocator.is_some();
-    let any = labels
-        .s
-        .gpus
-        .iter()
-        .zip(&labels.process)
-        .any(|(g, ls)| g.processes.iter().take(ls.len()).any(reported));
-    if any {
-        for (name, kind, help, figure) in PROCESS_FAMILIES {
-            family(w, name, kind, help);
-            for (g, ls) in labels.s.gpus.iter().zip(&labels.process) {
-                for (p, l) in g.processes.iter().zip(ls) {
-                    if let Some(a) = &p.allocator {
-                        let _ = writeln!(w, "{name}{{{l}}} {}", figure(&a.stats));
-                    }
-                }
-            }
-        }
-    }
-    let mut wrote_header = false;
-    for (g, l) in labels.s.gpus.iter().zip(&labels.gpu) {
-        if !g.up || !g.processes.iter().any(reported) {
-            continue;
-        }
-        if !wrote_header {
-            family(
-                w,
-                "vram_allocator_reclaimable_bytes",
-                "gauge",
-                "Cached memory the GPU's reporting processes could hand back on empty_cache(), summed over all of them.",
-            );
-            wrote_header = true;
-        }
-        // The figures are the processes' claims: a sum of huge ones saturates, never overflows.
-        let sum = g
-            .processes
-            .iter()
-            .filter_map(|p| p.allocator.as_ref())
-            .fold(0u64, |sum, a| sum.saturating_add(a.stats.reclaimable()));
-        let _ = writeln!(w, "vram_allocator_reclaimable_bytes{{{l}}} {sum}");
-    }
+/// Per up GPU with a reporting process.
+pub(crate) const PER_GPU: Table<GpuView, 2> = Table {
+    labels: GPU_LABELS,
+    families: &[Family {
+        name: "vram_allocator_reclaimable_bytes",
+        kind: Kind::Gauge,
+        help: "Cached memory the GPU's reporting processes could hand back on empty_cache(), summed over all of them.",
+        value: reclaimable,
+    }],
+    header: Header::WithSamples,
+};
+
+/// The sum over every reporting process of the GPU (not only the published ones).
+fn reclaimable(g: &GpuView) -> Option<Value> {
+    let mut reports = g.processes.iter().filter_map(|p| p.allocator.as_ref());
+    let first = reports.next().filter(|_| g.up)?;
+    // The figures are the processes' claims: a sum of huge ones saturates, never overflows.
+    let sum = reports.fold(first.stats.reclaimable(), |sum, a| {
+        sum.saturating_add(a.stats.reclaimable())
+    });
+    Some(Value::Int(sum))
 }
