@@ -9,6 +9,7 @@ mod cleanup;
 mod clients;
 mod clients_edges;
 mod config_errors;
+mod config_fixtures;
 mod conventions;
 // Generated from our CRI v1 subset proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
