@@ -14,6 +14,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use vram_testkit::wait::{Poll, Wait};
+
 use crate::harness::{get, sim_library, Exporter, Metrics, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vram-exporter");
@@ -140,19 +142,14 @@ fn dropped(m: &Metrics) -> f64 {
 
 /// Polls /metrics until `pred` holds (a panic after [`STUCK`]).
 fn wait_metrics(addr: &str, what: &str, pred: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + STUCK;
-    loop {
+    Wait::new(what, STUCK).must(|| {
         let m = metrics(addr);
         if pred(&m) {
-            return m;
+            Poll::Ready(m)
+        } else {
+            Poll::Pending(format!("/metrics:\n{}", m.text))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {what}; last /metrics:\n{}",
-            m.text
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Two polls newer than now are published: the poller is alive.

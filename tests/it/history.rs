@@ -8,29 +8,7 @@ use serde_json::Value;
 
 use crate::harness::{Exporter, Options, GIB};
 
-const SCENARIO: &str = r#"
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-hist0000-0000-4000-8000-000000000000"
-total = "80GiB"
-
-[[device.process]]
-pid = 5000401
-name = "batch_infer.py"
-memory = { points = [[0, "10GiB"], [10, "10GiB"], [11, "70GiB"], [20, "70GiB"], [21, "78GiB"], [30, "78GiB"], [31, "10GiB"]] }
-
-[[device.process]]
-pid = 5000402
-name = "jupyter-kernel"
-memory = "1GiB"
-start = 5
-stop = 25
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-hist0000-0000-4000-8000-000000000001"
-total = "80GiB"
-"#;
+const SCENARIO: &str = include_str!("../fixtures/scenarios/history.toml");
 
 const CONFIG: &str = r#"
 [poll]
