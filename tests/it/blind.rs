@@ -91,17 +91,9 @@ impl Owned {
     /// SIGTERM, then the exit status (a panic if it takes longer than [`STUCK`]).
     fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + STUCK;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SIGTERM did not end the exporter"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new("SIGTERM to end the exporter", STUCK)
+            .every(Duration::from_millis(20))
+            .must(|| self.0.try_wait().unwrap().into())
     }
 
     fn alive(&mut self) {

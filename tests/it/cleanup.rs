@@ -14,6 +14,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vram_testkit::wait::Wait;
+
 use crate::harness::{Exporter, Metrics, Options, GIB};
 
 pub(crate) const GIB_U: u64 = 1 << 30;
@@ -86,11 +88,9 @@ impl Kid {
             dir,
             status: None,
         };
-        let deadline = Instant::now() + WAIT;
-        while !kid.dir.join("ready").exists() {
-            assert!(Instant::now() < deadline, "{} never became ready", kid.name);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new(format!("{} to become ready", kid.name), WAIT)
+            .every(Duration::from_millis(10))
+            .must(|| kid.dir.join("ready").exists().then_some(()).into());
         kid
     }
 
@@ -125,15 +125,9 @@ impl Kid {
     }
 
     pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        while self.alive() {
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {within:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new(format!("{} to exit", self.name), within)
+            .every(Duration::from_millis(20))
+            .must(|| (!self.alive()).then_some(()).into());
         self.status.unwrap()
     }
 }

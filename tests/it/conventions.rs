@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vram_testkit::wait::{Poll, Wait};
 
@@ -247,18 +247,14 @@ fn under_the_journal_lines_carry_syslog_priorities() {
         Logged::spawn(cmd, Stdio::from(out), None)
     };
     let read_until = |path: &Path, needles: &[&str]| -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        Wait::new(format!("{needles:?} in {}", path.display()), WAIT).must(|| {
             let text = std::fs::read_to_string(path).unwrap_or_default();
             if needles.iter().all(|n| text.contains(n)) {
-                return text;
+                Poll::Ready(text)
+            } else {
+                Poll::Pending(text)
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {needles:?} within {WAIT:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     };
     let e = run(&stream, file);
     let log = read_until(&file_path, &["listening", "NVML cannot be initialised"]);

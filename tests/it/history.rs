@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use vram_testkit::wait::{Poll, Wait};
+
 use crate::harness::{Exporter, Options, GIB};
 
 const SCENARIO: &str = include_str!("../fixtures/scenarios/history.toml");
@@ -43,18 +45,19 @@ fn kinds(h: &Value) -> Vec<String> {
 /// Moves the scenario clock to `t` and waits until the timeline shows `kind`.
 fn step_until(e: &Exporter, t: f64, kind: &str) -> Value {
     e.set_time(t);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    Wait::new(
+        format!("a {kind} event at t = {t}"),
+        Duration::from_secs(20),
+    )
+    .every(Duration::from_millis(100))
+    .must(|| {
         let h = history(e, "");
         if kinds(&h).iter().any(|k| k == kind) {
-            return h;
+            Poll::Ready(h)
+        } else {
+            Poll::Pending(format!("{h:#}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {kind} event at t = {t}: {h:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 #[test]
@@ -199,14 +202,9 @@ impl Releaser {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("spawn sh");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !dir.path().join("ready").exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the child never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new("the child to become ready", Duration::from_secs(10))
+            .every(Duration::from_millis(10))
+            .must(|| dir.path().join("ready").exists().then_some(()).into());
         Releaser { child, dir }
     }
 }
