@@ -1,7 +1,8 @@
 //! Bad configurations as files: every `tests/fixtures/config/<name>.bad.toml` (or `.bad.yml`) is
 //! refused by the real binary, by `--check-config` and at start-up alike, with exit 2 and exactly
 //! the one line in `<name>.bad.<ext>.err` beside it (`{config}` stands for the file's path).
-//! Adding a case is adding two files.
+//! Each configuration opens with a comment saying what is wrong with it. Adding a case is adding
+//! two files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
