@@ -241,24 +241,23 @@ fn a_cleanup_that_frees_memory_shows_what_it_reclaimed() {
     // Reclaimed memory is measured over the 5 polls after the cleanup; wait for the episode's
     // end, then for the figure to settle.
     let h = step_until(&e, 0.0, "hard_ended");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let cleanup = loop {
+    // The outcome may reach the history after the poll that shows the memory freed.
+    let cleanup = Wait::new(
+        "a cleanup event reclaiming over 8 GiB",
+        Duration::from_secs(20),
+    )
+    .every(Duration::from_millis(100))
+    .must(|| {
         let h = history(&e, "");
-        // The outcome may reach the history after the poll that shows the memory freed.
-        let c = h["events"]
+        let reclaimed = h["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == "cleanup")
+            .filter(|c| c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB)
             .cloned();
-        if let Some(c) = &c {
-            if c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB {
-                break c.clone();
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "{h:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        reclaimed.map_or_else(|| Poll::Pending(format!("{h:#}")), Poll::Ready)
+    });
     assert_eq!(cleanup["action"], "signal", "{cleanup}");
     assert_eq!(cleanup["result"], "ok", "{cleanup}");
     assert!(
