@@ -1,12 +1,10 @@
 //! ABI checks: struct layouts and version tags against nvml-wrapper-sys, argument validation,
 //! init reference counting, error strings, exported symbols, SONAME.
 
-mod common;
-
 use std::mem::size_of;
 
-use common::{Sim, GIB};
 use nvml_wrapper_sys::bindings as b;
+use vram_testkit::sim::{Sim, GIB};
 
 const ONE: &str = "[[device]]\ntotal = \"8GiB\"\nreserved = \"1GiB\"\n";
 
@@ -198,14 +196,14 @@ fn telemetry_stubs_exist_and_answer_not_supported() {
 fn soname_is_libnvidia_ml_so_1() {
     let out = std::process::Command::new("readelf")
         .arg("-d")
-        .arg(common::built_library())
+        .arg(vram_testkit::sim::built_library())
         .output();
     let out = match out {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Fall back to reading the dynamic string table ourselves is overkill; the SONAME
             // string must at least be embedded in the file.
-            let bytes = std::fs::read(common::built_library()).unwrap();
+            let bytes = std::fs::read(vram_testkit::sim::built_library()).unwrap();
             assert!(bytes.windows(17).any(|w| w == b"libnvidia-ml.so.1"));
             return;
         }

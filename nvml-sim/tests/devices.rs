@@ -1,12 +1,10 @@
 //! Devices, memory (v1 and v2), processes and MIG as nvml-wrapper and raw C callers see them,
 //! under deterministic scenario time.
 
-mod common;
-
-use common::{check_memory, Sim, GIB, MIB};
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
+use vram_testkit::sim::{check_memory, Sim, GIB, MIB};
 
 const TWO_GPUS: &str = r#"
 driver_version = "535.104.05"
@@ -236,7 +234,7 @@ fn insufficient_size_protocol() {
     let _nvml = sim.init().expect("init");
     let raw = sim.raw();
     let (_, h) = raw.handle(0);
-    let f: common::ProcFn = raw.sym("nvmlDeviceGetComputeRunningProcesses_v3");
+    let f: vram_testkit::sim::ProcFn = raw.sym("nvmlDeviceGetComputeRunningProcesses_v3");
     let zero = nvml_wrapper_sys::bindings::nvmlProcessInfo_t {
         pid: 0,
         usedGpuMemory: 0,
@@ -319,7 +317,9 @@ memory = { linear = { start = 0, rate = "1MiB" } }
     // No time file: init without NVML_SIM_TIME_FILE.
     std::fs::remove_file(&sim.time_file).unwrap();
     let nvml = {
-        let _g = common::ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = vram_testkit::sim::ENV_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         std::env::set_var("NVML_SIM_SCENARIO", &sim.scenario);
         let n = nvml_wrapper::Nvml::builder()
             .lib_path(sim.lib.as_os_str())

@@ -1,11 +1,9 @@
 //! Each scheduled fault kind, observed through nvml-wrapper and raw calls.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Sim;
 use nvml_wrapper::error::NvmlError;
+use vram_testkit::sim::Sim;
 
 const BASE: &str = r#"
 [[device]]

@@ -5,14 +5,12 @@
 //! file around the init call. They live in their own test binary so no other test's output can
 //! land in the capture; within this binary, `CAPTURE_LOCK` serialises the captures.
 
-mod common;
-
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
-use common::Sim;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
+use vram_testkit::sim::Sim;
 
 /// Descriptor 2 is process-wide: one capture at a time.
 static CAPTURE_LOCK: Mutex<()> = Mutex::new(());
@@ -89,7 +87,9 @@ fn unreadable_scenario_names_the_file() {
 fn unset_scenario_is_driver_not_loaded() {
     let sim = Sim::new("[[device]]\ntotal = 10\n");
     let (r, err) = capture_stderr(|| {
-        let _g = common::ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = vram_testkit::sim::ENV_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         Nvml::builder().lib_path(sim.lib.as_os_str()).init()
     });
     assert!(matches!(r, Err(NvmlError::DriverNotLoaded)), "{r:?}");

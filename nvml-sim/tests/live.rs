@@ -1,13 +1,11 @@
 //! Live processes: real child processes put on a simulated GPU, followed through /proc, with
 //! memory read from a file the process rewrites.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Sim, GIB, MIB};
 use nvml_wrapper::enums::device::UsedGpuMemory;
+use vram_testkit::sim::{Sim, GIB, MIB};
 
 fn pids(nvml: &nvml_wrapper::Nvml) -> Vec<(u32, u64)> {
     nvml.device_by_index(0)

@@ -1,10 +1,8 @@
 //! The shipped scenarios, loaded through the library: invariants at many instants and the
 //! timelines their leading comments promise.
 
-mod common;
-
-use common::{Sim, GIB};
 use nvml_wrapper::error::NvmlError;
+use vram_testkit::sim::{Sim, GIB};
 
 fn used_ratio(nvml: &nvml_wrapper::Nvml, index: u32) -> f64 {
     let m = nvml.device_by_index(index).unwrap().memory_info().unwrap();
@@ -33,7 +31,7 @@ fn every_shipped_scenario_keeps_memory_consistent() {
                 let d = nvml.device_by_index(i).unwrap();
                 match d.memory_info() {
                     Ok(m) => {
-                        common::check_memory(&m);
+                        vram_testkit::sim::check_memory(&m);
                         let procs = d.running_compute_processes().unwrap();
                         assert!(procs.iter().all(|p| p.pid > 4_194_304), "{name}");
                     }

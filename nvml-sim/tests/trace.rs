@@ -3,15 +3,13 @@
 //! malformed trace files are one-line scenario errors naming file, line and problem, and the
 //! `record-trace` example records a simulated GPU into a file that replays the same values.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Sim, GIB};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
+use vram_testkit::sim::{Sim, GIB};
 
 /// `(t_seconds text, columns...)` rows of a trace file in the recorder's format.
 struct Row {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use vram_testkit::process::{Running, Spawn};
+use vram_testkit::wait::Wait;
 
 use crate::harness::{get, repo, Exporter, Options};
 
@@ -145,15 +146,11 @@ fn prom_query(base: &str, expr: &str) -> serde_json::Value {
     v
 }
 
+/// The kit's wait, looking every 250 ms (each look is a query to a daemon).
 fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    Wait::new(what, timeout)
+        .every(Duration::from_millis(250))
+        .must(|| f().into())
 }
 
 /// What the webhook receiver got: (path, alertmanager payload).

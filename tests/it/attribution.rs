@@ -5,12 +5,13 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use vram_exporter::source::kubernetes::pb::cri::{
     Container, ContainerMetadata, ListContainersRequest, ListContainersResponse,
     ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxMetadata,
 };
+
+use vram_testkit::wait::{Poll, Wait};
 
 use crate::cri_server::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use crate::harness::{Exporter, Metrics, Options};
@@ -195,15 +196,13 @@ fn a_kube_system_process_under_a_team_b_allocation_is_never_signalled() {
         let audit = audit_with(&e, &format!("spared: {} {why}", system.kid.pid()));
         assert_eq!(audit["result"], "skipped", "{audit}");
         if with_runtime {
-            let deadline = std::time::Instant::now() + WAIT;
-            while team_b.signals() == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the team-b process was never signalled; log:\n{}",
-                    e.log().join("\n")
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Wait::new("the team-b process to be signalled", WAIT).must(|| {
+                if team_b.signals() == 0 {
+                    Poll::Pending(format!("log:\n{}", e.log().join("\n")))
+                } else {
+                    Poll::Ready(())
+                }
+            });
             let ok = audit_with(&e, "\"result\":\"ok\"");
             assert_eq!(ok["pids"], team_b.kid.pid(), "{ok}");
             assert_eq!(ok["pods"], "team-b/train-0", "{ok}");

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use vram_testkit::wait::{Poll, Wait};
+
 use crate::harness::{get, sim_library, Exporter, Metrics, Options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vram-exporter");
@@ -89,17 +91,9 @@ impl Owned {
     /// SIGTERM, then the exit status (a panic if it takes longer than [`STUCK`]).
     fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + STUCK;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SIGTERM did not end the exporter"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new("SIGTERM to end the exporter", STUCK)
+            .every(Duration::from_millis(20))
+            .must(|| self.0.try_wait().unwrap().into())
     }
 
     fn alive(&mut self) {
@@ -140,19 +134,14 @@ fn dropped(m: &Metrics) -> f64 {
 
 /// Polls /metrics until `pred` holds (a panic after [`STUCK`]).
 fn wait_metrics(addr: &str, what: &str, pred: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + STUCK;
-    loop {
+    Wait::new(what, STUCK).must(|| {
         let m = metrics(addr);
         if pred(&m) {
-            return m;
+            Poll::Ready(m)
+        } else {
+            Poll::Pending(format!("/metrics:\n{}", m.text))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {what}; last /metrics:\n{}",
-            m.text
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Two polls newer than now are published: the poller is alive.

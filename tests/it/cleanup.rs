@@ -14,37 +14,39 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use vram_testkit::wait::Wait;
+
 use crate::harness::{Exporter, Metrics, Options, GIB};
 
-const GIB_U: u64 = 1 << 30;
+pub(crate) const GIB_U: u64 = 1 << 30;
 pub(crate) const UUID0: &str = "GPU-c1ea0000-0000-4000-8000-000000000000";
-const UUID1: &str = "GPU-c1ea0000-0000-4000-8000-000000000001";
+pub(crate) const UUID1: &str = "GPU-c1ea0000-0000-4000-8000-000000000001";
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A child process standing in for a GPU application.
 pub(crate) struct Kid {
-    child: std::process::Child,
-    name: String,
-    dir: PathBuf,
-    status: Option<ExitStatus>,
+    pub(crate) child: std::process::Child,
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) status: Option<ExitStatus>,
 }
 
-struct KidSpec<'a> {
-    name: &'a str,
-    bytes: u64,
+pub(crate) struct KidSpec<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) bytes: u64,
     /// On SIGUSR1, rewrite the memory file to this many bytes (None: only record the signal).
-    release_to: Option<u64>,
+    pub(crate) release_to: Option<u64>,
     /// Ignore SIGTERM (so only SIGKILL ends it).
-    ignore_term: bool,
+    pub(crate) ignore_term: bool,
 }
 
 impl Kid {
-    fn spawn(root: &Path, spec: KidSpec<'_>) -> Kid {
+    pub(crate) fn spawn(root: &Path, spec: KidSpec<'_>) -> Kid {
         Kid::spawn_as(root, spec, None)
     }
 
     /// Spawns a child that names itself `comm`, a printf format (octal escapes give any byte).
-    fn spawn_as(root: &Path, spec: KidSpec<'_>, comm: Option<&str>) -> Kid {
+    pub(crate) fn spawn_as(root: &Path, spec: KidSpec<'_>, comm: Option<&str>) -> Kid {
         let release = spec
             .release_to
             .map(|b| format!("echo {b} > \"$D/mem\"; "))
@@ -86,11 +88,9 @@ impl Kid {
             dir,
             status: None,
         };
-        let deadline = Instant::now() + WAIT;
-        while !kid.dir.join("ready").exists() {
-            assert!(Instant::now() < deadline, "{} never became ready", kid.name);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new(format!("{} to become ready", kid.name), WAIT)
+            .every(Duration::from_millis(10))
+            .must(|| kid.dir.join("ready").exists().then_some(()).into());
         kid
     }
 
@@ -125,15 +125,9 @@ impl Kid {
     }
 
     pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        while self.alive() {
-            assert!(
-                Instant::now() < deadline,
-                "{} still running after {within:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new(format!("{} to exit", self.name), within)
+            .every(Duration::from_millis(20))
+            .must(|| (!self.alive()).then_some(()).into());
         self.status.unwrap()
     }
 }
@@ -275,13 +269,13 @@ fn signal_reaches_the_top_process_which_frees_memory_and_reclaimed_is_reported()
 }
 
 /// A tiny HTTP server: answers 200 (or never answers), hands each request body to the test.
-struct Hook {
-    port: u16,
-    bodies: mpsc::Receiver<Vec<u8>>,
-    connections: mpsc::Receiver<()>,
+pub(crate) struct Hook {
+    pub(crate) port: u16,
+    pub(crate) bodies: mpsc::Receiver<Vec<u8>>,
+    pub(crate) connections: mpsc::Receiver<()>,
 }
 
-fn hook(answer: bool) -> Hook {
+pub(crate) fn hook(answer: bool) -> Hook {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (btx, bodies) = mpsc::channel();
@@ -326,7 +320,7 @@ fn hook(answer: bool) -> Hook {
 }
 
 /// One GPU over its hard limit with two simulated (not live) processes.
-fn breached_gpu() -> String {
+pub(crate) fn breached_gpu() -> String {
     format!(
         "{}[[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"8GiB\"\n\
          [[device.process]]\npid = 4000002\nname = \"python small.py\"\nmemory = \"1.5GiB\"\n",
@@ -553,265 +547,4 @@ fn while_still_hard_actions_repeat_only_after_each_cooldown() {
         Some(1.0),
         "one episode, several runs"
     );
-}
-
-#[test]
-fn a_hung_webhook_and_a_hung_command_time_out_and_count_as_failed() {
-    let server = hook(false);
-    let mut e = exporter(
-        &breached_gpu(),
-        &format!(
-            "[cleanup]\nenabled = true\n\
-             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\ntimeout = \"500ms\"\nretries = 1\n\
-             [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sleep\", \"60\"]\ntimeout = \"500ms\"\n",
-            server.port
-        ),
-        vec![],
-    );
-    let m = e.wait_metrics("both failures counted", WAIT, |m| {
-        cleanups(m, "0", "webhook", "failed") == 1.0 && cleanups(m, "0", "exec", "failed") == 1.0
-    });
-    assert_eq!(cleanups(&m, "0", "webhook", "ok"), 0.0);
-    // One attempt plus one retry, no more.
-    assert_eq!(server.connections.try_iter().count(), 2);
-    let line = audit_line(&mut e, "exec", "failed");
-    assert!(
-        line["detail"].as_str().unwrap().contains("timed out"),
-        "{line}"
-    );
-    let pid: u32 = line["pids"].as_str().unwrap().parse().unwrap();
-    assert!(pid > 1);
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "the timed-out command {pid} was not killed and reaped"
-    );
-    // Polling went on while the actions hung.
-    e.next_poll();
-}
-
-#[test]
-fn the_pytorch_example_releases_on_sigusr1_through_the_exporter() {
-    let python = Command::new("python3").arg("--version").output();
-    if python.is_err() {
-        assert!(
-            std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(),
-            "python3 is required (VRAM_REQUIRE_TOOLS is set) but cannot run"
-        );
-        eprintln!("!!! python3 not installed: the example test is SKIPPED");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let mem = tmp.path().join("mem");
-    // The example job on the stand-in torch (its "GPU memory" is the file nvml-sim reads): 7 GiB
-    // of weights, 2 GiB of activations freed into the cache, a 300 MiB context: 9.3 GiB. No
-    // clients socket: the client warns once and the handler still releases.
-    let repo = crate::harness::repo();
-    let mut child = Command::new("python3")
-        .arg(repo.join("examples/pytorch_release_on_signal.py"))
-        .args([
-            "--weights-gib",
-            "7",
-            "--activations-gib",
-            "2",
-            "--steps",
-            "1",
-        ])
-        .args(["--step-seconds", "0"])
-        .env("PYTHONPATH", repo.join("clients/python/tests/stand_in"))
-        .env("STAND_IN_TORCH_MEM_FILE", &mem)
-        .env(
-            "VRAM_EXPORTER_CLIENT_SOCKET",
-            tmp.path().join("absent.sock"),
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let guard = Reap(child);
-    let held = (9 * GIB_U + 300 * (1 << 20)).to_string();
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(&mem).unwrap_or_default().trim() != held {
-        assert!(
-            Instant::now() < deadline,
-            "the example never held its memory"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let scenario = format!("{}{}", device(UUID0), live("APP"));
-    let e = exporter(
-        &scenario,
-        "[cleanup]\nenabled = true\n[[cleanup.actions]]\ntype = \"signal\"\ntarget = \"all\"\n",
-        vec![
-            ("APP".into(), pid.to_string()),
-            ("APP_MEM".into(), mem.display().to_string()),
-        ],
-    );
-    let m = e.wait_metrics("the app released its memory", WAIT, |m| {
-        m.gpu("vram_pressure_level", "0") == Some(0.0)
-            && m.gpu("vram_cleanup_reclaimed_bytes", "0").unwrap_or(0.0) > 0.0
-    });
-    assert_eq!(cleanups(&m, "0", "signal", "ok"), 1.0);
-    assert_eq!(m.gpu("vram_cleanup_reclaimed_bytes", "0"), Some(2.0 * GIB));
-    drop(guard);
-    let mut text = String::new();
-    let _ = BufReader::new(stderr).read_to_string(&mut text);
-    assert!(text.contains("idle, SIGUSR1 releases the cache"), "{text}");
-    assert_eq!(text.matches("no vram-exporter at").count(), 1, "{text}");
-}
-
-#[test]
-fn a_process_named_with_invalid_utf8_a_parenthesis_and_a_newline_is_still_killed() {
-    let tmp = tempfile::tempdir().unwrap();
-    // Byte 0xff, ')', a space and a newline: `/proc/<pid>/stat` is no longer UTF-8 and its name
-    // field looks closed early. Such a process was "not visible" and never killed.
-    let mut hostile = Kid::spawn_as(
-        tmp.path(),
-        KidSpec {
-            name: "hostile",
-            bytes: 9 * GIB_U + GIB_U / 2,
-            release_to: None,
-            ignore_term: false,
-        },
-        Some("\\377) x\\ny"),
-    );
-    let comm = std::fs::read(format!("/proc/{}/comm", hostile.pid())).unwrap();
-    assert_eq!(comm, b"\xff) x\ny\n", "the child could not set its name");
-    let scenario = format!("{}{}", device(UUID0), live("KID_H"));
-    let mut e = exporter(
-        &scenario,
-        "[cleanup]\nenabled = true\nallow_kill = true\n\
-         [[cleanup.actions]]\ntype = \"kill\"\ngrace = \"1s\"\n",
-        hostile.env("KID_H"),
-    );
-    let line = audit_line(&mut e, "kill", "ok");
-    let status = hostile.wait_exit(WAIT);
-    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    assert_eq!(line["pids"], hostile.pid().to_string());
-    // Shown sanitised: the invalid byte replaced, the newline dropped.
-    let detail = line["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(&format!("{} (\u{fffd}) xy, ", hostile.pid())),
-        "{detail}"
-    );
-}
-
-#[test]
-fn exec_stderr_is_drained_to_the_end_and_its_first_2kib_kept() {
-    // 1 MiB on stderr: a reader that stopped after 2 KiB closed the pipe and the writer died of
-    // SIGPIPE, so a successful command counted as failed.
-    let mib = "head -c 1048576 /dev/zero | tr '\\\\0' x >&2";
-    let cleanup = format!(
-        "[cleanup]\nenabled = true\n\
-         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"{mib}\"]\n\
-         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"{mib}; exit 4\"]\n"
-    );
-    let mut e = exporter(&breached_gpu(), &cleanup, vec![]);
-    let m = e.wait_metrics("both commands counted", WAIT, |m| {
-        cleanups(m, "0", "exec", "ok") + cleanups(m, "0", "exec", "failed") >= 2.0
-    });
-    assert_eq!(
-        cleanups(&m, "0", "exec", "ok"),
-        1.0,
-        "{}",
-        e.log().join("\n")
-    );
-    assert_eq!(cleanups(&m, "0", "exec", "failed"), 1.0);
-    let ok = audit_line(&mut e, "exec", "ok");
-    assert!(ok["detail"].as_str().unwrap().ends_with("exited 0"), "{ok}");
-    let failed = audit_line(&mut e, "exec", "failed");
-    let detail = failed["detail"].as_str().unwrap();
-    assert!(detail.contains("exit status: 4"), "{detail}");
-    assert!(
-        detail.contains(&format!(
-            "stderr: {} [first 2048 of 1048576 bytes]",
-            "x".repeat(2048)
-        )),
-        "{detail}"
-    );
-}
-
-#[test]
-fn webhook_secrets_in_the_url_never_reach_the_log() {
-    let server = hook(true);
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut e = exporter(
-        &breached_gpu(),
-        &format!(
-            "[cleanup]\nenabled = true\n\
-             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook?token=s3cr3t-ok&team=gpu#frag-s3cr3t\"\n\
-             [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/hook?token=s3cr3t-refused\"\nretries = 0\n",
-            server.port
-        ),
-        vec![],
-    );
-    server
-        .bodies
-        .recv_timeout(WAIT)
-        .expect("the webhook never arrived");
-    let ok = audit_line(&mut e, "webhook", "ok");
-    let failed = audit_line(&mut e, "webhook", "failed");
-    assert!(
-        ok["detail"].as_str().unwrap().starts_with(&format!(
-            "POST http://127.0.0.1:{}/hook?token=REDACTED&team=REDACTED#REDACTED: 200",
-            server.port
-        )),
-        "{ok}"
-    );
-    assert!(
-        failed["detail"].as_str().unwrap().starts_with(&format!(
-            "POST http://127.0.0.1:{closed}/hook?token=REDACTED: "
-        )),
-        "{failed}"
-    );
-    let log = e.log().join("\n");
-    assert!(!log.contains("s3cr3t"), "a secret reached the log:\n{log}");
-}
-
-#[test]
-fn newlines_in_nvml_strings_never_reach_the_environment_or_the_webhook_raw() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().display().to_string();
-    let server = hook(true);
-    // A driver string with a newline would otherwise add lines (here, forged variables) to what
-    // the command and the receiver see.
-    let scenario = "[[device]]\nname = \"Sim GPU\\nINJECTED_MODEL=1\"\nuuid = \"GPU-c1ea\\r\\nINJECTED_UUID=1\"\n\
-         total = \"10GiB\"\nreserved = \"0\"\noverhead = \"256MiB\"\n\
-         [[device.process]]\npid = 4000001\nname = \"python big.py\"\nmemory = \"9.5GiB\"\n";
-    let cleanup = format!(
-        "[cleanup]\nenabled = true\n\
-         [[cleanup.actions]]\ntype = \"exec\"\nargv = [\"sh\", \"-c\", \"env > \\\"$0/env\\\"\", \"{out}\"]\n\
-         [[cleanup.actions]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\n",
-        server.port
-    );
-    let e = exporter(scenario, &cleanup, vec![]);
-    let body = server
-        .bodies
-        .recv_timeout(WAIT)
-        .expect("the webhook never arrived");
-    e.wait_metrics("the command counted", WAIT, |m| {
-        cleanups(m, "0", "exec", "ok") == 1.0
-    });
-    let env = std::fs::read_to_string(tmp.path().join("env")).unwrap();
-    assert!(
-        !env.lines().any(|l| l.starts_with("INJECTED")),
-        "a newline reached the environment:\n{env}"
-    );
-    let has = |kv: &str| env.lines().any(|l| l == kv);
-    assert!(has("VRAM_MODEL=Sim GPUINJECTED_MODEL=1"), "{env}");
-    assert!(has("VRAM_UUID=GPU-c1eaINJECTED_UUID=1"), "{env}");
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["model"], "Sim GPUINJECTED_MODEL=1");
-    assert_eq!(v["uuid"], "GPU-c1eaINJECTED_UUID=1");
 }

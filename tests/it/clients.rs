@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use vram_testkit::wait::{Poll, Wait};
 
 use crate::harness::{repo, Exporter, Metrics, Options, GIB};
 
@@ -91,15 +93,15 @@ impl Py {
             .spawn()
             .expect("spawn python3");
         let py = Py { child, dir };
-        let deadline = Instant::now() + WAIT;
-        while !py.dir.join("ready").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} never became ready: {}",
-                py.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new(format!("{name} to become ready"), WAIT)
+            .every(Duration::from_millis(20))
+            .must(|| {
+                if py.dir.join("ready").exists() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending(format!("its stderr: {}", py.stderr()))
+                }
+            });
         py
     }
 

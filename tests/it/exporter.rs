@@ -4,35 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{get, Exporter, Options, GIB, MIB};
 
-const TWO_GPUS: &str = r#"
-driver_version = "550.54.15"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-00000000-0000-0000-0000-000000000000"
-pci_bus_id = "00000000:01:00.0"
-total = "80GiB"
-reserved = "512MiB"
-overhead = "512MiB"
-
-[[device.process]]
-pid = 5000001
-name = "trainer"
-memory = "20GiB"
-
-[[device.process]]
-pid = 5000002
-name = "notebook"
-memory = "3GiB"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-11111111-1111-1111-1111-111111111111"
-pci_bus_id = "00000000:02:00.0"
-total = "80GiB"
-reserved = "512MiB"
-overhead = "0"
-"#;
+const TWO_GPUS: &str = include_str!("../fixtures/scenarios/two-h100.toml");
 
 #[test]
 fn every_family_reports_the_scenario_values() {
@@ -289,75 +261,6 @@ hard = "200GiB"
             Duration::from_secs(5)
         )
         .is_some());
-}
-
-/// Drift uses the exporter's clock; scenario time runs at `speed`, so a short window shows it.
-fn drift_after(memory: &str, seconds: u64) -> (f64, f64) {
-    let scenario = format!(
-        "speed = 10.0\n[[device]]\nuuid = \"GPU-drift\"\ntotal = \"80GiB\"\noverhead = \"0\"\nreserved = \"0\"\n\
-         [[device.process]]\npid = 5000020\nname = \"job\"\nmemory = {memory}\n"
-    );
-    let e = Exporter::start(Options {
-        scenario: &scenario,
-        config: "[poll]\ninterval = \"100ms\"\n[leak]\nwindow = \"4s\"\nfloor_window = \"1s\"\n",
-        time: None,
-        ..Default::default()
-    });
-    std::thread::sleep(Duration::from_secs(seconds));
-    let m = e.metrics();
-    (
-        m.gpu("vram_leak_drift_bytes", "0").unwrap(),
-        m.value("vram_process_leak_drift_bytes", &[("pid", "5000020")])
-            .unwrap(),
-    )
-}
-
-#[test]
-fn drift_of_a_steady_leak_is_rate_times_window() {
-    // 1 MiB per scenario second at speed 10: 10 MiB per real second; a 4 s window gives ~40 MiB.
-    let (device, process) = drift_after(r#"{ linear = { start = "1GiB", rate = "1MiB/s" } }"#, 7);
-    assert!(
-        (30.0 * MIB..=50.0 * MIB).contains(&device),
-        "device drift {} MiB",
-        device / MIB
-    );
-    assert!(
-        (30.0 * MIB..=50.0 * MIB).contains(&process),
-        "process drift {} MiB",
-        process / MIB
-    );
-}
-
-#[test]
-fn drift_of_a_training_sawtooth_is_zero() {
-    // A 2-scenario-second cycle at speed 10 is 0.2 s real: far shorter than the 1 s floor window.
-    // Sampling catches the sawtooth at slightly different phases, so the floor can jitter by a
-    // sliver of the amplitude; a leak-like drift would be gigabytes.
-    let (device, process) = drift_after(
-        r#"{ sawtooth = { low = "2GiB", high = "30GiB", period = "2s" } }"#,
-        7,
-    );
-    let amplitude = 28.0 * GIB;
-    assert!(
-        device < 0.01 * amplitude,
-        "device drift {} MiB",
-        device / MIB
-    );
-    assert!(
-        process < 0.01 * amplitude,
-        "process drift {} MiB",
-        process / MIB
-    );
-}
-
-#[test]
-fn drift_of_a_step_returns_to_zero_after_a_window() {
-    // One step up at scenario 20 s (real 2 s); after 2 s + window + floor it is flat again.
-    let (device, _) = drift_after(
-        r#"{ points = [[0, "1GiB"], [20, "1GiB"], [21, "5GiB"]] }"#,
-        9,
-    );
-    assert_eq!(device, 0.0);
 }
 
 #[test]

@@ -9,35 +9,7 @@ use std::time::Duration;
 
 use crate::harness::{repo, Exporter, Options};
 
-const SCENARIO: &str = r#"
-driver_version = "550.54.15"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-00000000-0000-0000-0000-000000000000"
-pci_bus_id = "00000000:01:00.0"
-total = "80GiB"
-reserved = "512MiB"
-overhead = "512MiB"
-
-[[device.process]]
-pid = 5000001
-name = "python3"
-memory = "70GiB"
-
-[[device.process]]
-pid = 5000002
-name = "odd \"name\" \\ here"
-memory = "3GiB"
-
-[[device]]
-name = "NVIDIA A100-SXM4-40GB"
-uuid = "GPU-11111111-1111-1111-1111-111111111111"
-pci_bus_id = "00000000:02:00.0"
-total = "40GiB"
-reserved = "256MiB"
-overhead = "0"
-"#;
+const SCENARIO: &str = include_str!("../fixtures/scenarios/golden.toml");
 
 fn deterministic(text: &str) -> String {
     text.lines()

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vram_testkit::exporter::Launch;
 use vram_testkit::http;
+use vram_testkit::wait::{Poll, Wait};
 
 /// The directory cargo builds into for this profile (target/debug).
 pub fn profile_dir() -> PathBuf {
@@ -191,17 +192,14 @@ impl Exporter {
         timeout: Duration,
         pred: impl Fn(&Metrics) -> bool,
     ) -> Metrics {
-        let deadline = Instant::now() + timeout;
-        loop {
+        Wait::new(what, timeout).must(|| {
             let m = self.metrics();
             if pred(&m) {
-                return m;
+                Poll::Ready(m)
+            } else {
+                Poll::Pending(format!("/metrics:\n{}", m.text))
             }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last /metrics:\n{}", m.text);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Waits until a poll that started after now has been published.

@@ -6,31 +6,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use vram_testkit::wait::{Poll, Wait};
+
 use crate::harness::{Exporter, Options, GIB};
 
-const SCENARIO: &str = r#"
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-hist0000-0000-4000-8000-000000000000"
-total = "80GiB"
-
-[[device.process]]
-pid = 5000401
-name = "batch_infer.py"
-memory = { points = [[0, "10GiB"], [10, "10GiB"], [11, "70GiB"], [20, "70GiB"], [21, "78GiB"], [30, "78GiB"], [31, "10GiB"]] }
-
-[[device.process]]
-pid = 5000402
-name = "jupyter-kernel"
-memory = "1GiB"
-start = 5
-stop = 25
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-hist0000-0000-4000-8000-000000000001"
-total = "80GiB"
-"#;
+const SCENARIO: &str = include_str!("../fixtures/scenarios/history.toml");
 
 const CONFIG: &str = r#"
 [poll]
@@ -65,18 +45,19 @@ fn kinds(h: &Value) -> Vec<String> {
 /// Moves the scenario clock to `t` and waits until the timeline shows `kind`.
 fn step_until(e: &Exporter, t: f64, kind: &str) -> Value {
     e.set_time(t);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    Wait::new(
+        format!("a {kind} event at t = {t}"),
+        Duration::from_secs(20),
+    )
+    .every(Duration::from_millis(100))
+    .must(|| {
         let h = history(e, "");
         if kinds(&h).iter().any(|k| k == kind) {
-            return h;
+            Poll::Ready(h)
+        } else {
+            Poll::Pending(format!("{h:#}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {kind} event at t = {t}: {h:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 #[test]
@@ -221,14 +202,9 @@ impl Releaser {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("spawn sh");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !dir.path().join("ready").exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the child never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new("the child to become ready", Duration::from_secs(10))
+            .every(Duration::from_millis(10))
+            .must(|| dir.path().join("ready").exists().then_some(()).into());
         Releaser { child, dir }
     }
 }
@@ -265,24 +241,23 @@ fn a_cleanup_that_frees_memory_shows_what_it_reclaimed() {
     // Reclaimed memory is measured over the 5 polls after the cleanup; wait for the episode's
     // end, then for the figure to settle.
     let h = step_until(&e, 0.0, "hard_ended");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let cleanup = loop {
+    // The outcome may reach the history after the poll that shows the memory freed.
+    let cleanup = Wait::new(
+        "a cleanup event reclaiming over 8 GiB",
+        Duration::from_secs(20),
+    )
+    .every(Duration::from_millis(100))
+    .must(|| {
         let h = history(&e, "");
-        // The outcome may reach the history after the poll that shows the memory freed.
-        let c = h["events"]
+        let reclaimed = h["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == "cleanup")
+            .filter(|c| c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB)
             .cloned();
-        if let Some(c) = &c {
-            if c["reclaimed_bytes"].as_f64().unwrap_or(0.0) > 8.0 * GIB {
-                break c.clone();
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "{h:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        reclaimed.map_or_else(|| Poll::Pending(format!("{h:#}")), Poll::Ready)
+    });
     assert_eq!(cleanup["action"], "signal", "{cleanup}");
     assert_eq!(cleanup["result"], "ok", "{cleanup}");
     assert!(

@@ -14,6 +14,8 @@ use vram_exporter::source::kubernetes::pb::v1::{
     ListPodResourcesResponse, PodResources,
 };
 
+use vram_testkit::wait::Wait;
+
 use crate::podresources_server::pod_resources_lister_server::{
     PodResourcesLister, PodResourcesListerServer,
 };
@@ -178,11 +180,9 @@ impl Listener {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn sh");
-        let deadline = std::time::Instant::now() + WAIT;
-        while !ready.exists() {
-            assert!(std::time::Instant::now() < deadline, "{name} never ready");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new(format!("{name} to become ready"), WAIT)
+            .every(Duration::from_millis(10))
+            .must(|| ready.exists().then_some(()).into());
         Listener {
             kid: Kid(child),
             signals,

@@ -1,7 +1,8 @@
 //! Leak detection through the real binary: what an operator concludes from a trace is what the
 //! exporter reports — model loads are not leaks, a leak after usage fell is not masked, a step in
 //! a leak reports the leak, a leak under a training sawtooth is found, a slow leak with the
-//! default window (time-scaled) is reported within a window, and the real H200 trace replayed.
+//! default window (time-scaled) is reported within a window, and the real H200 trace replayed;
+//! drift itself: a steady leak's is rate times window, a sawtooth's and an old step's are zero.
 //!
 //! The exporter measures time on its own clock while the test drives scenario time through the
 //! time file, so scenario seconds map to wall-clock seconds by a factor the test chooses (`speed`);
@@ -298,4 +299,73 @@ fn the_h200_trace_reads_as_a_person_reads_it() {
         "second soft episode at {}",
         soft(2.0)
     );
+}
+
+/// Drift uses the exporter's clock; scenario time runs at `speed`, so a short window shows it.
+fn drift_after(memory: &str, seconds: u64) -> (f64, f64) {
+    let scenario = format!(
+        "speed = 10.0\n[[device]]\nuuid = \"GPU-drift\"\ntotal = \"80GiB\"\noverhead = \"0\"\nreserved = \"0\"\n\
+         [[device.process]]\npid = 5000020\nname = \"job\"\nmemory = {memory}\n"
+    );
+    let e = Exporter::start(Options {
+        scenario: &scenario,
+        config: "[poll]\ninterval = \"100ms\"\n[leak]\nwindow = \"4s\"\nfloor_window = \"1s\"\n",
+        time: None,
+        ..Default::default()
+    });
+    std::thread::sleep(Duration::from_secs(seconds));
+    let m = e.metrics();
+    (
+        m.gpu("vram_leak_drift_bytes", "0").unwrap(),
+        m.value("vram_process_leak_drift_bytes", &[("pid", "5000020")])
+            .unwrap(),
+    )
+}
+
+#[test]
+fn drift_of_a_steady_leak_is_rate_times_window() {
+    // 1 MiB per scenario second at speed 10: 10 MiB per real second; a 4 s window gives ~40 MiB.
+    let (device, process) = drift_after(r#"{ linear = { start = "1GiB", rate = "1MiB/s" } }"#, 7);
+    assert!(
+        (30.0 * MIB..=50.0 * MIB).contains(&device),
+        "device drift {} MiB",
+        device / MIB
+    );
+    assert!(
+        (30.0 * MIB..=50.0 * MIB).contains(&process),
+        "process drift {} MiB",
+        process / MIB
+    );
+}
+
+#[test]
+fn drift_of_a_training_sawtooth_is_zero() {
+    // A 2-scenario-second cycle at speed 10 is 0.2 s real: far shorter than the 1 s floor window.
+    // Sampling catches the sawtooth at slightly different phases, so the floor can jitter by a
+    // sliver of the amplitude; a leak-like drift would be gigabytes.
+    let (device, process) = drift_after(
+        r#"{ sawtooth = { low = "2GiB", high = "30GiB", period = "2s" } }"#,
+        7,
+    );
+    let amplitude = 28.0 * GIB;
+    assert!(
+        device < 0.01 * amplitude,
+        "device drift {} MiB",
+        device / MIB
+    );
+    assert!(
+        process < 0.01 * amplitude,
+        "process drift {} MiB",
+        process / MIB
+    );
+}
+
+#[test]
+fn drift_of_a_step_returns_to_zero_after_a_window() {
+    // One step up at scenario 20 s (real 2 s); after 2 s + window + floor it is flat again.
+    let (device, _) = drift_after(
+        r#"{ points = [[0, "1GiB"], [20, "1GiB"], [21, "5GiB"]] }"#,
+        9,
+    );
+    assert_eq!(device, 0.0);
 }

@@ -6,10 +6,14 @@ mod attribution;
 mod attribution_bounds;
 mod blind;
 mod cleanup;
+mod cleanup_edges;
+mod cleanup_pytorch;
 mod clients;
 mod clients_edges;
 mod config_errors;
+mod config_fixtures;
 mod conventions;
+mod conventions_flags;
 // Generated from our CRI v1 subset proto by scripts/gen-protos.sh.
 #[allow(clippy::all)]
 mod cri_server;
@@ -36,4 +40,6 @@ mod self_metrics;
 mod status_page;
 mod strict_config;
 mod tls;
+mod tls_reload;
 mod unread;
+mod web_config;

@@ -11,6 +11,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use vram_testkit::wait::{Poll, Wait};
+
 use crate::cleanup::{audit_line, cleanups, device, exporter, live, Kid, UUID0, WAIT};
 use crate::harness::{Metrics, GIB, MIB};
 use crate::leak::{first, gpu, h200_scenario, replay, Timeline, DEVICE, H200_CONFIG, H200_SPEED};
@@ -142,14 +144,9 @@ fn a_job_that_does_not_release_still_breaches_and_the_hard_path_runs() {
     });
     assert_eq!(gpu(&m, "vram_hard_limit_violations_total"), 0.0);
     assert!(kid.alive(), "a prediction never kills without allow_kill");
-    let deadline = std::time::Instant::now() + WAIT;
-    while kid.signals().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no SIGUSR1 before the breach"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    Wait::new("a SIGUSR1 before the breach", WAIT)
+        .every(std::time::Duration::from_millis(20))
+        .must(|| (!kid.signals().is_empty()).then_some(()).into());
     assert_eq!(by_trigger(&m, "kill", "ok", "predicted"), None);
     let m = e.wait_metrics("the hard path after the breach", WAIT, |m| {
         by_trigger(m, "kill", "ok", "hard") == Some(1.0)
@@ -333,19 +330,15 @@ fn the_prediction_shows_in_the_json_api_and_on_the_status_page_without_cleanup()
         time: None,
         ..Default::default()
     });
-    let deadline = std::time::Instant::now() + WAIT;
-    let gpu0 = loop {
+    let gpu0 = Wait::new("a predicted trigger in /api/v1/gpus", WAIT).must(|| {
         let (_, body) = e.get("/api/v1/gpus");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if v["gpus"][0]["cleanup_trigger"] == "predicted" {
-            break v["gpus"][0].clone();
+            Poll::Ready(v["gpus"][0].clone())
+        } else {
+            Poll::Pending(body)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never predicted: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    });
     let eta = gpu0["hard_limit_eta_seconds"].as_f64().unwrap();
     assert!(eta > 0.0 && eta < 3600.0, "{gpu0}");
     let (_, page) = e.get("/");

@@ -13,47 +13,7 @@ use std::time::Duration;
 
 use crate::harness::{Exporter, Options};
 
-const SCENARIO: &str = r#"
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-page0000-0000-0000-0000-000000000000"
-total = "80GiB"
-reserved = "512MiB"
-
-[[device.process]]
-pid = 5000301
-name = "train_llm.py"
-memory = "78GiB"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-page0000-0000-0000-0000-000000000001"
-total = "80GiB"
-
-[[device.process]]
-pid = 5000302
-name = "jupyter <kernel>"
-memory = "70GiB"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-page0000-0000-0000-0000-000000000002"
-total = "80GiB"
-
-[[device.process]]
-pid = 5000303
-name = "inference"
-memory = "12GiB"
-
-[[device]]
-name = "NVIDIA H100 80GB HBM3"
-uuid = "GPU-page0000-0000-0000-0000-000000000003"
-total = "80GiB"
-
-[[fault]]
-kind = "device_lost"
-device = 3
-"#;
+const SCENARIO: &str = include_str!("../fixtures/scenarios/status-page.toml");
 
 fn chromium() -> Option<&'static str> {
     for c in ["chromium", "chromium-browser", "google-chrome"] {

@@ -29,16 +29,18 @@
 //! measure (memory and liveness while they run), report (figures and verdict), stop (SIGTERM).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod args;
 mod history;
 mod hostile;
 
+use args::{parse_args, Args};
 use vram_testkit::exporter::{Exporter, Launch};
 use vram_testkit::http::Client;
 use vram_testkit::process::Spawn;
@@ -58,95 +60,6 @@ const SHIPPED_LIMIT: f64 = 64.0 * MIB;
 /// The scrapers' user and password when the hostile mix runs.
 const USER: &str = "soak";
 const PASSWORD: &str = "soak-password";
-
-struct Args {
-    exporter: PathBuf,
-    library: Option<PathBuf>,
-    simulate: bool,
-    scenario: PathBuf,
-    duration: Option<Duration>,
-    requests: Option<u64>,
-    concurrency: usize,
-    short: bool,
-    hostile: bool,
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: vram-soak [--exporter PATH] [--library PATH | --simulate] [--scenario FILE]\n\
-         \x20                [--duration 10m | --requests N] [--concurrency 64] [--short] [--no-hostile]"
-    );
-    std::process::exit(2)
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = number.parse().ok()?;
-    Some(match unit {
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return None,
-    })
-}
-
-fn parse_args() -> Args {
-    let here = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let mut args = Args {
-        exporter: here.join("vram-exporter"),
-        library: None,
-        simulate: false,
-        scenario: default_scenario(),
-        duration: None,
-        requests: None,
-        concurrency: 64,
-        short: false,
-        hostile: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--exporter" => args.exporter = value().into(),
-            "--library" => args.library = Some(value().into()),
-            "--simulate" => args.simulate = true,
-            "--scenario" => args.scenario = value().into(),
-            "--duration" => {
-                args.duration = Some(parse_duration(&value()).unwrap_or_else(|| usage()))
-            }
-            "--requests" => args.requests = Some(value().parse().unwrap_or_else(|_| usage())),
-            "--concurrency" => args.concurrency = value().parse().unwrap_or_else(|_| usage()),
-            "--short" => args.short = true,
-            "--no-hostile" => args.hostile = false,
-            "-h" | "--help" => usage(),
-            _ => usage(),
-        }
-    }
-    if args.library.is_none() && !args.simulate {
-        args.library = Some(here.join("libnvml_sim.so"));
-    }
-    if args.short && args.duration.is_none() && args.requests.is_none() {
-        args.duration = Some(Duration::from_secs(30));
-    }
-    if args.duration.is_none() && args.requests.is_none() {
-        args.duration = Some(Duration::from_secs(60));
-    }
-    args.concurrency = args.concurrency.clamp(1, 1024);
-    args
-}
-
-/// `tools/soak/scenarios/churn-8gpu.toml` from the working directory (the repository root), or
-/// from this crate's sources.
-fn default_scenario() -> PathBuf {
-    let relative = Path::new("tools/soak/scenarios/churn-8gpu.toml");
-    if relative.is_file() {
-        return relative.to_path_buf();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/churn-8gpu.toml")
-}
 
 /// A private directory removed on drop (std only).
 struct TempDir(PathBuf);
@@ -600,25 +513,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("m"), None);
-    }
-
-    #[test]
     fn percentiles_are_reported_in_milliseconds() {
         let v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
         assert_eq!(ms(&v, 0.5), 50.0);
         assert_eq!(ms(&v, 0.99), 99.0);
         assert_eq!(ms(&v, 1.0), 100.0);
         assert_eq!(ms(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn the_scenario_ships() {
-        assert!(default_scenario().is_file());
     }
 }

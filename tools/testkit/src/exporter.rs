@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::http::Client;
 use crate::process::{Running, Spawn};
+use crate::wait::{Poll, Wait};
 
 /// What to start and how.
 #[derive(Debug, Clone)]
@@ -114,29 +115,24 @@ impl Launch {
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut process = Running::spawn("vram-exporter", cmd, &self.spawn)?;
-        let deadline = Instant::now() + self.start_timeout;
-        let listening = loop {
-            if let Some(line) =
-                process.wait_log(|l| l.contains("\"listening\""), Duration::from_millis(100))
-            {
-                break line;
-            }
-            if let Some(status) = process.exited() {
-                // The reader threads may still hold the last lines: give them a moment.
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(format!(
-                    "the exporter exited ({status}) before it listened; its log:\n{}",
-                    process.log_tail(50)
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the exporter did not listen within {:?}; its log:\n{}",
-                    self.start_timeout,
-                    process.log_tail(50)
-                ));
-            }
-        };
+        let listening = Wait::new("the exporter to listen", self.start_timeout)
+            .every(Duration::ZERO) // wait_log itself waits up to 100 ms for a line
+            .until(|| {
+                if let Some(line) =
+                    process.wait_log(|l| l.contains("\"listening\""), Duration::from_millis(100))
+                {
+                    return Poll::Ready(line);
+                }
+                match process.exited() {
+                    Some(status) => {
+                        // The reader threads may still hold the last lines: give them a moment.
+                        std::thread::sleep(Duration::from_millis(100));
+                        Poll::Failed(format!("it exited ({status})"))
+                    }
+                    None => Poll::Pending(String::new()),
+                }
+            })
+            .map_err(|e| format!("{e}; its log:\n{}", process.log_tail(50)))?;
         let addr = address_of(&listening).ok_or_else(|| format!("no address in {listening}"))?;
         Ok(Exporter { process, addr })
     }
@@ -183,32 +179,21 @@ pub fn wait_for(
     timeout: Duration,
     ready: impl Fn(&str) -> bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
     let mut client = Client::new(addr).timeout(Duration::from_secs(10));
     let mut body = Vec::new();
-    loop {
-        if let Some(status) = process.exited() {
-            return Err(format!(
-                "{} exited ({status}) before it was ready:\n{}",
-                process.name,
-                process.log_tail(15)
-            ));
-        }
-        if let Ok(200) = client.get_into(path, &mut body) {
-            if ready(&String::from_utf8_lossy(&body)) {
-                return Ok(());
+    let name = process.name.clone();
+    Wait::new(format!("{name} to be ready on {path}"), timeout)
+        .every(Duration::from_millis(100))
+        .until(|| {
+            if let Some(status) = process.exited() {
+                return Poll::Failed(format!("it exited ({status})"));
             }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} was not ready within {timeout:?}; last {path}:\n{}\nlog:\n{}",
-                process.name,
-                String::from_utf8_lossy(&body),
-                process.log_tail(15)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            match client.get_into(path, &mut body) {
+                Ok(200) if ready(&String::from_utf8_lossy(&body)) => Poll::Ready(()),
+                _ => Poll::Pending(String::from_utf8_lossy(&body).into_owned()),
+            }
+        })
+        .map_err(|e| format!("{e}\nlog:\n{}", process.log_tail(15)))
 }
 
 impl Deref for Exporter {

@@ -1,12 +1,15 @@
-//! Shared helpers for the integration tests: a private copy of the built library per test, a
-//! per-test scenario and time file, and raw FFI access for what nvml-wrapper does not expose.
+//! nvml-sim's own test harness (its integration tests use it): a private copy of the built library
+//! per test, a per-test scenario and time file, and raw FFI access for what nvml-wrapper does not
+//! expose. The exporter's tests start the real binary instead ([`crate::exporter`]).
 //!
 //! Library state is global per loaded copy, so every test copies `libnvml_sim.so` to its own
 //! temporary path (dlopen of distinct paths gives distinct instances). Environment variables are
 //! process-global, so setting them and calling init happens under [`ENV_LOCK`]; the library reads
 //! them only during init.
 
-#![allow(dead_code)]
+// A device handle here is an opaque token nvml-sim decodes and checks (a stray value is refused
+// with INVALID_ARGUMENT, never dereferenced), so the raw calls that take one are safe to call.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::ffi::{c_char, c_double, c_uint, c_void, CStr};
 use std::path::{Path, PathBuf};
@@ -76,7 +79,7 @@ impl Sim {
     /// A private library running a shipped scenario from `nvml-sim/scenarios/`; the shipped
     /// `traces/` folder is linked beside the copy so relative trace paths resolve.
     pub fn shipped(name: &str) -> Sim {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nvml-sim/scenarios");
         let sim =
             Sim::new(&std::fs::read_to_string(dir.join(name)).expect("read shipped scenario"));
         std::os::unix::fs::symlink(dir.join("traces"), sim.dir.path().join("traces"))
