@@ -7,9 +7,9 @@
 #   runtime-prebuilt       takes an already laid-out release directory:
 #       docker build --target runtime-prebuilt --build-arg DIST=dist/vram-exporter-0.1.0-linux-x86_64 .
 # Base images are build arguments so that an offline builder can substitute local ones
-# (scripts/build-image does, with a Debian rootfs made by mmdebstrap).
+# (scripts/build-image does: a rootfs of the same few files, taken from a Debian one made by mmdebstrap).
 ARG RUST_IMAGE=docker.io/library/rust:1-bookworm
-ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # ---- builder: compiles the exporter and the simulated NVML library from the locked dependency set,
 # then lays them out in /dist as a release directory (the layout `scripts/release` produces).
@@ -32,10 +32,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
         scripts/build-image --layout target/release /dist; \
     fi
 
-# ---- runtime-base: everything but the exporter's own files.
-# debian:bookworm-slim rather than distroless/cc: the exporter has no health subcommand, and the slim
-# image's bash can probe /-/healthy through /dev/tcp without adding curl; it also matches the builder's
-# glibc, and a shell helps when debugging NVML library injection by the NVIDIA container toolkit.
+# ---- runtime-base: everything but the exporter's own files. A base of only what the binaries load
+# (glibc, libgcc_s, the dynamic loader), CA certificates and /etc/passwd with the UID 65532 user:
+# distroless/cc, or its offline twin from scripts/build-image. No shell and no package manager, so
+# nothing here may RUN; the user comes from the base, and health is checked by the orchestrator
+# through /-/healthy and /-/ready (docs/deploy.md) rather than by a HEALTHCHECK, which would need a shell.
 FROM ${RUNTIME_IMAGE} AS runtime-base
 
 ARG RUNTIME_IMAGE
@@ -50,22 +51,12 @@ LABEL org.opencontainers.image.title="vram-exporter" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 
-# A fixed numeric UID/GID so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
-RUN groupadd --system --gid 65532 vram-exporter \
- && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
-      --shell /usr/sbin/nologin vram-exporter
-
 # Read by the NVIDIA container toolkit: expose every GPU, and only the driver parts NVML needs.
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=utility
 
 USER 65532:65532
 EXPOSE 18726
-
-# A plain HTTP/1.0 request over bash's /dev/tcp; set HEALTHCHECK_PORT when --web.listen-address moves the port.
-# It cannot speak TLS: with a --web.config.file that enables TLS, override or disable this check.
-HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${HEALTHCHECK_PORT:-18726} && printf 'GET /-/healthy HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r status <&3 && [[ $status == *' 200 '* ]]"]
 
 ENTRYPOINT ["/usr/local/bin/vram-exporter"]
 

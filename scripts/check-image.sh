@@ -4,12 +4,17 @@
 # filesystem with no writable tmpfs, every capability dropped, the port published to the host.
 #
 #   1. `--simulate demo`: /-/ready turns 200 and /metrics, scraped from the host through the published
-#      port, has the GPU families and `vram_nvml_up 1` (promtool check metrics clean); the image's own
-#      HEALTHCHECK passes; PID 1 runs as UID 65532; the root filesystem refuses writes; `ldd` finds every
-#      library of the exporter and nvml-sim; `--check-config` passes on the shipped example configuration.
+#      port, has the GPU families and `vram_nvml_up 1` (promtool check metrics clean); /-/healthy
+#      answers 200 (the image has no shell, so no HEALTHCHECK: the orchestrator probes); PID 1 runs as
+#      UID 65532; its root filesystem is mounted read-only; the image's own dynamic loader (`ld.so
+#      --list`, what ldd runs, chrooted into the image's filesystem from the host) finds every library
+#      of the exporter and nvml-sim; the image holds no shell; `--check-config` passes on the shipped
+#      example configuration.
 #   2. no nvml-sim (its directory hidden by an empty tmpfs) and no driver library: the exporter serves
 #      `vram_nvml_up 0`, stays up, stays healthy and not ready.
 #   Both containers must stop cleanly on SIGTERM (exit status 0) and log no panic.
+#   The containers' files and state are read from the host (/proc/PID of their PID 1, `podman image
+#   mount`): the image has no shell or tools to run inside it.
 #
 #   scripts/check-image.sh                 build localhost/vram-exporter:check, then test it
 #   scripts/check-image.sh --image NAME    test an image already in the local containers storage
@@ -88,12 +93,8 @@ start() {
         --publish "127.0.0.1:$port:18726" "$@" >/dev/null 2>"$work/$name.run.err" ||
         fail "podman run $name: $(cat "$work/$name.run.err")"
 }
-in_ctr() { "${podman[@]}" exec "$@"; }
-# healthcheck NAME: runs the image's HEALTHCHECK command inside NAME.
-healthcheck() {
-    local out
-    out=$("${podman[@]}" healthcheck run "$1" 2>&1) || fail "HEALTHCHECK in $1 failed: $out"
-}
+# pid_of NAME: the host PID of the container's PID 1 (its /proc/PID/root is the container's filesystem).
+pid_of() { "${podman[@]}" inspect --format '{{.State.Pid}}' "$1"; }
 # stop_cleanly NAME: SIGTERM, then the exit status must be 0 and the log free of panics.
 stop_cleanly() {
     # podman's stderr (its notes about systemd health-check timers, absent here) goes to a file.
@@ -123,38 +124,53 @@ else
     echo "check-image: promtool not found; exposition not linted"
 fi
 echo "check-image: scraped $(grep -c '^vram_' "$work/sim.metrics") vram_* samples from the host"
-healthcheck "$sim"
+wait_status "http://127.0.0.1:$port/-/healthy" 200 5
+[[ $("${podman[@]}" image inspect --format '{{.Config.Healthcheck}}' "$image") == "<nil>" ]] ||
+    fail "run 1: the image declares a HEALTHCHECK, which needs a shell it does not have"
+pid=$(pid_of "$sim")
 # shellcheck disable=SC2016 # awk's $2, not the shell's
-uid=$(in_ctr "$sim" awk '/^Uid:/ { print $2 }' /proc/1/status)
+uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status")
 [[ $uid == 65532 ]] || fail "run 1: PID 1 runs as UID $uid, not 65532"
-if err=$(in_ctr "$sim" touch /probe 2>&1); then fail "run 1: the root filesystem accepted a write"; fi
-[[ $err == *"Read-only file system"* ]] || fail "run 1: write refused for another reason: $err"
+# The container's root mount as its own mount namespace sees it (mountinfo: field 5 the mount point,
+# field 6 the per-mount options).
+# shellcheck disable=SC2016 # awk's fields, not the shell's
+root_opts=$(awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | tail -1)
+[[ ,$root_opts, == *,ro,* ]] || fail "run 1: the root filesystem is mounted '$root_opts', not read-only"
+rootfs=$("${podman[@]}" image mount "$image") || fail "podman image mount $image failed"
+loader=$(readelf -l "$rootfs/usr/local/bin/vram-exporter" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+[[ -n $loader ]] || fail "the exporter names no program interpreter"
 for object in /usr/local/bin/vram-exporter /usr/local/lib/vram-exporter/libnvml_sim.so; do
-    libs=$(in_ctr "$sim" ldd "$object") || fail "ldd $object failed: $libs"
-    if grep -q 'not found' <<<"$libs"; then fail "ldd $object: $(grep 'not found' <<<"$libs")"; fi
+    libs=$(chroot "$rootfs" "$loader" --list "$object" 2>&1) || fail "$loader --list $object in the image failed: $libs"
+    if grep -q 'not found' <<<"$libs"; then fail "$object in the image: $(grep 'not found' <<<"$libs")"; fi
 done
+for shell in bin/sh bin/bash usr/bin/sh usr/bin/bash; do
+    [[ ! -e $rootfs/$shell ]] || fail "the image holds /$shell"
+done
+"${podman[@]}" image unmount "$image" >/dev/null
 "${podman[@]}" run --rm "${hardening[@]}" "${limits[@]}" --network none "$image" \
     --config /usr/share/vram-exporter/vram-exporter.toml --check-config >"$work/check-config.out" 2>&1 ||
     fail "--check-config on the shipped example configuration: $(tail -5 "$work/check-config.out")"
 stop_cleanly "$sim"
-step "run 1 passed: ready, scraped, healthy, UID 65532, read-only, ldd clean, example config valid"
+step "run 1 passed: ready, scraped, healthy, UID 65532, read-only, libraries found, no shell, example config valid"
 
 # --- 2: neither nvml-sim nor a driver library
 port=$(free_port)
 step "run 2: no NVML library at all, published on 127.0.0.1:$port"
 start "$nodrv" "$port" --mount type=tmpfs,destination=/usr/local/lib/vram-exporter,notmpcopyup "$image"
-listing=$(in_ctr "$nodrv" ls -A /usr/local/lib/vram-exporter) || fail "run 2: cannot list nvml-sim's directory"
-[[ -z $listing ]] || fail "run 2: nvml-sim still visible: $listing"
-ld_cache=$(in_ctr "$nodrv" ldconfig -p) || fail "run 2: ldconfig -p failed"
-if grep -q libnvidia-ml <<<"$ld_cache"; then fail "run 2: a libnvidia-ml is installed: $(grep libnvidia-ml <<<"$ld_cache")"; fi
 wait_status "http://127.0.0.1:$port/-/healthy" 200 30
+root=/proc/$(pid_of "$nodrv")/root
+listing=$(ls -A "$root/usr/local/lib/vram-exporter") || fail "run 2: cannot list nvml-sim's directory"
+[[ -z $listing ]] || fail "run 2: nvml-sim still visible: $listing"
+# No ld.so.cache in the image: the loader searches its default directories, so no libnvidia-ml may lie anywhere.
+found=$(find "$root/" -xdev -name 'libnvidia-ml*' -print 2>/dev/null || true)
+[[ -z $found ]] || fail "run 2: a libnvidia-ml is installed: ${found//$root/}"
 sleep 3 # a few poll and retry cycles
 curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" >"$work/nodrv.metrics" || fail "run 2: scrape failed"
 grep -qx 'vram_nvml_up 0' "$work/nodrv.metrics" || fail "run 2: no 'vram_nvml_up 0' in /metrics"
 ready=$(status_of "http://127.0.0.1:$port/-/ready")
 [[ $ready != 200 ]] || fail "run 2: /-/ready answered 200 without NVML"
 [[ $("${podman[@]}" inspect --format '{{.State.Running}}' "$nodrv") == true ]] || fail "run 2: the exporter exited"
-healthcheck "$nodrv"
+[[ $(status_of "http://127.0.0.1:$port/-/healthy") == 200 ]] || fail "run 2: /-/healthy stopped answering 200"
 stop_cleanly "$nodrv"
 step "run 2 passed: vram_nvml_up 0, /-/ready $ready, healthy, stopped cleanly"
 if [[ $build -eq 1 ]]; then cat "${VRAM_IMAGE_CACHE:-$repo/target/image-cache}/image-size.txt"; fi

@@ -550,6 +550,9 @@ impl Report {
         }
         // Figures from real GPUs, which this tool cannot measure: kept in a file, carried over.
         t.push_str(include_str!("../real-hardware.md"));
+        // What the release profile buys (scripts/footprint.sh, which this tool does not run): the same.
+        t.push('\n');
+        t.push_str(include_str!("../release-profile.md"));
         t
     }
 }
