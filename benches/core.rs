@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use vram_exporter::base::telemetry::Telemetry;
 use vram_exporter::output::publish::Published;
-use vram_exporter::server::telemetry::Telemetry;
 use vram_exporter::source::kubernetes::pb::v1::{
     ContainerDevices, ContainerResources, ListPodResourcesResponse, PodResources,
 };

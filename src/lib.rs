@@ -1,18 +1,21 @@
 //! vram-exporter: watches GPU memory through NVML, applies a soft/hard limit policy and leak-drift
 //! tracking, and serves Prometheus metrics, a JSON API and a status page.
 //!
-//! One folder per pipeline stage, data flowing one way: `source` (NVML → samples, with Kubernetes
-//! and allocator annotations) → `model` (policy and drift in the engine → snapshot) → `output`
-//! (publication with the exposition rendered once, JSON, page, history, cleanup) → `server` (the
-//! poller thread and HTTP); `config` is the assembled configuration and the leaves every stage uses.
+//! One folder per pipeline stage, data flowing one way: `base` (what every stage stands on: input
+//! checks, logging, the text-format encoder, supervision, self-metrics) → `source` (NVML →
+//! samples, with Kubernetes and allocator annotations) → `model` (policy and drift in the engine →
+//! snapshot) → `output` (publication with the exposition rendered once, JSON, page, history,
+//! cleanup) → `server` (the poller thread and HTTP) → `config` (the assembled configuration: every
+//! stage's section, layered and validated once). A stage imports only stages before it.
 //! See ARCHITECTURE.md for the code map, the import rule and the invariants.
 //!
 //! Public API: [`run`] and [`RunError`] for the binary, and the stages for `main.rs`, `tests/`,
 //! `benches/` and `tools/`, which build samples, engines, snapshots and configurations and render
 //! outputs directly. Modules nothing outside the crate needs are `pub(crate)` in their stage
-//! (`config::files`, `source::procfs`, `output::api_allocator`, `server::{hangup, http, poller,
-//! serve, supervise}`); nothing is re-exported.
+//! (`base::{encoder, files, supervise}`, `source::procfs`, `output::api_allocator`,
+//! `server::{hangup, http, poller, serve}`); nothing is re-exported.
 
+pub mod base;
 pub mod config;
 pub mod model;
 pub mod output;
@@ -24,13 +27,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::build_info;
+use crate::base::build_info;
+use crate::base::supervise;
+use crate::base::telemetry::Telemetry;
 use crate::config::Config;
 use crate::model::engine::Engine;
 use crate::output::publish::Published;
 use crate::output::{cleanup, history, status_page};
-use crate::server::telemetry::Telemetry;
-use crate::server::{hangup, http, poller, serve, supervise, web};
+use crate::server::{hangup, http, poller, serve, web};
 use crate::source::{clients, kubernetes, nvml};
 
 /// An error that stops the server after the configuration was accepted.

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use vram_exporter::base::input::ConfigError;
+use vram_exporter::base::logging::sink;
 use vram_exporter::config::cli::Cli;
-use vram_exporter::config::input::ConfigError;
-use vram_exporter::config::logging::sink;
 use vram_exporter::config::{self, FlagOverrides};
 
 /// Exit status for invalid input (configuration, flags), as promised in the README.
@@ -81,7 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let raw = config::load_with_preset(preset, cli.config.as_deref(), None, &flags)?;
     let config = raw.validate()?;
-    let logger = vram_exporter::config::logging::Logger::new(config.log)?;
+    let logger = vram_exporter::base::logging::Logger::new(config.log)?;
     if cli.check_config {
         sink::write_direct(std::io::stdout(), &raw.to_toml())
             .context("cannot write the configuration to stdout")?;

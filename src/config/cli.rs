@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::logging::LogFormat;
+use crate::base::logging::LogFormat;
 
 /// Watches VRAM on every NVIDIA GPU, enforces soft/hard limits and serves Prometheus metrics.
 #[derive(Debug, Parser)]
 #[command(
     name = "vram-exporter",
     version,
-    long_version = crate::config::build_info::LONG_VERSION,
+    long_version = crate::base::build_info::LONG_VERSION,
     about
 )]
 pub struct Cli {

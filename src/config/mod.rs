@@ -7,17 +7,13 @@
 //! `model::policy::limits`, `[leak]` by `model::drift`, `[processes]` by `output::exposition`,
 //! `[nvml]` by `source::nvml`, `[web]` by `server::web::section`, `[cleanup]` by
 //! `output::cleanup`, `[kubernetes]` by `source::kubernetes`, `[clients]` by `source::clients`;
-//! `[log]` by `logging` here); this module only layers the input and
+//! `[log]` by `base::logging`); this module only layers the input and
 //! dispatches. Nothing downstream re-validates. Every error names the key, the value and why, and
 //! nothing is applied until the whole configuration is valid. The layered values reach the
 //! sections through [`strict`], which never converts one kind into another (a float is never
 //! rounded into an integer key).
 
-pub mod build_info;
 pub mod cli;
-pub(crate) mod files;
-pub mod input;
-pub mod logging;
 pub mod simulate;
 mod strict;
 
@@ -27,8 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::ConfigError;
-use crate::config::logging::{LogConfig, LogFormat, RawLog};
+use crate::base::input::ConfigError;
+use crate::base::logging::{LogConfig, LogFormat, RawLog};
 use crate::model::drift::{LeakConfig, RawLeak};
 use crate::model::policy::limits::{LimitsConfig, RawLimits};
 use crate::output::cleanup::{CleanupConfig, RawCleanup};
@@ -109,10 +105,9 @@ pub fn load_with_preset(
                 ))
             }
         };
-        let text =
-            crate::config::files::read_regular_text(path, MAX_CONFIG_BYTES).map_err(|e| {
-                ConfigError::invalid("--config", path.display(), format!("cannot be read: {e}"))
-            })?;
+        let text = crate::base::files::read_regular_text(path, MAX_CONFIG_BYTES).map_err(|e| {
+            ConfigError::invalid("--config", path.display(), format!("cannot be read: {e}"))
+        })?;
         // The parsers are bounded before the `config` crate sees the text: its YAML loader
         // expands aliases by copying (an alias bomb of a few hundred bytes grows to gigabytes)
         // and converts nested maps recursively; its TOML errors span several lines.

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::{parse_duration_within, ConfigError};
+use crate::base::input::{parse_duration_within, ConfigError};
 
 /// The `[leak]` section as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,15 +9,12 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::base::input::ConfigError;
 use crate::model::engine::Snapshot;
-use crate::config::input::ConfigError;
 
 mod allocator;
 mod catalogue;
-pub(crate) mod encoder;
 mod labels;
-
-pub use encoder::CONTENT_TYPE;
 
 /// The `[processes]` section: how many per-process series each GPU publishes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +48,7 @@ impl RawProcesses {
 /// `max_processes_per_gpu` bounds the per-process series of each GPU (largest first).
 pub fn render(s: &Snapshot, max_processes_per_gpu: usize) -> Bytes {
     let mut out = String::with_capacity(4096 + s.gpus.len() * (2048 + max_processes_per_gpu * 400));
-    let e = &mut encoder::Encoder::new(&mut out);
+    let e = &mut crate::base::encoder::Encoder::new(&mut out);
     let l = labels::Labels::new(s, max_processes_per_gpu);
     let build = l.build();
     catalogue::BUILD.write(e, std::iter::once((s, build.as_str())));

@@ -138,8 +138,8 @@ pub fn render(s: &Snapshot, h: &HistoryResponse, metrics_path: &str) -> String {
         s.gpus.len(),
         nvml,
         Html(driver),
-        crate::config::build_info::VERSION,
-        Html(crate::config::build_info::REVISION),
+        crate::base::build_info::VERSION,
+        Html(crate::base::build_info::REVISION),
         Html(metrics_path),
         Html(metrics_path)
     );
@@ -458,7 +458,7 @@ mod tests {
         assert!(page.contains("NVML down"));
         assert!(page.contains(&format!(
             "vram-exporter {}",
-            crate::config::build_info::VERSION
+            crate::base::build_info::VERSION
         )));
         let moved = render(&Snapshot::initial(), &h, "/x/metrics");
         assert!(

@@ -24,11 +24,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio::sync::{watch, Semaphore};
 
+use crate::base::encoder::CONTENT_TYPE;
+use crate::base::supervise::{Component, Heartbeat};
+use crate::base::telemetry::Telemetry;
 use crate::output::api::GpusResponse;
-use crate::output::exposition::CONTENT_TYPE;
 use crate::output::publish::SharedPublished;
-use crate::server::supervise::{Component, Heartbeat};
-use crate::server::telemetry::Telemetry;
 use crate::server::web;
 use crate::server::web::auth::{Live, HEALTH_PATHS};
 

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::input::{parse_duration_within, ConfigError};
+use crate::base::input::{parse_duration_within, ConfigError};
+use crate::base::supervise::{DiesWith, Heartbeat, Phase};
+use crate::base::telemetry::Telemetry;
 use crate::model::engine::Engine;
 use crate::output::publish::{Published, SharedPublished};
-use crate::server::supervise::{DiesWith, Heartbeat, Phase};
-use crate::server::telemetry::Telemetry;
 use crate::source::clients::Joiner;
 use crate::source::kubernetes::Attributor;
 use crate::source::nvml::NvmlSource;

@@ -15,8 +15,9 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 use serde::{Deserialize, Serialize};
 
+use crate::base::operation::Operation;
 use crate::source::sample::{
-    DeviceIdentity, DeviceSample, Memory, MigSample, Operation, PollError, PollSample, ProcessList,
+    DeviceIdentity, DeviceSample, Memory, MigSample, PollError, PollSample, ProcessList,
     ProcessSample,
 };
 

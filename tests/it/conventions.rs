@@ -305,7 +305,7 @@ fn json_lines_are_flat() {
     assert_eq!(v["address"], e.addr.as_str());
     assert_eq!(v["tls"], false);
     assert_eq!(v["telemetry_path"], "/metrics");
-    assert_eq!(v["revision"], vram_exporter::config::build_info::REVISION);
+    assert_eq!(v["revision"], vram_exporter::base::build_info::REVISION);
     assert!(v.get("fields").is_none(), "{line}");
     for l in e.log() {
         let v: serde_json::Value =

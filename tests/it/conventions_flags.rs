@@ -212,7 +212,7 @@ fn version_names_revision_date_rustc_and_target() {
             .to_string()
     };
     let revision = field("revision");
-    assert_eq!(revision, vram_exporter::config::build_info::REVISION);
+    assert_eq!(revision, vram_exporter::base::build_info::REVISION);
     // Built from this git checkout (and no packager's override): the commit checked out.
     let head = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -246,7 +246,7 @@ fn telemetry_path_moves_the_metrics_and_nothing_else() {
     let build_info = format!(
         "vram_exporter_build_info{{version=\"{}\",revision=\"{}\",driver_version=\"550.54.15\"}} 1",
         env!("CARGO_PKG_VERSION"),
-        vram_exporter::config::build_info::REVISION
+        vram_exporter::base::build_info::REVISION
     );
     assert!(body.contains(&build_info), "{body}");
     assert_eq!(e.get("/metrics").0, 404);
@@ -263,7 +263,7 @@ fn telemetry_path_moves_the_metrics_and_nothing_else() {
         page.contains(&format!(
             "vram-exporter {} ({})",
             env!("CARGO_PKG_VERSION"),
-            vram_exporter::config::build_info::REVISION
+            vram_exporter::base::build_info::REVISION
         )),
         "{page}"
     );

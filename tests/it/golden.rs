@@ -24,10 +24,7 @@ fn deterministic(text: &str) -> String {
 
 /// `vram_exporter_build_info`'s `revision` depends on the commit built: compared as `REVISION`.
 fn without_revision(line: &str) -> String {
-    let revision = format!(
-        "revision=\"{}\"",
-        vram_exporter::config::build_info::REVISION
-    );
+    let revision = format!("revision=\"{}\"", vram_exporter::base::build_info::REVISION);
     line.replacen(&revision, "revision=\"REVISION\"", 1)
 }
 

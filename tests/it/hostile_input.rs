@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vram_exporter::config::input::ConfigError;
+use vram_exporter::base::input::ConfigError;
 use vram_exporter::config::{self, FlagOverrides};
 use vram_exporter::server::web::{self, WebSettings};
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::{parse_bounded_size, ConfigError};
+use crate::base::input::{parse_bounded_size, ConfigError};
 
 /// A limit as configured: a percentage of the device's total or an absolute size.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::{parse_bounded_size, parse_duration_within, ConfigError};
+use crate::base::input::{parse_bounded_size, parse_duration_within, ConfigError};
 
 mod predict;
 mod signal;

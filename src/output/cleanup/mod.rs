@@ -35,8 +35,8 @@ pub use telemetry::CleanupMetrics;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::base::telemetry::Telemetry;
 use crate::output::publish::SharedPublished;
-use crate::server::telemetry::Telemetry;
 
 /// Starts the dispatcher when cleanup is enabled; its metrics join the self-metrics registry, and
 /// each action's outcome is also sent to `observer` (the history's event timeline).
@@ -69,8 +69,8 @@ pub fn start(
     let config = config.clone();
     // Supervised: a dispatcher that panics is logged, counted and started again with fresh
     // state (its cooldowns start afresh).
-    Some(crate::server::supervise::supervise(
-        crate::server::supervise::Component::Cleanup,
+    Some(crate::base::supervise::supervise(
+        crate::base::supervise::Component::Cleanup,
         &telemetry.components,
         move || {
             let dispatcher = Dispatcher::new(config.clone(), metrics.clone(), snapshots.clone())

@@ -5,7 +5,7 @@
 //! what it always did.
 
 use super::catalogue::{Family, Header, Table, GPU_LABELS, PROCESS_LABELS};
-use super::encoder::{Kind, Value};
+use crate::base::encoder::{Kind, Value};
 use crate::model::engine::{GpuView, ProcessView};
 use crate::source::sample::AllocatorStats;
 

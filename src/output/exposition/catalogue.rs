@@ -6,7 +6,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use super::encoder::{Encoder, Kind, Value};
+use crate::base::encoder::{Encoder, Kind, Value};
 use crate::model::engine::{GpuView, ProcessView, Snapshot};
 use crate::source::sample::{Allocation, Memory, MigSample};
 

@@ -6,7 +6,7 @@
 use super::catalogue::{
     ALLOCATION_INFO, BUILD, GPU_INFO, GPU_LABELS, MIG_INFO, PER_MIG, PROCESS_INFO, PROCESS_LABELS,
 };
-use super::encoder::{label_set, LabelValue};
+use crate::base::encoder::{label_set, LabelValue};
 use crate::model::engine::{GpuView, ProcessView, Snapshot};
 use crate::source::sample::{Allocation, MigSample};
 
@@ -105,8 +105,8 @@ impl<'a> Labels<'a> {
         label_set(
             &BUILD.labels,
             [
-                Text(crate::config::build_info::VERSION),
-                Text(crate::config::build_info::REVISION),
+                Text(crate::base::build_info::VERSION),
+                Text(crate::base::build_info::REVISION),
                 Text(&self.s.driver_version),
             ],
         )

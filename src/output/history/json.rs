@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::events::{Event, MAX_EVENTS};
 use super::series::{self, MAX_WINDOW_S, PROCESS_STEP_S};
 use super::Store;
-use crate::config::input::parse_duration_within;
+use crate::base::input::parse_duration_within;
 
 /// The shortest window a query may ask for.
 pub const MIN_WINDOW_S: u64 = 60;

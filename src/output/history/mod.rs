@@ -21,12 +21,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::base::supervise::{supervise, Component, ComponentMetrics};
 use crate::model::engine::{GpuView, Snapshot};
 use crate::model::policy::Level;
 use crate::output::cleanup::actions::ActionResult;
 use crate::output::cleanup::Report;
 use crate::output::publish::SharedPublished;
-use crate::server::supervise::{supervise, Component, ComponentMetrics};
 use events::{Event, Events, Kind};
 use series::{GpuSeries, ProcessSeries, MAX_PROCESSES_PER_GPU};
 

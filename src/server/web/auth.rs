@@ -29,7 +29,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// bcrypt checks running at once.
 pub const BCRYPT_AT_ONCE: usize = 2;

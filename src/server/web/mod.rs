@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// The web configuration file as written, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -187,7 +187,7 @@ impl fmt::Debug for WebSettings {
 impl WebSettings {
     /// Reads and checks the web configuration file and every file it names.
     pub fn load(path: &Path) -> Result<WebSettings, ConfigError> {
-        let text = crate::config::files::read_regular_text(path, WEB_FILE_LIMIT).map_err(|e| {
+        let text = crate::base::files::read_regular_text(path, WEB_FILE_LIMIT).map_err(|e| {
             ConfigError::invalid(
                 "web.config_file",
                 path.display(),

@@ -46,7 +46,7 @@ pub fn spawn(
     settings: &WebSettings,
     live: Arc<Live>,
     hangup: Arc<Notify>,
-    components: &crate::server::supervise::ComponentMetrics,
+    components: &crate::base::supervise::ComponentMetrics,
 ) -> tokio::task::JoinHandle<()> {
     let path = settings.path.clone();
     let tls_on = settings.tls.is_some();
@@ -56,8 +56,8 @@ pub fn spawn(
         fingerprint: fingerprint_blocking(&path),
         posture: settings.posture,
     }));
-    crate::server::supervise::supervise(
-        crate::server::supervise::Component::WebReload,
+    crate::base::supervise::supervise(
+        crate::base::supervise::Component::WebReload,
         components,
         move || {
             tokio::spawn(watch(
@@ -152,7 +152,7 @@ async fn fingerprint(path: &Path) -> u64 {
 }
 
 fn fingerprint_blocking(path: &Path) -> u64 {
-    use crate::config::files::read_regular;
+    use crate::base::files::read_regular;
     let mut h = DefaultHasher::new();
     let text = read_regular(path, super::WEB_FILE_LIMIT).ok();
     text.hash(&mut h);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::{parse_duration_within, parse_listen, ConfigError};
+use crate::base::input::{parse_duration_within, parse_listen, ConfigError};
 
 /// `web.request_timeout` bounds: it is also the header-read timeout of every connection.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(10);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 use crate::source::kubernetes::Enabled;
 
 /// Where the socket is made by default (the DaemonSet mounts the directory into jobs' pods).

@@ -27,7 +27,7 @@ use super::identity::{self, Identity};
 use super::message::{self, Kind, Message, Refusal, MAX_LINE};
 use super::table::{ClientTable, DeviceReport, Entry};
 use super::telemetry::ClientMetrics;
-use crate::server::supervise::{supervise, Component, ComponentMetrics};
+use crate::base::supervise::{supervise, Component, ComponentMetrics};
 use crate::source::sample::{AllocatorStats, ClientEvent};
 
 /// The most connections at once.

@@ -30,7 +30,7 @@ pub fn remove_socket(config: &ClientsConfig) {
 pub fn start(
     config: &ClientsConfig,
     registry: &prometheus::Registry,
-    components: &crate::server::supervise::ComponentMetrics,
+    components: &crate::base::supervise::ComponentMetrics,
 ) -> std::io::Result<Option<(Joiner, tokio::task::JoinHandle<()>)>> {
     if let Some(reason) = &config.off {
         tracing::info!("{reason}");

@@ -54,7 +54,7 @@ const CGROUP_FILE_LIMIT: u64 = 64 * 1024;
 /// runtime) and the attributor that the poller thread runs. None when attribution is off.
 pub fn start(
     config: &KubernetesConfig,
-    telemetry: &crate::server::telemetry::Telemetry,
+    telemetry: &crate::base::telemetry::Telemetry,
 ) -> Option<(Attributor, Vec<tokio::task::JoinHandle<()>>)> {
     for reason in &config.off {
         tracing::info!("{reason}");
@@ -213,7 +213,7 @@ impl Attributor {
             }
         }
         let path = self.proc_root.join(key.0.to_string()).join("cgroup");
-        let container = match crate::config::files::read_regular(&path, CGROUP_FILE_LIMIT) {
+        let container = match crate::base::files::read_regular(&path, CGROUP_FILE_LIMIT) {
             Ok(bytes) => cgroup::parse(&bytes).map(Arc::new),
             Err(e) => {
                 tracing::debug!(pid = key.0, error = %e, "cgroup file not read");

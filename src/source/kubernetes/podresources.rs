@@ -19,9 +19,10 @@ use super::limits::{container_ok, namespace_ok, pod_ok, MAX_ALLOCATIONS_PER_GPU}
 use super::pb::v1::{ListPodResourcesRequest, ListPodResourcesResponse};
 use super::SocketConfig;
 use super::{budget, dra, refresh};
-use crate::server::supervise::Component;
-use crate::server::telemetry::Telemetry;
-use crate::source::sample::{Allocation, Allocations, Operation};
+use crate::base::operation::Operation;
+use crate::base::supervise::Component;
+use crate::base::telemetry::Telemetry;
+use crate::source::sample::{Allocation, Allocations};
 
 /// Device ID → the containers it was allocated to, from one List answer.
 #[derive(Debug, Clone, Default)]

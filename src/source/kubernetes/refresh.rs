@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{budget, SocketConfig};
-use crate::server::supervise::{supervise, Component};
-use crate::server::telemetry::Telemetry;
-use crate::source::sample::Operation;
+use crate::base::operation::Operation;
+use crate::base::supervise::{supervise, Component};
+use crate::base::telemetry::Telemetry;
 
 /// What a client is, for its counters and its log lines.
 #[derive(Debug, Clone, Copy)]

@@ -21,9 +21,9 @@ use super::pb::cri::{
     ListContainersResponse, ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox,
 };
 use super::{budget, cgroup, refresh, SocketConfig};
-use crate::server::supervise::Component;
-use crate::server::telemetry::Telemetry;
-use crate::source::sample::Operation;
+use crate::base::operation::Operation;
+use crate::base::supervise::Component;
+use crate::base::telemetry::Telemetry;
 
 /// Sandbox ID → pod UID, and pod UID → its names.
 type Pods = (HashMap<String, String>, HashMap<String, PodName>);

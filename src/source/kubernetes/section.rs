@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{runtime, DEFAULT_PROC_ROOT, DEFAULT_SOCKET};
-use crate::config::input::{parse_duration, ConfigError};
+use crate::base::input::{parse_duration, ConfigError};
 
 /// `kubernetes.enabled`: `"auto"`, `true` or `false` (a boolean or its text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

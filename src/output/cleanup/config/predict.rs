@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Action;
-use crate::config::input::{parse_duration_within, ConfigError};
+use crate::base::input::{parse_duration_within, ConfigError};
 use crate::model::policy::predict::PredictRule;
 
 /// `[cleanup.predict]` as written.

@@ -1,6 +1,6 @@
 //! Which signals a `signal` cleanup action may send, and how a written name becomes one.
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// A signal by number and by the name the user wrote (normalised to `SIGXXX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Webhook URLs in the configuration: what is accepted, and how a URL is shown (its secrets
 //! redacted) in logs, audit lines and errors.
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let lower = url.to_ascii_lowercase();

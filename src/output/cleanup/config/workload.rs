@@ -4,7 +4,7 @@
 use regex::Regex;
 
 use super::{key, regex, RawAction};
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// Which Kubernetes workloads a signal or kill action may touch (names from `kubernetes`).
 #[derive(Debug, Clone)]

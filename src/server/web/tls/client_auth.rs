@@ -16,7 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use super::pem::Material;
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// Go's `tls.ClientAuthType` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

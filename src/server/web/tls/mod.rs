@@ -28,7 +28,7 @@ use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
 use super::RawTls;
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 use client_auth::ClientAuth;
 use pem::Material;
 

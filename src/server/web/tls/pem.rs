@@ -7,7 +7,7 @@ use std::path::Path;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// PEM read from a file or given inline.
 pub(super) struct Material {
@@ -50,7 +50,7 @@ impl Material {
             )),
             (Some(f), None) => {
                 let path = base.join(f);
-                let bytes = crate::config::files::read_regular(&path, super::super::PEM_FILE_LIMIT)
+                let bytes = crate::base::files::read_regular(&path, super::super::PEM_FILE_LIMIT)
                     .map_err(|e| {
                         ConfigError::invalid(
                             format!("tls_server_config.{file_key}"),

@@ -5,7 +5,7 @@
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use crate::output::exposition::encoder::{push_label, Encoder, Kind, LabelValue, Value};
+use crate::base::encoder::{push_label, Encoder, Kind, LabelValue, Value};
 
 /// Appends `families` to `out`.
 pub fn write(out: &mut String, families: &[MetricFamily]) {
@@ -90,7 +90,7 @@ mod tests {
     /// its own `+Inf` bucket and a hand-made summary: written as the prometheus crate writes them.
     #[test]
     fn writes_what_the_prometheus_crate_writes() {
-        let telemetry = crate::server::telemetry::Telemetry::new();
+        let telemetry = crate::base::telemetry::Telemetry::new();
         telemetry.poll_duration.observe(0.003);
         telemetry.poll_duration.observe(42.0);
         telemetry

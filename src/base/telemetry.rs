@@ -12,8 +12,8 @@ pub use read_at_scrape::cpu_seconds;
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
-use crate::server::supervise::ComponentMetrics;
-use crate::source::sample::Operation;
+use crate::base::operation::Operation;
+use crate::base::supervise::ComponentMetrics;
 
 /// The exporter's self-metrics registry.
 #[derive(Clone)]
@@ -61,7 +61,7 @@ impl Telemetry {
                 read_at_scrape::ReadCounter::new(
                     "vram_exporter_log_lines_dropped_total",
                     "Log lines dropped because stderr was closed, full or not read fast enough (the log queue was full).",
-                    crate::config::logging::sink::dropped,
+                    crate::base::logging::sink::dropped,
                 )
                 .expect("valid counter"),
             ))

@@ -24,7 +24,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::input::ConfigError;
+use crate::base::input::ConfigError;
 
 /// The environment variable that overrides `log.level` with tracing directives.
 pub const RUST_LOG: &str = "RUST_LOG";
