@@ -29,6 +29,9 @@ const JS: &str = include_str!("status_page/page.js");
 /// How many processes each GPU card lists.
 const CARD_PROCESSES: usize = 5;
 
+/// How many of a process's latest allocator events its note shows, newest first (`page.js` alike).
+const NOTE_EVENTS: usize = 3;
+
 /// The header value that allows exactly this page's inline style and script, requests back to
 /// the exporter (the JSON API) and nothing else.
 pub fn content_security_policy() -> &'static str {
@@ -323,16 +326,30 @@ fn display_window(h: &HistoryResponse) -> f64 {
 }
 
 /// One line per listed process with an allocator report (`vram_client`): its cache, the memory
-/// outside its allocator and its latest event.
+/// outside its allocator and its latest few events (`allocatorNotes` in `page.js` alike).
 fn allocator_notes(h: &mut String, g: &crate::model::engine::GpuView) {
     for p in g.processes.iter().take(CARD_PROCESSES) {
         let Some(a) = p.allocator.as_deref() else {
             continue;
         };
-        let event = a.events.last().map_or(String::new(), |e| {
-            let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!(" · last event {} {}", e.event, fields.join(" "))
-        });
+        let events: Vec<String> = a
+            .events
+            .iter()
+            .rev()
+            .take(NOTE_EVENTS)
+            .map(|e| {
+                let mut s = e.event.clone();
+                for (k, v) in &e.fields {
+                    let _ = write!(s, " {k}={v}");
+                }
+                s
+            })
+            .collect();
+        let event = if events.is_empty() {
+            String::new()
+        } else {
+            format!(" · last events: {}", events.join("; "))
+        };
         let _ = writeln!(
             h,
             "<p class=\"alloc\">pid {}: allocator reserved {}, reclaimable {}, outside the allocator {}{}</p>",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vram_testkit::wait::{Poll, Wait};
 
-use crate::harness::{repo, Exporter, Metrics, Options, GIB};
+use crate::harness::{chromium, redrawn_page, repo, Exporter, Metrics, Options, GIB};
 
 const UUID0: &str = "GPU-c1ea0000-0000-4000-8000-000000000000";
 const MIB: u64 = 1 << 20;
@@ -255,10 +255,21 @@ fn reports_join_by_pid_with_events_and_go_when_stale() {
     assert_eq!(a["events"][0]["fields"]["name"], "train");
     assert!(!m.text.contains("train"), "an event reached the exposition");
     let (_, page) = e.get("/");
-    assert!(
-        page.contains("reclaimable 768 MiB") && page.contains("last event phase"),
-        "{page}"
-    );
+    let note = "reclaimable 768 MiB, outside the allocator 300 MiB · last events: phase name=train";
+    assert!(page.contains(note), "{page}");
+    // The page's script redraws the cards from the JSON API every 5 s: the note must survive it.
+    if let Some(browser) = chromium("allocator note's redraw check") {
+        let dom = redrawn_page(browser, &e.url("/"));
+        assert!(
+            dom.contains("data-updated="),
+            "the script did not redraw: {dom}"
+        );
+        let main = &dom[dom.find("<main").unwrap()..dom.find("</main>").unwrap()];
+        assert!(
+            main.contains(note),
+            "the redrawn card lost the note: {main}"
+        );
+    }
 
     // A stopped job stops reporting: after three intervals its allocator series go, while NVML
     // still lists the process; resumed, it reports again.

@@ -353,3 +353,51 @@ pub fn raise_own_fd_limit() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
 }
+
+/// The Chromium binary, or None (said loudly) where it is not installed; with VRAM_REQUIRE_TOOLS
+/// set (as `.ci/run` does) a missing browser fails the test named by `what`.
+pub fn chromium(what: &str) -> Option<&'static str> {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    assert!(
+        std::env::var_os("VRAM_REQUIRE_TOOLS").is_none(),
+        "chromium is required for the {what} (VRAM_REQUIRE_TOOLS is set) but not installed"
+    );
+    eprintln!("!!! {what} SKIPPED: chromium not installed (Debian package chromium)");
+    None
+}
+
+/// The page at `url` as headless Chromium leaves it once its script ran (the DOM after two
+/// seconds of virtual time: the load and the first redraw from the JSON API).
+pub fn redrawn_page(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=2000", "--dump-dom", url])
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -13,7 +13,7 @@
     const span = (h.now || 0) - (firsts.length ? Math.min(...firsts) : h.now || 0) + h.step_seconds;
     return [120, 300].find((w) => span <= w) || h.window_seconds;
   }
-  const CARD_PROCESSES = 5;
+  const CARD_PROCESSES = 5, NOTE_EVENTS = 3;
   const W = 600, H = 90, PW = 120, PH = 24;
   const esc = (s) => String(s).replace(/[<>&"']/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&#39;" })[c]);
   const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -126,6 +126,18 @@
     ["trend", false, false, (p, c) => (c.series ? mini(c.series, c.now, c.step) : "")],
     ["leak", true, false, (p) => (p.leak_rate_bytes_per_second > 0 ? rate(p.leak_rate_bytes_per_second) : "–")],
   ];
+  // As allocator_notes in status_page.rs: a line per listed process with an allocator report.
+  function allocatorNotes(g) {
+    let o = "";
+    for (const p of g.processes.slice(0, CARD_PROCESSES)) {
+      const a = p.allocator;
+      if (!a) continue;
+      const events = a.events.slice(-NOTE_EVENTS).reverse()
+        .map((e) => [e.event, ...Object.entries(e.fields).map(([k, v]) => k + "=" + v)].join(" "));
+      o += '<p class="alloc">pid ' + p.pid + ": allocator reserved " + bytes(a.reserved_bytes) + ", reclaimable " + bytes(a.reclaimable_bytes) + ", outside the allocator " + bytes(a.non_allocator_bytes) + (events.length ? esc(" · last events: " + events.join("; ")) : "") + "</p>\n";
+    }
+    return o;
+  }
   function card(g, hist, h) {
     const lvl = { ok: 0, soft: 1, hard: 2 }[g.level] || 0;
     let o = '<section class="gpu lvl-' + lvl + '" data-gpu="' + g.index + '" data-level="' + lvl + '"><h2>GPU ' + g.index;
@@ -163,6 +175,7 @@
         o += "</tr>\n";
       }
       o += "</table></div>\n";
+      o += allocatorNotes(g);
     }
     return o + "</section>\n";
   }
