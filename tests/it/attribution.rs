@@ -124,7 +124,7 @@ pub(crate) fn kubernetes(proc_root: &Path, kubelet: &Path, runtime: Option<&Path
     format!(
         "[poll]\ninterval = \"200ms\"\n[kubernetes]\nenabled = true\nproc_root = \"{}\"\n\
          pod_resources_socket = \"{}\"\nruntime_socket = \"{}\"\nrefresh_interval = \"300ms\"\n\
-         timeout = \"300ms\"\n",
+         timeout = \"300ms\"\nruntime_refresh_interval = \"300ms\"\nruntime_timeout = \"300ms\"\n",
         proc_root.display(),
         kubelet.display(),
         runtime.map_or("none".into(), |r| r.display().to_string())

@@ -37,6 +37,11 @@ pub struct RawKubernetes {
     pub refresh_interval: String,
     /// How long one pod-resources call (connect and list) may take.
     pub timeout: String,
+    /// How often the container runtime is listed (its own schedule: names change only when pods
+    /// come and go, so a slower one costs only how soon a new pod is named).
+    pub runtime_refresh_interval: String,
+    /// How long one runtime call (connect and both lists) may take.
+    pub runtime_timeout: String,
 }
 
 impl Default for RawKubernetes {
@@ -48,6 +53,8 @@ impl Default for RawKubernetes {
             runtime_socket: "auto".into(),
             refresh_interval: "10s".into(),
             timeout: "2s".into(),
+            runtime_refresh_interval: "10s".into(),
+            runtime_timeout: "2s".into(),
         }
     }
 }
@@ -74,6 +81,31 @@ pub struct SocketConfig {
     pub timeout: Duration,
 }
 
+/// A client's refresh interval (100 ms to 1 h) and call timeout (10 ms up to the interval and
+/// 1 m), each given as (key, text).
+fn schedule(
+    (interval_key, interval): (&str, &str),
+    (timeout_key, timeout_text): (&str, &str),
+) -> Result<(Duration, Duration), ConfigError> {
+    let every = parse_duration(interval_key, interval)?;
+    if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            interval_key,
+            interval,
+            "must be between 100ms and 1h",
+        ));
+    }
+    let timeout = parse_duration(timeout_key, timeout_text)?;
+    if timeout < Duration::from_millis(10) || timeout > every.min(Duration::from_secs(60)) {
+        return Err(ConfigError::invalid(
+            timeout_key,
+            timeout_text,
+            format!("must be at least 10ms and at most {interval_key} ({interval}) and 1m"),
+        ));
+    }
+    Ok((every, timeout))
+}
+
 impl RawKubernetes {
     /// Checks the keys; an explicitly configured path (or `enabled = true`) that does not exist
     /// is refused, a default one that does not exist turns its part off.
@@ -94,27 +126,17 @@ impl RawKubernetes {
                 }
             },
         };
-        let refresh_interval =
-            parse_duration("kubernetes.refresh_interval", &self.refresh_interval)?;
-        if refresh_interval < Duration::from_millis(100)
-            || refresh_interval > Duration::from_secs(3600)
-        {
-            return Err(ConfigError::invalid(
-                "kubernetes.refresh_interval",
-                &self.refresh_interval,
-                "must be between 100ms and 1h",
-            ));
-        }
-        let timeout = parse_duration("kubernetes.timeout", &self.timeout)?;
-        if timeout < Duration::from_millis(10)
-            || timeout > refresh_interval.min(Duration::from_secs(60))
-        {
-            return Err(ConfigError::invalid(
-                "kubernetes.timeout",
-                &self.timeout,
-                "must be at least 10ms and at most the refresh interval and 1m",
-            ));
-        }
+        let (refresh_interval, timeout) = schedule(
+            ("kubernetes.refresh_interval", &self.refresh_interval),
+            ("kubernetes.timeout", &self.timeout),
+        )?;
+        let (runtime_interval, runtime_timeout) = schedule(
+            (
+                "kubernetes.runtime_refresh_interval",
+                &self.runtime_refresh_interval,
+            ),
+            ("kubernetes.runtime_timeout", &self.runtime_timeout),
+        )?;
         let mut off = Vec::new();
         let proc_root = PathBuf::from(&self.proc_root);
         let explicit = required || self.proc_root != DEFAULT_PROC_ROOT;
@@ -188,8 +210,8 @@ impl RawKubernetes {
             .runtime_socket(kubelet, &mut off)?
             .map(|socket| SocketConfig {
                 socket,
-                refresh_interval,
-                timeout,
+                refresh_interval: runtime_interval,
+                timeout: runtime_timeout,
             });
         Ok(KubernetesConfig {
             proc_root: Some(proc_root),
