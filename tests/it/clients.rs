@@ -340,6 +340,7 @@ fn a_flood_of_clients_is_bounded_and_the_reporting_job_stays() {
     e.wait_metrics("the job's report", WAIT, |m| {
         reserved(m, job.pid()).is_some()
     });
+    let rss_before = e.rss();
     // One connection sending valid lines as fast as it can, one an oversized line, 100 idle ones
     // (closed after five seconds without a first line).
     let code = "import os, socket, sys, time\n\
@@ -362,6 +363,14 @@ fn a_flood_of_clients_is_bounded_and_the_reporting_job_stays() {
     });
     let connected = m.value("vram_exporter_clients_connected", &[]).unwrap();
     assert!(connected <= 64.0, "{connected} clients held");
+    // What the flood costs in memory is bounded by the caps (64 connections, 16 KiB lines), not
+    // by what the flood sends: measured, not timed.
+    let grown = (e.rss() - rss_before) / (1024.0 * 1024.0);
+    eprintln!("resident memory under the flood: +{grown:.2} MiB");
+    assert!(
+        grown < 16.0,
+        "the flood grew resident memory by {grown:.2} MiB"
+    );
     // Polls and scrapes go on and the job's reports are still taken.
     let m = e.next_poll();
     assert!(reserved(&m, job.pid()).is_some());
