@@ -168,14 +168,16 @@ pub mod pod_resources_lister_server {
                 "/v1.PodResourcesLister/GetAllocatableResources" => {
                     #[allow(non_camel_case_types)]
                     struct GetAllocatableResourcesSvc<T: PodResourcesLister>(pub Arc<T>);
-                    impl<T: PodResourcesLister>
-                        tonic::server::UnaryService<
-                            ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesRequest,
-                        > for GetAllocatableResourcesSvc<T>
-                    {
-                        type Response =
-                            ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesResponse;
-                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                    impl<
+                        T: PodResourcesLister,
+                    > tonic::server::UnaryService<
+                        ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesRequest,
+                    > for GetAllocatableResourcesSvc<T> {
+                        type Response = ::vram_exporter::source::kubernetes::pb::v1::AllocatableResourcesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
                         fn call(
                             &mut self,
                             request: tonic::Request<
@@ -185,9 +187,10 @@ pub mod pod_resources_lister_server {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
                                 <T as PodResourcesLister>::get_allocatable_resources(
-                                    &inner, request,
-                                )
-                                .await
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
                             };
                             Box::pin(fut)
                         }
